@@ -1,0 +1,1 @@
+"""Codec layer: H.264 bitstream parsing, containers, encoding, live decoding, saliency inputs."""

@@ -1,0 +1,26 @@
+"""Offline install of ov2_ros: `pip install -e .` gives the library and the `ov2` command without
+ROS. On a ROS 2 machine, colcon builds the same folder as an ament_cmake package (CMakeLists.txt),
+which adds the generated interfaces (ov2_ros.msg, ov2_ros.srv) and the `ros2 run` executables."""
+from setuptools import find_packages, setup
+
+setup(
+    name="ov2_ros",
+    version="0.1.0",
+    description="Codec-native video perception for ROS 2 (LLaVA-OneVision-2 method)",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ov2_ros", "ov2_ros.*"]),
+    install_requires=[
+        "numpy>=1.24",
+        "av>=14",
+        "opencv-python-headless>=4.8",
+        "tqdm>=4.60",
+        "PyYAML>=6",
+    ],
+    entry_points={
+        "console_scripts": [
+            "ov2 = ov2_ros.cli:main",
+            "ov2_node = ov2_ros.ros.node:main",
+        ],
+    },
+)
