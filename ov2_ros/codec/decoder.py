@@ -1,0 +1,94 @@
+"""Live H.264 decoding with PyAV: one Annex-B access unit in, the pictures it completes out.
+
+Each access unit goes straight to the decoder (no parser, which holds one access unit back),
+with slice threading only (frame threading delays output by 2-3 frames). Motion vectors come
+from FFmpeg's `+export_mvs` side data. B-frame streams output in display order, a few access
+units late; `drain()` returns what the decoder still holds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+# FFmpeg's AVMotionVector as PyAV exposes it (source -1: from the past, +1: from the future).
+MOTION_VECTOR_DTYPE = np.dtype(
+    [("source", "<i4"), ("w", "u1"), ("h", "u1"), ("src_x", "<i2"), ("src_y", "<i2"),
+     ("dst_x", "<i2"), ("dst_y", "<i2"), ("flags", "<u8"), ("motion_x", "<i4"),
+     ("motion_y", "<i4"), ("motion_scale", "<u2")],
+    align=True,
+)
+_PICTURE_TYPE_LETTER = {1: "I", 2: "P", 3: "B", 4: "I", 5: "P", 6: "B"}  # AV_PICTURE_TYPE_*
+
+
+@dataclass(frozen=True, repr=False)
+class DecodedPicture:
+    tag: int  # the tag given with the access unit that carried this picture
+    picture_type: str  # "I", "P" or "B", as the decoder saw it
+    yuv420: np.ndarray  # (H * 3 / 2, W) uint8: planar I420, Y then U then V
+    full_range: bool  # JPEG (0-255) rather than video (16-235) levels
+    motion_vectors: np.ndarray  # (N,) MOTION_VECTOR_DTYPE; empty for intra pictures
+
+    @property
+    def width(self) -> int:
+        return self.yuv420.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.yuv420.shape[0] * 2 // 3
+
+    def __repr__(self) -> str:
+        return (f"DecodedPicture(tag={self.tag}, type={self.picture_type}, {self.width}x{self.height}, "
+                f"motion_vectors={len(self.motion_vectors)})")
+
+
+class H264Decoder:
+    """Decodes Annex-B access units; `reset()` starts over as if newly created."""
+
+    def __init__(self, export_motion_vectors: bool = True, threads: int = 1):
+        self._export_motion_vectors = export_motion_vectors
+        self._threads = threads
+        self._context = self._create()
+
+    def _create(self) -> av.CodecContext:
+        context = av.CodecContext.create("h264", "r")
+        context.thread_type = "SLICE"
+        context.thread_count = self._threads
+        if self._export_motion_vectors:
+            context.options = {"flags2": "+export_mvs"}
+        return context
+
+    def decode(self, access_unit: bytes, tag: int) -> list[DecodedPicture]:
+        """Decode one access unit. Raises av.FFmpegError on data the decoder rejects."""
+        packet = av.Packet(access_unit)
+        packet.pts = tag
+        return [self._convert(frame) for frame in self._context.decode(packet)]
+
+    def drain(self) -> list[DecodedPicture]:
+        """Pictures still held for reordering; the decoder must be reset afterwards."""
+        try:
+            return [self._convert(frame) for frame in self._context.decode(None)]
+        except av.FFmpegError:
+            return []
+
+    def reset(self) -> None:
+        self._context = self._create()
+
+    def _convert(self, frame: av.VideoFrame) -> DecodedPicture:
+        name = frame.format.name
+        if name not in ("yuv420p", "yuvj420p"):  # 4:2:2, 4:4:4 or high bit depth
+            frame = frame.reformat(format="yuv420p")
+        yuv420 = frame.to_ndarray()
+        vectors = np.empty(0, MOTION_VECTOR_DTYPE)
+        if self._export_motion_vectors:
+            side_data = frame.side_data.get("MOTION_VECTORS")
+            if side_data is not None:
+                vectors = side_data.to_ndarray().astype(MOTION_VECTOR_DTYPE, copy=True)
+        return DecodedPicture(
+            tag=int(frame.pts),
+            picture_type=_PICTURE_TYPE_LETTER.get(int(frame.pict_type), "?"),
+            yuv420=yuv420,
+            full_range=name == "yuvj420p" or int(frame.color_range) == 2,
+            motion_vectors=vectors,
+        )

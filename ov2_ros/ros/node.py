@@ -1,0 +1,341 @@
+"""ov2_node: watches a camera's H.264 topic and keeps, per decoded frame, what the tokenizer
+needs (bit cost, picture type, motion vectors, image, stamp).
+
+Threads (all visible here):
+  executor thread  - subscription callback: copies the message into the decode queue, nothing
+                     more; the diagnostics timer formats counters.
+  "ov2-decode"     - takes access units from the queue and runs the offline StreamIngest
+                     (parsing, loss detection, PyAV decoding); keeps the newest frames.
+The queue is bounded; an access unit that does not fit is counted as dropped and the ingest
+restarts at the next IDR (a lost picture corrupts the rest of its GOP).
+"""
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage
+
+from ov2_ros.codec.ingest import FrameRecord, PushResult, StreamIngest
+from ov2_ros.ros import names
+from ov2_ros.ros.conversions import key_values, time_to_ns
+
+
+@dataclass(frozen=True)
+class _Received:
+    payload: bytes
+    stamp_ns: int
+    fmt: str
+    receive_ns: int
+    frame_id: str
+
+
+class RollingWindow:
+    """The last `size` samples of a measurement, for mean and percentiles."""
+
+    def __init__(self, size: int = 300):
+        self._samples: collections.deque[float] = collections.deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._samples.append(value)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self._samples, q)) if self._samples else float("nan")
+
+    def mean(self) -> float:
+        return float(np.mean(self._samples)) if self._samples else float("nan")
+
+
+def _descriptor(description: str, kind: int, read_only: bool = False, integer_range=None,
+                float_range=None) -> ParameterDescriptor:
+    return ParameterDescriptor(
+        description=description, type=kind, read_only=read_only,
+        integer_range=[integer_range] if integer_range else [],
+        floating_point_range=[float_range] if float_range else [],
+    )
+
+
+class Ov2Node(Node):
+    def __init__(self, **kwargs):
+        super().__init__(names.NODE_NAME, **kwargs)
+        p = self._declare_parameters()
+        self._gop_summaries = p["log_gop_summaries"]
+
+        self._ingest = StreamIngest(
+            max_stamp_gap_ns=int(p["max_stamp_gap_s"] * 1e9),
+            export_motion_vectors=p["export_motion_vectors"],
+            decoder_threads=p["decoder_threads"],
+        )
+        self._queue: queue.Queue[_Received] = queue.Queue(maxsize=p["decode_queue_size"])
+        # Newest decoded frames, oldest first: the streaming tokenizer's input.
+        self.frames: collections.deque[FrameRecord] = collections.deque(maxlen=p["frame_buffer_size"])
+        self._gop: list[FrameRecord] = []
+
+        # Guards everything the decode thread and the diagnostics timer share.
+        self._lock = threading.Lock()
+        self._messages_received = 0
+        self._dropped_queue_full = 0
+        self._overflow_pending = False
+        self._frame_id = ""
+        self._last_receive_ns = 0
+        self._receive_times = collections.deque(maxlen=300)
+        self._decode_ms = RollingWindow()
+        self._stamp_delay_ms = RollingWindow()
+        self._stamp_to_decoded_ms = RollingWindow()
+        self._last_problem = ""
+        self._last_warned: dict[str, float] = {}
+
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=p["qos_depth"],
+            reliability=ReliabilityPolicy.BEST_EFFORT if p["qos_reliability"] == "best_effort"
+            else ReliabilityPolicy.RELIABLE,
+        )
+        self._subscription = self.create_subscription(
+            CompressedImage, names.H264_TOPIC, self._on_access_unit, qos)
+        self._diagnostics = self.create_publisher(DiagnosticArray, names.DIAGNOSTICS_TOPIC, 10)
+        self._timer = self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._decode_loop, name="ov2-decode", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"listening on {self._subscription.topic_name} ({p['qos_reliability']}, depth "
+            f"{p['qos_depth']}); diagnostics on {names.DIAGNOSTICS_TOPIC}")
+
+    # --- parameters -----------------------------------------------------------------------
+
+    def _declare_parameters(self) -> dict:
+        int_t, float_t = ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_DOUBLE
+        bool_t, str_t = ParameterType.PARAMETER_BOOL, ParameterType.PARAMETER_STRING
+        specs = {
+            "qos_reliability": ("reliable", _descriptor(
+                "Reliability of the H.264 subscription: 'reliable' (default; a lost packet "
+                "costs the rest of its GOP) or 'best_effort'.", str_t, read_only=True)),
+            "qos_depth": (300, _descriptor(
+                "History depth of the H.264 subscription; keep it >= 2 x the camera GOP.",
+                int_t, read_only=True, integer_range=IntegerRange(from_value=1, to_value=10000, step=1))),
+            "decode_queue_size": (300, _descriptor(
+                "Access units waiting for the decode thread; beyond it they are dropped and "
+                "decoding restarts at the next IDR.", int_t, read_only=True,
+                integer_range=IntegerRange(from_value=1, to_value=10000, step=1))),
+            "frame_buffer_size": (128, _descriptor(
+                "Newest decoded frames kept for the tokenizer (720p: 1.4 MB each).", int_t,
+                read_only=True, integer_range=IntegerRange(from_value=1, to_value=4096, step=1))),
+            "max_stamp_gap_s": (0.5, _descriptor(
+                "A header stamp further than this from the newest one (forward or back) is a "
+                "discontinuity: decoding restarts at the next IDR.", float_t,
+                float_range=FloatingPointRange(from_value=0.01, to_value=3600.0, step=0.0))),
+            "export_motion_vectors": (True, _descriptor(
+                "Export motion vectors from the decoder (+export_mvs).", bool_t, read_only=True)),
+            "decoder_threads": (1, _descriptor(
+                "Slice threads for the decoder (0 = auto). Frame threading is never used: it "
+                "delays output by several frames.", int_t, read_only=True,
+                integer_range=IntegerRange(from_value=0, to_value=16, step=1))),
+            "diagnostics_period_s": (1.0, _descriptor(
+                "Period of /diagnostics messages.", float_t, read_only=True,
+                float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0))),
+            "log_gop_summaries": (True, _descriptor(
+                "Log one line per decoded GOP (size, bits, motion vectors, latency).", bool_t)),
+            "log_throttle_s": (5.0, _descriptor(
+                "At most one warning per this many seconds for each kind of bad input.", float_t,
+                read_only=True, float_range=FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0))),
+        }
+        values = {}
+        for name, (default, descriptor) in specs.items():
+            values[name] = self.declare_parameter(name, default, descriptor).value
+        if values["qos_reliability"] not in ("reliable", "best_effort"):
+            raise ValueError(f"qos_reliability must be 'reliable' or 'best_effort', got "
+                             f"'{values['qos_reliability']}'")
+        self._log_throttle_s = values["log_throttle_s"]
+        return values
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        for parameter in parameters:
+            if parameter.name == "max_stamp_gap_s":
+                with self._lock:
+                    self._ingest.max_stamp_gap_ns = int(parameter.value * 1e9)
+            elif parameter.name == "log_gop_summaries":
+                self._gop_summaries = bool(parameter.value)
+        return SetParametersResult(successful=True)
+
+    # --- executor thread ------------------------------------------------------------------
+
+    def _on_access_unit(self, message: CompressedImage) -> None:
+        received = _Received(bytes(message.data), time_to_ns(message.header.stamp), message.format,
+                             time.time_ns(), message.header.frame_id)
+        with self._lock:
+            self._messages_received += 1
+            self._receive_times.append(received.receive_ns)
+        try:
+            self._queue.put_nowait(received)
+        except queue.Full:
+            with self._lock:
+                self._dropped_queue_full += 1
+                self._overflow_pending = True
+            self.get_logger().warning(
+                f"decode queue full ({self._queue.maxsize}); dropping access units until the "
+                "next IDR", throttle_duration_sec=self._log_throttle_s)
+
+    # --- decode thread --------------------------------------------------------------------
+
+    def _decode_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                received = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            with self._lock:
+                frames = []
+                if self._overflow_pending:
+                    self._overflow_pending = False
+                    frames += self._ingest.mark_discontinuity()
+                result = self._ingest.push(received.payload, received.stamp_ns, received.fmt,
+                                           received.receive_ns)
+                frames += result.frames
+                self._record(received, result, frames)
+            self._keep(frames)
+            if result.problem:
+                self._warn(result)
+
+    def _record(self, received: _Received, result: PushResult, frames: list[FrameRecord]) -> None:
+        self._frame_id = received.frame_id
+        self._last_receive_ns = received.receive_ns
+        if received.stamp_ns:
+            self._stamp_delay_ms.add((received.receive_ns - received.stamp_ns) / 1e6)
+        if result.outcome == "accepted":
+            self._decode_ms.add(result.decode_ms)
+        else:
+            self._last_problem = f"{result.outcome}: {result.detail}"
+        for frame in frames:
+            if frame.stamp_ns:
+                self._stamp_to_decoded_ms.add((frame.decoded_ns - frame.stamp_ns) / 1e6)
+
+    def _keep(self, frames: list[FrameRecord]) -> None:
+        for frame in frames:
+            if frame.key_frame and self._gop:
+                self._log_gop(self._gop)
+                self._gop = []
+            self._gop.append(frame)
+            self.frames.append(frame)
+
+    def _log_gop(self, gop: list[FrameRecord]) -> None:
+        if not self._gop_summaries:
+            return
+        key_bits = gop[0].bit_cost_bits
+        other_bits = [frame.bit_cost_bits for frame in gop[1:]] or [0]
+        vectors = [len(frame.motion_vectors) for frame in gop[1:]] or [0]
+        types = "".join(frame.picture_type for frame in gop[:12]) + ("..." if len(gop) > 12 else "")
+        self.get_logger().info(
+            f"decoded GOP: {len(gop)} frames {gop[0].width}x{gop[0].height} [{types}], "
+            f"IDR {key_bits / 1000:.1f} kbit, others mean {np.mean(other_bits) / 1000:.1f} kbit, "
+            f"{np.mean(vectors):.0f} motion vectors/frame, "
+            f"stamps {gop[0].stamp_ns / 1e9:.3f}-{gop[-1].stamp_ns / 1e9:.3f} s")
+
+    def _warn(self, result: PushResult) -> None:
+        """Log bad input at most once per `log_throttle_s` for each kind of outcome, so a flood
+        of one kind neither fills the log nor hides another kind."""
+        now = time.monotonic()
+        if now - self._last_warned.get(result.outcome, -np.inf) < self._log_throttle_s:
+            return
+        self._last_warned[result.outcome] = now
+        logger = self.get_logger()
+        log = logger.info if result.outcome == "dropped_waiting_for_idr" else logger.warning
+        log(f"{result.outcome}: {result.detail}")
+
+    # --- diagnostics ----------------------------------------------------------------------
+
+    def ingest_snapshot(self) -> dict:
+        """Counters and rates, consistent with each other (taken under the decode lock)."""
+        with self._lock:
+            counters = self._ingest.counters.to_dict()
+            now_ns = time.time_ns()
+            recent = [t for t in self._receive_times if now_ns - t < 5_000_000_000]
+            rate = (len(recent) - 1) / ((recent[-1] - recent[0]) / 1e9) if len(recent) > 2 else 0.0
+            width, height = self._ingest.frame_size or (0, 0)
+            values = {
+                "frames_received": self._messages_received,
+                **{key: counters[key] for key in (
+                    "frames_decoded", "frames_pending_in_decoder", "decode_errors",
+                    "frames_dropped_waiting_for_idr", "frames_discarded_by_decoder",
+                    "frames_rejected_format", "frames_rejected_empty", "frames_rejected_malformed")},
+                "frames_dropped_queue_full": self._dropped_queue_full,
+                "queue_depth": self._queue.qsize(),
+                **{key: counters[key] for key in (
+                    "decoder_resets", "frame_num_gaps", "stamp_discontinuities",
+                    "reported_discontinuities", "resolution_changes")},
+                "awaiting_idr": self._ingest.awaiting_idr,
+                "width": width,
+                "height": height,
+                "input_rate_hz": rate,
+                "decode_ms_mean": self._decode_ms.mean(),
+                "decode_ms_p99": self._decode_ms.percentile(99),
+                "stamp_delay_ms_p50": self._stamp_delay_ms.percentile(50),
+                "stamp_delay_ms_p99": self._stamp_delay_ms.percentile(99),
+                "stamp_to_decoded_ms_p50": self._stamp_to_decoded_ms.percentile(50),
+                "stamp_to_decoded_ms_p99": self._stamp_to_decoded_ms.percentile(99),
+                "frames_buffered": len(self.frames),
+                "last_problem": self._last_problem,
+            }
+            idle_s = (now_ns - self._last_receive_ns) / 1e9 if self._last_receive_ns else None
+            return {"values": values, "frame_id": self._frame_id, "idle_s": idle_s}
+
+    def _publish_diagnostics(self) -> None:
+        snapshot = self.ingest_snapshot()
+        values, idle_s = snapshot["values"], snapshot["idle_s"]
+        if idle_s is None:
+            level, message = DiagnosticStatus.WARN, "no H.264 received yet"
+        elif idle_s > 2.0:
+            level, message = DiagnosticStatus.STALE, f"no H.264 for {idle_s:.1f} s"
+        elif values["awaiting_idr"]:
+            level, message = DiagnosticStatus.WARN, "waiting for an IDR with SPS/PPS"
+        else:
+            level, message = DiagnosticStatus.OK, (
+                f"decoding {values['width']}x{values['height']} at {values['input_rate_hz']:.1f} Hz")
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_fully_qualified_name()}: {names.DIAGNOSTIC_NAME_SUFFIX}",
+            message=message, hardware_id=snapshot["frame_id"], values=key_values(values))
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=2.0)
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = Ov2Node()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
