@@ -112,12 +112,51 @@ def _run_publish(args) -> int:
                         not args.best_effort, args.wait_subscribers, args.wait_timeout)
 
 
+def _add_demo(commands) -> None:
+    parser = commands.add_parser(
+        "demo", help="stream a synthetic H.264 scene through the real ov2_node and show what it decoded")
+    parser.add_argument("--out", default="out/demo", help="output folder (default: %(default)s)")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds of video")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start-frame", type=int, default=0, help="join the stream mid-GOP")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from ov2_ros.ros.demo import run_demo
+
+    return run_demo(args.out, args.duration, args.seed, start_frame=args.start_frame)
+
+
+def _add_bench(commands) -> None:
+    parser = commands.add_parser("bench", help="benchmarks, as ratios against a baseline of the same run")
+    benches = parser.add_subparsers(dest="bench", required=True)
+    ingest = benches.add_parser("ingest", help="decode throughput vs bare PyAV; node latency over ROS 2")
+    ingest.add_argument("--out", default="out/bench_ingest.json", help="JSON results (default: %(default)s)")
+    ingest.add_argument("--duration", type=float, default=10.0, help="seconds of video per resolution")
+    ingest.add_argument("--repeats", type=int, default=3)
+    ingest.add_argument("--no-ros", action="store_true", help="skip the node latency measurement")
+    ingest.set_defaults(handler=_run_bench_ingest)
+
+
+def _run_bench_ingest(args) -> int:
+    from pathlib import Path
+
+    from ov2_ros.ros.ingest_bench import run_ingest_bench
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    run_ingest_bench(args.out, args.duration, args.repeats, with_ros=not args.no_ros)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ov2", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_synth_stream(commands)
     _add_probe(commands)
     _add_publish(commands)
+    _add_demo(commands)
+    _add_bench(commands)
     return parser
 
 

@@ -38,7 +38,7 @@ def write_synthetic_stream(scene_config: SceneConfig, encoder_config: H264Encode
 
     def images():
         for image, truth in tqdm(scene.frames(), total=scene_config.frame_count, disable=not progress,
-                                 desc=f"rendering + encoding {name}", unit="frame"):
+                                 desc=f"rendering + encoding {name}", unit="frame", mininterval=1.0):
             truths.append(truth)
             yield image
 

@@ -1,0 +1,104 @@
+"""Run the real node in its own process and watch its /diagnostics: shared by `ov2 demo`,
+`ov2 bench ingest` and the tests, so that all of them exercise the node exactly as deployed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from ov2_ros.ros import names
+from ov2_ros.ros.conversions import diagnostic_values
+
+
+def start_node_process(parameters: dict | None = None, remaps: dict | None = None,
+                       namespace: str = "", stdout=None, env: dict | None = None) -> subprocess.Popen:
+    """Start `ov2_node` (python -m ov2_ros.ros.node) in a new process group."""
+    command = [sys.executable, "-m", "ov2_ros.ros.node", "--ros-args"]
+    for name, value in (parameters or {}).items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        command += ["-p", f"{name}:={text}"]
+    for source, target in (remaps or {}).items():
+        command += ["-r", f"{source}:={target}"]
+    if namespace:
+        command += ["-r", f"__ns:={namespace}"]
+    return subprocess.Popen(command, stdout=stdout, stderr=subprocess.STDOUT if stdout else None,
+                            env=env or os.environ.copy(), start_new_session=True)
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 5.0) -> int:
+    """SIGINT the process group, then SIGKILL it if it has not exited in time."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
+class DiagnosticsWatcher:
+    """Subscribes to /diagnostics in this process (spun on a background thread) and keeps the
+    newest ov2 ingest status per node."""
+
+    def __init__(self, node: Node):
+        self._latest: dict[str, dict] = {}
+        self._condition = threading.Condition()
+        node.create_subscription(DiagnosticArray, names.DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        with self._condition:
+            for status in message.status:
+                if status.name.endswith(names.DIAGNOSTIC_NAME_SUFFIX):
+                    self._latest[status.name] = {
+                        "level": int.from_bytes(status.level, "little"), "message": status.message,
+                        "hardware_id": status.hardware_id, **diagnostic_values(status)}
+            self._condition.notify_all()
+
+    def latest(self, name_prefix: str = "") -> dict | None:
+        with self._condition:
+            for name, values in self._latest.items():
+                if name.startswith(name_prefix):
+                    return dict(values)
+        return None
+
+    def wait_for(self, predicate, timeout_s: float, name_prefix: str = "") -> dict | None:
+        """Block until the newest status satisfies predicate(values); returns it or None."""
+        deadline = time.monotonic() + timeout_s
+        with self._condition:
+            while True:
+                for name, values in self._latest.items():
+                    if name.startswith(name_prefix) and predicate(values):
+                        return dict(values)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._condition.wait(remaining)
+
+
+class SpinningNode:
+    """An rclpy node of this process, spun on a background thread until closed."""
+
+    def __init__(self, name: str):
+        self.node = rclpy.create_node(name)
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._executor.spin, name=f"{name}-spin", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        self._thread.join(timeout=2.0)
+
+
+def counter(values: dict, key: str) -> int:
+    return int(values.get(key, "0"))
