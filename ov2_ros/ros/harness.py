@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -19,9 +20,12 @@ from ov2_ros.ros.conversions import diagnostic_values
 
 
 def start_node_process(parameters: dict | None = None, remaps: dict | None = None,
-                       namespace: str = "", stdout=None, env: dict | None = None) -> subprocess.Popen:
+                       namespace: str = "", params_file: str | Path | None = None, stdout=None,
+                       env: dict | None = None) -> subprocess.Popen:
     """Start `ov2_node` (python -m ov2_ros.ros.node) in a new process group."""
     command = [sys.executable, "-m", "ov2_ros.ros.node", "--ros-args"]
+    if params_file is not None:
+        command += ["--params-file", str(params_file)]
     for name, value in (parameters or {}).items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         command += ["-p", f"{name}:={text}"]

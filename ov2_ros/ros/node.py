@@ -91,6 +91,7 @@ class Ov2Node(Node):
         self._lock = threading.Lock()
         self._messages_received = 0
         self._dropped_queue_full = 0
+        self._internal_errors = 0
         self._overflow_pending = False
         self._frame_id = ""
         self._last_receive_ns = 0
@@ -201,18 +202,29 @@ class Ov2Node(Node):
                 received = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
-            with self._lock:
-                frames = []
-                if self._overflow_pending:
-                    self._overflow_pending = False
-                    frames += self._ingest.mark_discontinuity()
-                result = self._ingest.push(received.payload, received.stamp_ns, received.fmt,
-                                           received.receive_ns)
-                frames += result.frames
-                self._record(received, result, frames)
-            self._keep(frames)
-            if result.problem:
-                self._warn(result)
+            try:
+                self._ingest_one(received)
+            except Exception as error:  # the decode thread must outlive any one access unit
+                with self._lock:
+                    self._internal_errors += 1
+                    frames = self._ingest.mark_discontinuity()
+                self._keep(frames)
+                self.get_logger().error(f"internal error on an access unit, restarting at the next "
+                                        f"IDR: {error!r}")
+
+    def _ingest_one(self, received: _Received) -> None:
+        with self._lock:
+            frames = []
+            if self._overflow_pending:
+                self._overflow_pending = False
+                frames += self._ingest.mark_discontinuity()
+            result = self._ingest.push(received.payload, received.stamp_ns, received.fmt,
+                                       received.receive_ns)
+            frames += result.frames
+            self._record(received, result, frames)
+        self._keep(frames)
+        if result.problem:
+            self._warn(result)
 
     def _record(self, received: _Received, result: PushResult, frames: list[FrameRecord]) -> None:
         self._frame_id = received.frame_id
@@ -255,9 +267,12 @@ class Ov2Node(Node):
         if now - self._last_warned.get(result.outcome, -np.inf) < self._log_throttle_s:
             return
         self._last_warned[result.outcome] = now
-        logger = self.get_logger()
-        log = logger.info if result.outcome == "dropped_waiting_for_idr" else logger.warning
-        log(f"{result.outcome}: {result.detail}")
+        message = f"{result.outcome}: {result.detail}"
+        # rclpy requires one severity per call site.
+        if result.outcome == "dropped_waiting_for_idr":
+            self.get_logger().info(message)
+        else:
+            self.get_logger().warning(message)
 
     # --- diagnostics ----------------------------------------------------------------------
 
@@ -276,6 +291,7 @@ class Ov2Node(Node):
                     "frames_dropped_waiting_for_idr", "frames_discarded_by_decoder",
                     "frames_rejected_format", "frames_rejected_empty", "frames_rejected_malformed")},
                 "frames_dropped_queue_full": self._dropped_queue_full,
+                "internal_errors": self._internal_errors,
                 "queue_depth": self._queue.qsize(),
                 **{key: counters[key] for key in (
                     "decoder_resets", "frame_num_gaps", "stamp_discontinuities",

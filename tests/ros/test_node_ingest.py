@@ -1,0 +1,180 @@
+"""The real ov2_node in its own process, fed over ROS 2 by a camera-like publisher in this
+process; every check reads the node's /diagnostics."""
+import time
+from pathlib import Path
+
+import pytest
+import rclpy
+from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.parameter import Parameter
+
+from ov2_ros.codec.container import H264File
+from ov2_ros.ros.harness import DiagnosticsWatcher, SpinningNode, counter, start_node_process, stop_process
+from ov2_ros.ros.publisher import AccessUnitPublisher, play, use_prompt_acknowledgements
+from tests.conftest import media_file
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ros():
+    use_prompt_acknowledgements()
+    rclpy.init()
+    spinning = SpinningNode("ov2_test_driver")
+    watcher = DiagnosticsWatcher(spinning.node)
+    yield spinning.node, watcher
+    spinning.close()
+    rclpy.try_shutdown()
+
+
+@pytest.fixture
+def node_under_test(request):
+    """Start ov2_node in namespace /<test name>; yields (namespace, process)."""
+    processes = []
+
+    def start(namespace, **parameters):
+        process = start_node_process({"diagnostics_period_s": 0.2, **parameters}, namespace=namespace)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        stop_process(process)
+
+
+def _publisher(node, namespace):
+    publisher = AccessUnitPublisher(node, f"{namespace}/image_raw/h264", frame_id=f"{namespace[1:]}_optical")
+    assert publisher.wait_for_subscribers(1, timeout_s=30.0), "ov2_node never subscribed"
+    return publisher
+
+
+def _settled(watcher, namespace, received, timeout_s=20.0):
+    values = watcher.wait_for(
+        lambda v: counter(v, "frames_received") == received and counter(v, "queue_depth") == 0,
+        timeout_s, name_prefix=f"{namespace}/ov2_node")
+    assert values is not None, f"diagnostics never showed {received} frames: {watcher.latest(namespace)}"
+    return values
+
+
+def _accounted(values):
+    keys = ("frames_decoded", "frames_pending_in_decoder", "decode_errors", "frames_dropped_waiting_for_idr",
+            "frames_discarded_by_decoder", "frames_rejected_format", "frames_rejected_empty",
+            "frames_rejected_malformed", "frames_dropped_queue_full")
+    return sum(counter(values, key) for key in keys)
+
+
+def test_every_published_frame_is_decoded(ros, node_under_test, p_stream, b_stream):
+    node, watcher = ros
+    for namespace, path in (("/p_camera", p_stream.h264_path), ("/b_camera", b_stream.mp4_path)):
+        node_under_test(namespace)
+        report = play(_publisher(node, namespace), H264File(path), pacing="acked")
+        assert report.sent == 60 and report.unacked == 0
+        values = _settled(watcher, namespace, 60)
+        assert _accounted(values) == 60
+        # B-frame reordering may still hold the last pictures: the stream has not ended for a live node
+        assert counter(values, "frames_decoded") + counter(values, "frames_pending_in_decoder") == 60
+        assert counter(values, "frames_dropped_waiting_for_idr") == counter(values, "decode_errors") == 0
+        assert (counter(values, "width"), counter(values, "height")) == (320, 240)
+        assert values["hardware_id"] == f"{namespace[1:]}_optical"
+        assert float(values["decode_ms_mean"]) > 0 and float(values["input_rate_hz"]) > 0
+        assert values["awaiting_idr"] == "false"
+
+
+def test_late_joiner_waits_for_an_idr(ros, node_under_test, p_stream):
+    node, watcher = ros
+    node_under_test("/late")
+    report = play(_publisher(node, "/late"), H264File(p_stream.h264_path), pacing="acked", start_frame=5)
+    values = _settled(watcher, "/late", report.sent)
+    assert report.sent == 55
+    assert counter(values, "frames_dropped_waiting_for_idr") == 10  # 5..14; IDR at 15
+    assert counter(values, "frames_decoded") == 45
+    assert _accounted(values) == 55
+
+
+def test_injected_faults_are_counted_and_decoding_recovers(ros, node_under_test, p_stream):
+    node, watcher = ros
+    node_under_test("/faulty")
+    publisher = _publisher(node, "/faulty")
+    units = list(H264File(p_stream.h264_path))
+    stamp = 10**18
+    sent = 0
+
+    def send(data, fmt="h264"):
+        nonlocal stamp, sent
+        publisher.publish(data, stamp, fmt)
+        assert publisher.wait_acked(5.0)
+        stamp += 33_333_333
+        sent += 1
+
+    for au in units[:15]:
+        send(au.data)
+    send(units[15].data, fmt="jpeg")  # wrong format
+    send(b"")  # empty
+    send(b"\x89PNG\r\n\x1a\n not h264")  # garbage
+    for index, au in enumerate(units[15:], start=15):
+        if index != 20:  # a lost P picture: 21..29 cannot be decoded until the IDR at 30
+            send(au.data)
+    values = _settled(watcher, "/faulty", sent)
+    assert sent == 62
+    assert counter(values, "frames_rejected_format") == 1
+    assert counter(values, "frames_rejected_empty") == 1
+    assert counter(values, "frames_rejected_malformed") == 1
+    assert counter(values, "frame_num_gaps") == 1
+    assert counter(values, "frames_dropped_waiting_for_idr") == 9
+    assert counter(values, "frames_decoded") == 15 + 5 + 30
+    assert _accounted(values) == 62
+    assert "dropped_waiting_for_idr" in values["last_problem"]
+
+
+def test_resolution_change_is_followed(ros, node_under_test, p_stream, large_stream):
+    node, watcher = ros
+    node_under_test("/resize")
+    publisher = _publisher(node, "/resize")
+    units = list(H264File(p_stream.h264_path))[:30] + list(H264File(large_stream.h264_path))
+    for index, au in enumerate(units):
+        publisher.publish(au.data, 10**18 + index * 33_333_333)
+        assert publisher.wait_acked(5.0)
+    values = _settled(watcher, "/resize", 90)
+    assert counter(values, "resolution_changes") == 1
+    assert (counter(values, "width"), counter(values, "height")) == (640, 480)
+    assert counter(values, "frames_decoded") == 90
+
+
+def test_real_camera_mp4_with_b_frames(ros, node_under_test):
+    node, watcher = ros
+    source = H264File(media_file("sam2_03_blocks.mp4"))
+    node_under_test("/real")
+    report = play(_publisher(node, "/real"), source, pacing="acked")
+    values = _settled(watcher, "/real", report.sent, timeout_s=60.0)
+    assert report.sent == source.info.frame_count
+    assert counter(values, "frames_decoded") + counter(values, "frames_pending_in_decoder") == report.sent
+    assert counter(values, "decode_errors") == 0
+    assert (counter(values, "width"), counter(values, "height")) == (1280, 720)
+
+
+def test_params_file_is_applied_and_bad_values_are_refused(ros, tmp_path):
+    node, _ = ros
+    shipped = (REPO / "config" / "ov2_node.yaml").read_text()
+    edited = shipped.replace("qos_depth: 300", "qos_depth: 400").replace("max_stamp_gap_s: 0.5", "max_stamp_gap_s: 0.25")
+    assert edited.count("400") == 1 and "0.25" in edited
+    params_file = tmp_path / "ov2_node.yaml"
+    params_file.write_text(edited)
+    process = start_node_process(namespace="/configured", params_file=params_file)
+    try:
+        get = node.create_client(GetParameters, "/configured/ov2_node/get_parameters")
+        assert get.wait_for_service(timeout_sec=30.0)
+        response = get.call(GetParameters.Request(names=["qos_depth", "max_stamp_gap_s"]), timeout_sec=10.0)
+        assert response.values[0].integer_value == 400
+        assert response.values[1].double_value == pytest.approx(0.25)
+        set_ = node.create_client(SetParameters, "/configured/ov2_node/set_parameters")
+        assert set_.wait_for_service(timeout_sec=10.0)
+        results = set_.call(SetParameters.Request(parameters=[
+            Parameter("qos_depth", value=10).to_parameter_msg(),  # read-only: needs a restart
+            Parameter("max_stamp_gap_s", value=1.5).to_parameter_msg(),
+            Parameter("max_stamp_gap_s", value=-1.0).to_parameter_msg(),  # outside its range
+        ]), timeout_sec=10.0).results
+        assert [r.successful for r in results] == [False, True, False]
+    finally:
+        stop_process(process)
+    bad = start_node_process({"qos_reliability": "sometimes"}, namespace="/bad")
+    assert bad.wait(timeout=30) != 0
