@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import av
+import cv2
 import numpy as np
 
 # FFmpeg's AVMotionVector as PyAV exposes it (source -1: from the past, +1: from the future).
@@ -22,13 +23,11 @@ MOTION_VECTOR_DTYPE = np.dtype(
 _PICTURE_TYPE_LETTER = {1: "I", 2: "P", 3: "B", 4: "I", 5: "P", 6: "B"}  # AV_PICTURE_TYPE_*
 
 
-@dataclass(frozen=True, repr=False)
-class DecodedPicture:
-    tag: int  # the tag given with the access unit that carried this picture
-    picture_type: str  # "I", "P" or "B", as the decoder saw it
-    yuv420: np.ndarray  # (H * 3 / 2, W) uint8: planar I420, Y then U then V
-    full_range: bool  # JPEG (0-255) rather than video (16-235) levels
-    motion_vectors: np.ndarray  # (N,) MOTION_VECTOR_DTYPE; empty for intra pictures
+class I420Image:
+    """Shared accessors of frames stored as planar I420: `yuv420` is (H * 3 / 2, W) uint8, the
+    Y plane then the quarter-size U and V planes."""
+
+    yuv420: np.ndarray
 
     @property
     def width(self) -> int:
@@ -37,6 +36,24 @@ class DecodedPicture:
     @property
     def height(self) -> int:
         return self.yuv420.shape[0] * 2 // 3
+
+    @property
+    def luma(self) -> np.ndarray:
+        """(H, W) uint8 view of the Y plane."""
+        return self.yuv420[: self.height]
+
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB (BT.601)."""
+        return cv2.cvtColor(self.yuv420, cv2.COLOR_YUV2RGB_I420)
+
+
+@dataclass(frozen=True, repr=False)
+class DecodedPicture(I420Image):
+    tag: int  # the tag given with the access unit that carried this picture
+    picture_type: str  # "I", "P" or "B", as the decoder saw it
+    yuv420: np.ndarray  # (H * 3 / 2, W) uint8: planar I420, Y then U then V
+    full_range: bool  # JPEG (0-255) rather than video (16-235) levels
+    motion_vectors: np.ndarray  # (N,) MOTION_VECTOR_DTYPE; empty for intra pictures
 
     def __repr__(self) -> str:
         return (f"DecodedPicture(tag={self.tag}, type={self.picture_type}, {self.width}x{self.height}, "

@@ -20,7 +20,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import av
-import cv2
 import numpy as np
 
 from ov2_ros.codec.bitstream import (
@@ -30,7 +29,7 @@ from ov2_ros.codec.bitstream import (
     describe_access_unit,
     is_annexb,
 )
-from ov2_ros.codec.decoder import DecodedPicture, H264Decoder
+from ov2_ros.codec.decoder import DecodedPicture, H264Decoder, I420Image
 from ov2_ros.errors import CorruptBitstreamError
 
 ACCEPTED_FORMATS = frozenset({"h264", "h.264", "avc"})
@@ -39,7 +38,7 @@ _MAX_PENDING = 32
 
 
 @dataclass(frozen=True, repr=False)
-class FrameRecord:
+class FrameRecord(I420Image):
     """One decoded frame with what the tokenizer needs from the codec."""
 
     decode_index: int  # position of its access unit among those pushed (decode order)
@@ -53,23 +52,6 @@ class FrameRecord:
     yuv420: np.ndarray  # (H * 3 / 2, W) uint8, planar I420
     full_range: bool
     motion_vectors: np.ndarray  # FFmpeg AVMotionVector records; empty for I pictures
-
-    @property
-    def width(self) -> int:
-        return self.yuv420.shape[1]
-
-    @property
-    def height(self) -> int:
-        return self.yuv420.shape[0] * 2 // 3
-
-    @property
-    def luma(self) -> np.ndarray:
-        """(H, W) uint8 view of the Y plane."""
-        return self.yuv420[: self.height]
-
-    def rgb(self) -> np.ndarray:
-        """(H, W, 3) uint8 RGB."""
-        return cv2.cvtColor(self.yuv420, cv2.COLOR_YUV2RGB_I420)
 
     def __repr__(self) -> str:
         return (f"FrameRecord(decode_index={self.decode_index}, display_index={self.display_index}, "

@@ -1,6 +1,7 @@
 """The real ov2_node in its own process, fed over ROS 2 by a camera-like publisher in this
 process; every check reads the node's /diagnostics."""
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,12 +81,16 @@ def test_every_published_frame_is_decoded(ros, node_under_test, p_stream, b_stre
         assert values["awaiting_idr"] == "false"
 
 
-def test_late_joiner_waits_for_an_idr(ros, node_under_test, p_stream):
-    node, watcher = ros
+def test_ov2_publish_late_joiner_waits_for_an_idr(ros, node_under_test, p_stream):
+    """Three processes: `ov2 publish` joining mid-GOP -> ov2_node -> diagnostics read here."""
+    _, watcher = ros
     node_under_test("/late")
-    report = play(_publisher(node, "/late"), H264File(p_stream.h264_path), pacing="acked", start_frame=5)
-    values = _settled(watcher, "/late", report.sent)
-    assert report.sent == 55
+    publisher = subprocess.run(
+        [sys.executable, "-m", "ov2_ros.cli", "publish", str(p_stream.h264_path), "--topic", "/late/image_raw/h264",
+         "--pacing", "acked", "--start-frame", "5"], capture_output=True, text=True, timeout=120)
+    assert publisher.returncode == 0, publisher.stderr
+    assert "sent 55 access units" in publisher.stdout
+    values = _settled(watcher, "/late", 55)
     assert counter(values, "frames_dropped_waiting_for_idr") == 10  # 5..14; IDR at 15
     assert counter(values, "frames_decoded") == 45
     assert _accounted(values) == 55
