@@ -82,6 +82,40 @@ def _run_probe(args) -> int:
     return 0
 
 
+def _add_canvases(commands) -> None:
+    parser = commands.add_parser(
+        "canvases", help="tokenize an H.264 file into canvases + true (t, h, w) positions (method.md 1)")
+    parser.add_argument("video", help="MP4, MKV or raw .h264 (with or without B-frames)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--mode", choices=("offline", "stream"), default="offline",
+                        help="offline: whole-video threshold (OV2); stream: causal, bounded latency")
+    parser.add_argument("--frames-baseline", type=int, default=None, metavar="N",
+                        help="write the frame-sampling baseline with N frames instead (0: match the codec run)")
+    parser.add_argument("--max-pixels", type=int, default=150_000, help="processed frame area bound")
+    parser.add_argument("--sample-frames", type=int, default=None, metavar="N",
+                        help="score N uniformly sampled frames only (OV2 samples before grouping)")
+    parser.add_argument("--stride", type=int, default=1, help="stream mode: score every n-th frame")
+    parser.add_argument("--min-group-frames", type=int, default=8)
+    parser.add_argument("--max-group-frames", type=int, default=64)
+    parser.set_defaults(handler=_run_canvases)
+
+
+def _run_canvases(args) -> int:
+    from ov2_ros.tokenizer.files import tokenize_file, write_canvases
+    from ov2_ros.tokenizer.groups import GroupingConfig
+    from ov2_ros.tokenizer.pipeline import TokenizerConfig
+
+    config = TokenizerConfig(max_pixels=args.max_pixels, frame_stride=args.stride, grouping=GroupingConfig(
+        min_group_frames=args.min_group_frames, max_group_frames=args.max_group_frames))
+    video, source, frames, stats = tokenize_file(args.video, args.mode, config, args.sample_frames,
+                                                 args.frames_baseline)
+    meta = write_canvases(video, args.out, source, frames, config, {"ingest": stats["ingest"]})
+    print(json.dumps({"out": args.out, "mode": meta["mode"], "frames": meta["frames"],
+                      "groups": len(meta["groups"]), "canvases": meta["canvases"],
+                      "processed_size": meta["processed_size"], "timings_s": meta["timings_s"]}))
+    return 0
+
+
 def _add_publish(commands) -> None:
     parser = commands.add_parser("publish", help="play an H.264 file as a camera topic (ROS 2)")
     parser.add_argument("file", help="H.264 file: raw Annex-B (.h264/.264), MP4 or MKV")
@@ -154,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_synth_stream(commands)
     _add_probe(commands)
+    _add_canvases(commands)
     _add_publish(commands)
     _add_demo(commands)
     _add_bench(commands)

@@ -1,0 +1,80 @@
+"""From decoded frames to scored frames: the motion-residual saliency of each frame reduced to
+2x2-block scores at the encoder geometry, and a flag for frames unfit to show the model (black,
+flat or decoder-concealment green). Pixels are resized for canvases only when a frame is used."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ov2_ros.codec.ingest import FrameRecord
+from ov2_ros.codec.saliency import block_scores, fused_saliency
+from ov2_ros.tokenizer.geometry import BLOCK_PX, FrameGeometry, yuv420_to_rgb
+
+
+@dataclass(frozen=True, repr=False)
+class ScoredFrame:
+    t: int  # frame index in the stream, display order
+    stamp_ns: int
+    picture_type: str
+    bit_cost_bits: int
+    source: FrameRecord  # the decoded frame, for its pixels
+    geometry: FrameGeometry
+    block_scores: np.ndarray  # (block_rows, block_cols) float32, sum of fused saliency per block
+    usable: bool  # False for black, flat or green (corrupt) frames: never selected
+
+    def rgb(self) -> np.ndarray:
+        """(height, width, 3) uint8: the frame after the documented resize (geometry.py)."""
+        return yuv420_to_rgb(self.geometry.resize_yuv420(self.source.yuv420))
+
+    def __repr__(self) -> str:
+        return (f"ScoredFrame(t={self.t}, type={self.picture_type}, bits={self.bit_cost_bits}, "
+                f"blocks={self.block_scores.shape}, usable={self.usable})")
+
+
+def frame_is_usable(yuv420: np.ndarray, height: int) -> bool:
+    """False for frames that carry no picture: black, flat (one colour) or mostly the green a
+    decoder shows for missing data (Y low, U and V near 0)."""
+    luma = yuv420[:height:8, ::8]  # every 8th pixel is plenty for these statistics
+    mean, spread = float(luma.mean()), float(luma.std())
+    if (mean <= 8.0 and spread <= 6.0) or spread <= 2.0:
+        return False
+    chroma = yuv420[height::4, ::4]
+    green = (chroma[: chroma.shape[0] // 2] < 40) & (chroma[chroma.shape[0] // 2:] < 40)
+    return float(green.mean()) < 0.35
+
+
+class FrameScorer:
+    """Scores consecutive decoded frames (display order) of one stream. The geometry follows the
+    first frame, and a new one after a resolution change (which restarts motion history)."""
+
+    def __init__(self, max_pixels: int):
+        self.max_pixels = max_pixels
+        self.geometry: FrameGeometry | None = None
+        self._previous_luma: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the previous frame (after a gap in the stream)."""
+        self._previous_luma = None
+
+    def _geometry_for(self, frame: FrameRecord) -> FrameGeometry:
+        geometry = self.geometry
+        if geometry is None or (geometry.source_height, geometry.source_width) != (frame.height, frame.width):
+            self.geometry = geometry = FrameGeometry.for_source(frame.height, frame.width, self.max_pixels)
+            self._previous_luma = None
+        return geometry
+
+    def score(self, frame: FrameRecord, t: int) -> ScoredFrame:
+        geometry = self._geometry_for(frame)
+        luma = geometry.resize_luma(frame.yuv420)
+        saliency = fused_saliency(luma, self._previous_luma, frame.motion_vectors,
+                                  intra=frame.picture_type == "I", source_width=frame.width,
+                                  source_height=frame.height)
+        self._previous_luma = luma
+        return ScoredFrame(t, frame.stamp_ns, frame.picture_type, frame.bit_cost_bits, frame, geometry,
+                           block_scores(saliency, BLOCK_PX).astype(np.float32),
+                           frame_is_usable(frame.yuv420, frame.height))
+
+    def skip(self, frame: FrameRecord) -> None:
+        """A frame that is not sampled still serves as the next frame's motion reference."""
+        self._previous_luma = self._geometry_for(frame).resize_luma(frame.yuv420)

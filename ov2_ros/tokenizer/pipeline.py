@@ -1,0 +1,231 @@
+"""The codec-stream tokenizer, live and offline, and the frame-sampling baseline.
+
+    live     StreamingTokenizer.push(frame) for each decoded frame (display order) returns the
+             groups it completed; a group is out at most max_group_frames after it starts.
+    offline  tokenize_frames(frames, mode="offline") scores everything first and uses OV2's
+             whole-video threshold.
+    baseline sample_frames_baseline(frames, n): n frames sampled uniformly, one canvas each.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from ov2_ros.codec.ingest import FrameRecord
+from ov2_ros.tokenizer.canvas import TokenizedGroup, block_layout, pack_group
+from ov2_ros.tokenizer.frames import FrameScorer, ScoredFrame
+from ov2_ros.tokenizer.geometry import DEFAULT_MAX_PIXELS, FrameGeometry, yuv420_to_rgb
+from ov2_ros.tokenizer.groups import (
+    CausalThreshold,
+    GroupBoundary,
+    GroupBuilder,
+    GroupingConfig,
+    block_budget,
+    group_offline,
+)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    max_pixels: int = DEFAULT_MAX_PIXELS  # processed frame area bound (method.md 1.3)
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    frame_stride: int = 1  # live subsampling: score every n-th decoded frame
+
+    def __post_init__(self):
+        if self.frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TokenizedVideo:
+    """Groups of one video (or of a stretch of a live stream) with their geometry."""
+
+    geometry: FrameGeometry
+    groups: list[TokenizedGroup]
+    mode: str  # "offline", "stream" or "frames"
+    timings_s: dict = field(default_factory=dict)
+
+    @property
+    def canvases(self) -> np.ndarray:
+        return np.concatenate([g.canvases for g in self.groups]) if self.groups else np.zeros(
+            (0, self.geometry.height, self.geometry.width, 3), np.uint8)
+
+    @property
+    def positions_thw(self) -> np.ndarray:
+        return np.concatenate([g.positions_thw for g in self.groups]) if self.groups else np.zeros((0, 3), np.int32)
+
+    @property
+    def canvas_count(self) -> int:
+        return sum(g.canvases.shape[0] for g in self.groups)
+
+
+class StreamingTokenizer:
+    """Live tokenizer of one stream: decoded frames in, completed groups out."""
+
+    def __init__(self, config: TokenizerConfig = TokenizerConfig()):
+        self.config = config
+        self._scorer = FrameScorer(config.max_pixels)
+        self._pending: list[ScoredFrame] = []  # frames of the open group (and any left over)
+        self._builder: GroupBuilder | None = None
+        self._threshold: CausalThreshold | None = None
+        self._fed = 0  # pending frames already given to the builder
+        self._groups_emitted = 0
+        self._frames_seen = 0
+
+    @property
+    def geometry(self) -> FrameGeometry | None:
+        return self._scorer.geometry
+
+    def push(self, frame: FrameRecord, t: int | None = None, sampled: bool | None = None
+             ) -> list[TokenizedGroup]:
+        """Add the next decoded frame (display order). t defaults to its display index; a frame
+        not sampled (by `frame_stride`, or sampled=False) only serves as a motion reference."""
+        t = frame.display_index if t is None else t
+        self._frames_seen += 1
+        geometry = self._scorer.geometry
+        if geometry is not None and (frame.height, frame.width) != (geometry.source_height, geometry.source_width):
+            emitted = self.flush()  # a new picture size starts a new geometry and new groups
+        else:
+            emitted = []
+        if sampled is None:
+            sampled = (self._frames_seen - 1) % self.config.frame_stride == 0
+        if not sampled:
+            self._scorer.skip(frame)
+            return emitted
+        scored = self._scorer.score(frame, t)
+        if self._builder is None:
+            budget = block_budget(self.config.grouping, self._scorer.geometry.blocks_per_canvas)
+            self._builder = GroupBuilder(self.config.grouping, budget)
+            self._threshold = CausalThreshold(self.config.grouping, budget)
+        self._threshold.add(scored.block_scores, scored.usable)
+        self._pending.append(scored)
+        return emitted + self._advance()
+
+    def _advance(self) -> list[TokenizedGroup]:
+        emitted = []
+        while self._fed < len(self._pending):
+            frame = self._pending[self._fed]
+            self._fed += 1
+            decision = self._builder.add(frame.block_scores, frame.usable, self._threshold.value)
+            if decision is not None:
+                emitted.append(self._emit(decision))
+        return emitted
+
+    def _emit(self, decision) -> TokenizedGroup:
+        frames, reason, readiness, coverage = decision
+        group_frames, self._pending = self._pending[:frames], self._pending[frames:]
+        self._fed = 0  # frames left over start the next group
+        boundary = GroupBoundary(0, frames, reason, readiness, coverage, self._threshold.value)
+        group = pack_group(self._groups_emitted, group_frames, boundary, self._scorer.geometry,
+                           self.config.grouping.images_per_group)
+        self._groups_emitted += 1
+        return group
+
+    def flush(self) -> list[TokenizedGroup]:
+        """End of stream (or a new geometry): close the open group with what it has."""
+        emitted = []
+        if self._builder is not None:
+            emitted += self._advance()
+            decision = self._builder.close_at_end()
+            if decision is not None:
+                emitted.append(self._emit(decision))
+        self._builder = self._threshold = None
+        self._pending, self._fed = [], 0
+        self._scorer.reset()
+        return emitted
+
+    def reset_motion(self) -> None:
+        """A gap in the stream: the next frame has no valid motion reference."""
+        self._scorer.reset()
+
+
+def uniform_indices(total: int, count: int) -> list[int]:
+    """`count` frame indices spread evenly over [0, total) (all of them if count >= total)."""
+    if count >= total:
+        return list(range(total))
+    return sorted(set(np.linspace(0, total - 1, count).round().astype(int).tolist()))
+
+
+def tokenize_frames(frames: Iterable[FrameRecord], config: TokenizerConfig = TokenizerConfig(),
+                    mode: str = "offline", sample_indices: set[int] | None = None) -> TokenizedVideo:
+    """Tokenize decoded frames (display order; t = display index). `sample_indices` restricts
+    scoring and selection to those frames (OV2 samples frames uniformly first)."""
+    if mode not in ("offline", "stream"):
+        raise ValueError(f"mode must be 'offline' or 'stream', got '{mode}'")
+    timings = {"score_s": 0.0, "group_s": 0.0, "pack_s": 0.0}
+    if mode == "stream":
+        tokenizer = StreamingTokenizer(config)
+        groups = []
+        started = time.perf_counter()
+        for frame in frames:
+            groups += tokenizer.push(frame, sampled=sample_indices is None or frame.display_index in sample_indices)
+        groups += tokenizer.flush()
+        timings["tokenize_s"] = time.perf_counter() - started
+        if tokenizer.geometry is None:
+            raise ValueError("no decodable frame in the input")
+        return TokenizedVideo(tokenizer.geometry, groups, mode, timings)
+
+    scorer = FrameScorer(config.max_pixels)
+    scored: list[ScoredFrame] = []
+    started = time.perf_counter()
+    for frame in frames:
+        if scorer.geometry is not None and (frame.height, frame.width) != (
+                scorer.geometry.source_height, scorer.geometry.source_width):
+            raise ValueError("offline mode needs one picture size per file; the stream changes "
+                             f"size at frame {frame.display_index} (use --mode stream)")
+        if sample_indices is None or frame.display_index in sample_indices:
+            scored.append(scorer.score(frame, frame.display_index))
+        else:
+            scorer.skip(frame)
+    timings["score_s"] = time.perf_counter() - started
+    if not scored:
+        raise ValueError("no decodable frame in the input")
+    geometry = scorer.geometry
+    budget = block_budget(config.grouping, geometry.blocks_per_canvas)
+    started = time.perf_counter()
+    boundaries = group_offline([f.block_scores for f in scored], [f.usable for f in scored],
+                               config.grouping, budget)
+    timings["group_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    groups = [pack_group(i, scored[b.start:b.end], b, geometry, config.grouping.images_per_group)
+              for i, b in enumerate(boundaries)]
+    timings["pack_s"] = time.perf_counter() - started
+    return TokenizedVideo(geometry, groups, mode, timings)
+
+
+def sample_frames_baseline(frames: Iterable[FrameRecord], total_frames: int, count: int,
+                           max_pixels: int = DEFAULT_MAX_PIXELS, images_per_group: int = 4) -> TokenizedVideo:
+    """method.md 1.6: `count` frames sampled uniformly, each one whole canvas with its true
+    (t, h, w); consecutive canvases form groups of `images_per_group` (the encoder's windows)."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    wanted = set(uniform_indices(total_frames, count))
+    geometry = None
+    chosen: list[tuple[int, int, np.ndarray]] = []
+    for frame in frames:
+        if frame.display_index in wanted:
+            if geometry is None:
+                geometry = FrameGeometry.for_source(frame.height, frame.width, max_pixels)
+            chosen.append((frame.display_index, frame.stamp_ns, geometry.resize_yuv420(frame.yuv420)))
+    if not chosen:
+        raise ValueError("no decodable frame in the input")
+    rows, cols = block_layout(geometry.block_rows, geometry.block_cols)
+    groups = []
+    for index, start in enumerate(range(0, len(chosen), images_per_group)):
+        part = chosen[start:start + images_per_group]
+        canvases = np.stack([yuv420_to_rgb(yuv) for _, _, yuv in part])
+        positions = np.concatenate([np.stack([np.full(rows.size, t), rows, cols], axis=1) for t, _, _ in part])
+        boundary = GroupBoundary(start, start + len(part), "frame_sampling", 0.0, 0, 0.0)
+        groups.append(TokenizedGroup(
+            index=index, first_t=part[0][0], last_t=part[-1][0], first_stamp_ns=part[0][1],
+            last_stamp_ns=part[-1][1], frame_count=part[-1][0] - part[0][0] + 1,
+            stop_reason=boundary.stop_reason, readiness=0.0, coverage=0, threshold=0.0,
+            canvases=canvases, positions_thw=positions.astype(np.int32),
+            selected_blocks=np.zeros((0, 3), np.int32)))
+    return TokenizedVideo(geometry, groups, "frames")
