@@ -95,6 +95,8 @@ def _add_canvases(commands) -> None:
     parser.add_argument("--sample-frames", type=int, default=None, metavar="N",
                         help="score N uniformly sampled frames only (OV2 samples before grouping)")
     parser.add_argument("--stride", type=int, default=1, help="stream mode: score every n-th frame")
+    parser.add_argument("--saliency", choices=("bitcost", "motion_residual"), default="bitcost",
+                        help="block scorer (codec/saliency.py)")
     parser.add_argument("--min-group-frames", type=int, default=8)
     parser.add_argument("--max-group-frames", type=int, default=64)
     parser.set_defaults(handler=_run_canvases)
@@ -105,7 +107,8 @@ def _run_canvases(args) -> int:
     from ov2_ros.tokenizer.groups import GroupingConfig
     from ov2_ros.tokenizer.pipeline import TokenizerConfig
 
-    config = TokenizerConfig(max_pixels=args.max_pixels, frame_stride=args.stride, grouping=GroupingConfig(
+    config = TokenizerConfig(max_pixels=args.max_pixels, frame_stride=args.stride, saliency=args.saliency,
+                             grouping=GroupingConfig(
         min_group_frames=args.min_group_frames, max_group_frames=args.max_group_frames))
     video, source, frames, stats = tokenize_file(args.video, args.mode, config, args.sample_frames,
                                                  args.frames_baseline)

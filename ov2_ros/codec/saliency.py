@@ -1,5 +1,16 @@
-"""Motion-residual saliency of a decoded picture (method.md 1.2), computed at the encoder's
-processed resolution so that it costs well under a millisecond per frame.
+"""Saliency of a decoded picture, computed at the encoder's processed resolution so that it
+costs about a millisecond per frame. Two scorers:
+
+"bitcost" (default): an estimate of the bits each 16x16 macroblock cost, which is what OV2's
+reference tokenizer scores with a patched decoder. The picture's true size in bits (known from
+the bitstream) is shared among its macroblocks by reverse water-filling over their prediction
+error energy, the rate-distortion allocation an encoder approximates:
+    bits_mb = (N / 2) * max(0, log2(energy_mb / D)),  D chosen so that sum(bits_mb) = AU bits
+energy = squared motion-compensated residual for inter pictures (intra-coded macroblocks use
+the larger of that and the picture's local texture energy), local texture energy for intra
+pictures. Like the reference, scores are log1p(bits) divided by the picture's 99th percentile.
+
+"motion_residual": method.md 1.2 as written:
 
   motion    per 16x16 macroblock: the exported motion vectors minus the frame's median vector
             (camera motion), magnitude, divided by its 95th percentile, clipped to [0, 1];
@@ -20,6 +31,11 @@ import numpy as np
 CELL_PX = 16  # an H.264 macroblock: the grid OV2's reference scores H.264 on
 MOTION_PERCENTILE = 95.0
 RESIDUAL_PERCENTILE = 95.0
+BITCOST_PERCENTILE = 99.0
+# Coefficients per macroblock in the water-filling rate model. Chosen by the fidelity study
+# (docs/tokenizer.md): 16 matched the reference's selections best of 8..1536.
+WATERFILL_COEFFICIENTS = 16
+SCORERS = ("bitcost", "motion_residual")
 
 
 def motion_field(motion_vectors: np.ndarray, source_width: int, source_height: int
@@ -138,3 +154,47 @@ def block_scores(score_map: np.ndarray, block_px: int) -> np.ndarray:
     if height % block_px or width % block_px:
         raise ValueError(f"map {width}x{height} is not a whole number of {block_px}-pixel blocks")
     return score_map.reshape(height // block_px, block_px, width // block_px, block_px).sum(axis=(1, 3))
+
+
+def texture_energy(luma: np.ndarray) -> np.ndarray:
+    """Squared difference from the 5x5 local mean: what intra prediction leaves to code."""
+    detail = cv2.absdiff(luma, cv2.blur(luma, (5, 5))).astype(np.float32)
+    return detail * detail
+
+
+def waterfill_bits(energy: np.ndarray, total_bits: float, coefficients: int = WATERFILL_COEFFICIENTS) -> np.ndarray:
+    """Reverse water-filling: bits_i = (N / 2) * max(0, log2(e_i / D)) with D such that the
+    bits add up to total_bits (solved exactly: the active set is the k largest energies)."""
+    if total_bits <= 0:
+        return np.zeros(energy.shape, np.float32)
+    log_energy = np.log2(np.maximum(energy.astype(np.float64), 1e-12)).ravel()
+    descending = np.sort(log_energy)[::-1]
+    k = np.arange(1, descending.size + 1)
+    # log2 D if the k largest are active; valid where it lies between the k-th and (k+1)-th.
+    log_d = (np.cumsum(descending) - 2.0 * total_bits / coefficients) / k
+    below_next = np.append(descending[1:], -np.inf)
+    valid = (log_d < descending) & (log_d >= below_next)
+    chosen = log_d[np.argmax(valid)] if valid.any() else log_d[-1]
+    bits = (coefficients / 2.0) * np.maximum(0.0, log_energy - chosen)
+    return bits.reshape(energy.shape).astype(np.float32)
+
+
+def bitcost_saliency(luma: np.ndarray, reference_luma: np.ndarray | None, motion_vectors: np.ndarray,
+                     intra: bool, bit_cost_bits: int, source_width: int, source_height: int) -> np.ndarray:
+    """[0, 1] map at the resolution of `luma`: estimated macroblock bit cost, log1p, divided by
+    its 99th percentile. reference_luma: the picture it was predicted from (same resolution)."""
+    height, width = luma.shape
+    rows, cols = -(-source_height // CELL_PX), -(-source_width // CELL_PX)
+    texture = cv2.resize(texture_energy(luma), (cols, rows), interpolation=cv2.INTER_AREA)
+    if intra or reference_luma is None:
+        energy = texture
+    else:
+        dx, dy, covered = motion_field(motion_vectors, source_width, source_height)
+        residual = motion_compensated_residual(luma, reference_luma, dx, dy, source_width,
+                                               source_height).astype(np.float32)
+        energy = cv2.resize(residual * residual, (cols, rows), interpolation=cv2.INTER_AREA)
+        energy[~covered] = np.maximum(energy[~covered], texture[~covered])
+    score = np.log1p(waterfill_bits(energy, bit_cost_bits))
+    scale = max(float(np.percentile(score, BITCOST_PERCENTILE)), 1e-6)
+    score = np.minimum(score * (1.0 / scale), 1.0)
+    return cv2.resize(score, (width, height), interpolation=cv2.INTER_NEAREST)

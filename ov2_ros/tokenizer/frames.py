@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ov2_ros.codec.ingest import FrameRecord
-from ov2_ros.codec.saliency import block_scores, fused_saliency
+from ov2_ros.codec.saliency import SCORERS, bitcost_saliency, block_scores, fused_saliency
 from ov2_ros.tokenizer.geometry import BLOCK_PX, FrameGeometry, yuv420_to_rgb
 
 
@@ -39,42 +39,61 @@ def frame_is_usable(yuv420: np.ndarray, height: int) -> bool:
     mean, spread = float(luma.mean()), float(luma.std())
     if (mean <= 8.0 and spread <= 6.0) or spread <= 2.0:
         return False
-    chroma = yuv420[height::4, ::4]
-    green = (chroma[: chroma.shape[0] // 2] < 40) & (chroma[chroma.shape[0] // 2:] < 40)
+    width = yuv420.shape[1]
+    u, v = yuv420[height:].reshape(2, height // 2, width // 2)[:, ::4, ::4]
+    green = (u < 40) & (v < 40)
     return float(green.mean()) < 0.35
 
 
 class FrameScorer:
     """Scores consecutive decoded frames (display order) of one stream. The geometry follows the
-    first frame, and a new one after a resolution change (which restarts motion history)."""
+    first frame, and a new one after a resolution change (which restarts motion history).
 
-    def __init__(self, max_pixels: int):
+    Motion compensation needs the picture a frame was predicted from: for P pictures the last
+    I/P picture shown (in B-frame streams that is a few frames back), for the others the
+    previous picture shown."""
+
+    def __init__(self, max_pixels: int, saliency: str = "bitcost"):
+        if saliency not in SCORERS:
+            raise ValueError(f"saliency must be one of {SCORERS}, got '{saliency}'")
         self.max_pixels = max_pixels
+        self.saliency = saliency
         self.geometry: FrameGeometry | None = None
         self._previous_luma: np.ndarray | None = None
+        self._reference_luma: np.ndarray | None = None  # last I or P picture
 
     def reset(self) -> None:
-        """Forget the previous frame (after a gap in the stream)."""
-        self._previous_luma = None
+        """Forget earlier frames (after a gap in the stream)."""
+        self._previous_luma = self._reference_luma = None
 
     def _geometry_for(self, frame: FrameRecord) -> FrameGeometry:
         geometry = self.geometry
         if geometry is None or (geometry.source_height, geometry.source_width) != (frame.height, frame.width):
             self.geometry = geometry = FrameGeometry.for_source(frame.height, frame.width, self.max_pixels)
-            self._previous_luma = None
+            self.reset()
         return geometry
+
+    def _remember(self, frame: FrameRecord, luma: np.ndarray) -> None:
+        self._previous_luma = luma
+        if frame.picture_type != "B":
+            self._reference_luma = luma
 
     def score(self, frame: FrameRecord, t: int) -> ScoredFrame:
         geometry = self._geometry_for(frame)
         luma = geometry.resize_luma(frame.yuv420)
-        saliency = fused_saliency(luma, self._previous_luma, frame.motion_vectors,
-                                  intra=frame.picture_type == "I", source_width=frame.width,
-                                  source_height=frame.height)
-        self._previous_luma = luma
+        intra = frame.picture_type == "I"
+        if self.saliency == "bitcost":
+            reference = self._reference_luma if frame.picture_type == "P" else self._previous_luma
+            saliency = bitcost_saliency(luma, reference if reference is not None else self._previous_luma,
+                                        frame.motion_vectors, intra, frame.bit_cost_bits, frame.width, frame.height)
+        else:
+            saliency = fused_saliency(luma, self._previous_luma, frame.motion_vectors, intra,
+                                      frame.width, frame.height)
+        self._remember(frame, luma)
         return ScoredFrame(t, frame.stamp_ns, frame.picture_type, frame.bit_cost_bits, frame, geometry,
                            block_scores(saliency, BLOCK_PX).astype(np.float32),
                            frame_is_usable(frame.yuv420, frame.height))
 
     def skip(self, frame: FrameRecord) -> None:
-        """A frame that is not sampled still serves as the next frame's motion reference."""
-        self._previous_luma = self._geometry_for(frame).resize_luma(frame.yuv420)
+        """A frame that is not sampled still serves as a motion reference."""
+        self._remember(frame, self._geometry_for(frame).resize_luma(frame.yuv420))

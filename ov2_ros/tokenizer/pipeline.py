@@ -15,6 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from ov2_ros.codec.ingest import FrameRecord
+from ov2_ros.codec.saliency import SCORERS
 from ov2_ros.tokenizer.canvas import TokenizedGroup, block_layout, pack_group
 from ov2_ros.tokenizer.frames import FrameScorer, ScoredFrame
 from ov2_ros.tokenizer.geometry import DEFAULT_MAX_PIXELS, FrameGeometry, yuv420_to_rgb
@@ -33,10 +34,13 @@ class TokenizerConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS  # processed frame area bound (method.md 1.3)
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     frame_stride: int = 1  # live subsampling: score every n-th decoded frame
+    saliency: str = "bitcost"  # or "motion_residual" (codec/saliency.py)
 
     def __post_init__(self):
         if self.frame_stride < 1:
             raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
+        if self.saliency not in SCORERS:
+            raise ValueError(f"saliency must be one of {SCORERS}, got '{self.saliency}'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,7 +74,7 @@ class StreamingTokenizer:
 
     def __init__(self, config: TokenizerConfig = TokenizerConfig()):
         self.config = config
-        self._scorer = FrameScorer(config.max_pixels)
+        self._scorer = FrameScorer(config.max_pixels, config.saliency)
         self._pending: list[ScoredFrame] = []  # frames of the open group (and any left over)
         self._builder: GroupBuilder | None = None
         self._threshold: CausalThreshold | None = None
@@ -171,7 +175,7 @@ def tokenize_frames(frames: Iterable[FrameRecord], config: TokenizerConfig = Tok
             raise ValueError("no decodable frame in the input")
         return TokenizedVideo(tokenizer.geometry, groups, mode, timings)
 
-    scorer = FrameScorer(config.max_pixels)
+    scorer = FrameScorer(config.max_pixels, config.saliency)
     scored: list[ScoredFrame] = []
     started = time.perf_counter()
     for frame in frames:
