@@ -95,7 +95,7 @@ def _add_canvases(commands) -> None:
     parser.add_argument("--sample-frames", type=int, default=None, metavar="N",
                         help="score N uniformly sampled frames only (OV2 samples before grouping)")
     parser.add_argument("--stride", type=int, default=1, help="stream mode: score every n-th frame")
-    parser.add_argument("--saliency", choices=("bitcost", "motion_residual"), default="bitcost",
+    parser.add_argument("--saliency", choices=("motion_residual", "bitcost"), default="motion_residual",
                         help="block scorer (codec/saliency.py)")
     parser.add_argument("--min-group-frames", type=int, default=8)
     parser.add_argument("--max-group-frames", type=int, default=64)

@@ -1,7 +1,9 @@
 """Saliency of a decoded picture, computed at the encoder's processed resolution so that it
 costs about a millisecond per frame. Two scorers:
 
-"bitcost" (default): an estimate of the bits each 16x16 macroblock cost, which is what OV2's
+"motion_residual" (default): method.md 1.2 as written (see below).
+
+"bitcost": an estimate of the bits each 16x16 macroblock cost, which is what OV2's
 reference tokenizer scores with a patched decoder. The picture's true size in bits (known from
 the bitstream) is shared among its macroblocks by reverse water-filling over their prediction
 error energy, the rate-distortion allocation an encoder approximates:
@@ -10,7 +12,7 @@ energy = squared motion-compensated residual for inter pictures (intra-coded mac
 the larger of that and the picture's local texture energy), local texture energy for intra
 pictures. Like the reference, scores are log1p(bits) divided by the picture's 99th percentile.
 
-"motion_residual": method.md 1.2 as written:
+motion_residual, per picture:
 
   motion    per 16x16 macroblock: the exported motion vectors minus the frame's median vector
             (camera motion), magnitude, divided by its 95th percentile, clipped to [0, 1];
@@ -35,7 +37,7 @@ BITCOST_PERCENTILE = 99.0
 # Coefficients per macroblock in the water-filling rate model. Chosen by the fidelity study
 # (docs/tokenizer.md): 16 matched the reference's selections best of 8..1536.
 WATERFILL_COEFFICIENTS = 16
-SCORERS = ("bitcost", "motion_residual")
+SCORERS = ("motion_residual", "bitcost")
 
 
 def motion_field(motion_vectors: np.ndarray, source_width: int, source_height: int

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ov2_ros.codec.saliency import SCORERS
 from ov2_ros.tokenizer.canvas import select_blocks
 from ov2_ros.tokenizer.files import decode_file, write_canvases
 from ov2_ros.tokenizer.frames import FrameScorer
@@ -73,13 +74,14 @@ def _p_blocks(video: TokenizedVideo) -> set:
 
 
 def compare_clip(video_path: Path, reference_cli: str, work_dir: Path, max_pixels: int = 150_000,
-                 saliency: str = "bitcost", seed: int = 0) -> dict:
+                 saliency: str = "motion_residual", seed: int = 0, reference: dict | None = None) -> dict:
     work_dir.mkdir(parents=True, exist_ok=True)
     config = TokenizerConfig(max_pixels=max_pixels, saliency=saliency)
     started = time.perf_counter()
     source, frames, stats = decode_file(video_path)
     decode_s = time.perf_counter() - started
-    reference = run_reference(reference_cli, video_path, work_dir / "reference", len(frames), max_pixels)
+    if reference is None:
+        reference = run_reference(reference_cli, video_path, work_dir / "reference", len(frames), max_pixels)
 
     # Selection on the reference's own frames and groups, with our block scores.
     scorer = FrameScorer(max_pixels, config.saliency)
@@ -97,7 +99,7 @@ def compare_clip(video_path: Path, reference_cli: str, work_dir: Path, max_pixel
         pick = rng.choice(len(candidates), size=min(budget, len(candidates)), replace=False)
         random_on_reference |= {candidates[i] for i in pick}
 
-    row = {"clip": video_path.name, "frames": len(frames), "source_size": [geometry.source_height, geometry.source_width],
+    row = {"clip": video_path.name, "saliency": saliency, "frames": len(frames), "source_size": [geometry.source_height, geometry.source_width],
            "processed_size": [geometry.height, geometry.width],
            "reference": {"groups": len(reference["groups"]), "canvases": reference["canvases"],
                          "wall_s": round(reference["wall_s"], 3)},
@@ -106,7 +108,7 @@ def compare_clip(video_path: Path, reference_cli: str, work_dir: Path, max_pixel
     for mode in ("offline", "stream"):
         started = time.perf_counter()
         video = tokenize_frames(frames, config, mode)
-        write_canvases(video, work_dir / f"ours_{mode}", source, frames, config)
+        write_canvases(video, work_dir / f"ours_{saliency}_{mode}", source, frames, config)
         tokenize_s = time.perf_counter() - started
         row[mode] = {
             "groups": len(video.groups), "canvases": video.canvas_count,
@@ -120,11 +122,15 @@ def compare_clip(video_path: Path, reference_cli: str, work_dir: Path, max_pixel
 
 def run_study(videos: list[Path], reference_cli: str, work_dir: Path, out_json: Path,
               max_pixels: int = 150_000) -> list[dict]:
+    """Both scorers on every clip; the reference runs once per clip."""
     rows = []
     for video in videos:
-        row = compare_clip(video, reference_cli, work_dir / video.stem, max_pixels)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        frame_count = len(decode_file(video)[1])
+        reference = run_reference(reference_cli, video, work_dir / video.stem / "reference", frame_count, max_pixels)
+        for saliency in SCORERS:
+            row = compare_clip(video, reference_cli, work_dir / video.stem, max_pixels, saliency, reference=reference)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps({"study": "tokenizer fidelity vs codec-video-prep 0.2.5",
                                     "max_pixels": max_pixels, "rows": rows}, indent=1))

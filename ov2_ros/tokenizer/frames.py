@@ -53,7 +53,7 @@ class FrameScorer:
     I/P picture shown (in B-frame streams that is a few frames back), for the others the
     previous picture shown."""
 
-    def __init__(self, max_pixels: int, saliency: str = "bitcost"):
+    def __init__(self, max_pixels: int, saliency: str = "motion_residual"):
         if saliency not in SCORERS:
             raise ValueError(f"saliency must be one of {SCORERS}, got '{saliency}'")
         self.max_pixels = max_pixels

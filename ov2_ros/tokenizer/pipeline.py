@@ -34,7 +34,7 @@ class TokenizerConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS  # processed frame area bound (method.md 1.3)
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     frame_stride: int = 1  # live subsampling: score every n-th decoded frame
-    saliency: str = "bitcost"  # or "motion_residual" (codec/saliency.py)
+    saliency: str = "motion_residual"  # or "bitcost" (codec/saliency.py, docs/tokenizer.md)
 
     def __post_init__(self):
         if self.frame_stride < 1:
@@ -149,6 +149,19 @@ class StreamingTokenizer:
         self._scorer.reset()
 
 
+def _one_picture_size(frames: Iterable[FrameRecord]) -> Iterable[FrameRecord]:
+    """The frames, refusing a change of picture size: one TokenizedVideo has one geometry (the
+    live StreamingTokenizer follows size changes group by group)."""
+    size = None
+    for frame in frames:
+        if size is not None and (frame.height, frame.width) != size:
+            raise ValueError(f"the video changes picture size at frame {frame.display_index} "
+                             f"({size[1]}x{size[0]} -> {frame.width}x{frame.height}); split it, or "
+                             "feed it to a StreamingTokenizer, which starts new groups at the change")
+        size = (frame.height, frame.width)
+        yield frame
+
+
 def uniform_indices(total: int, count: int) -> list[int]:
     """`count` frame indices spread evenly over [0, total) (all of them if count >= total)."""
     if count >= total:
@@ -163,12 +176,14 @@ def tokenize_frames(frames: Iterable[FrameRecord], config: TokenizerConfig = Tok
     if mode not in ("offline", "stream"):
         raise ValueError(f"mode must be 'offline' or 'stream', got '{mode}'")
     timings = {"score_s": 0.0, "group_s": 0.0, "pack_s": 0.0}
+    frames = _one_picture_size(frames)
     if mode == "stream":
         tokenizer = StreamingTokenizer(config)
         groups = []
         started = time.perf_counter()
         for frame in frames:
-            groups += tokenizer.push(frame, sampled=sample_indices is None or frame.display_index in sample_indices)
+            sampled = None if sample_indices is None else frame.display_index in sample_indices
+            groups += tokenizer.push(frame, sampled=sampled)
         groups += tokenizer.flush()
         timings["tokenize_s"] = time.perf_counter() - started
         if tokenizer.geometry is None:
@@ -179,10 +194,6 @@ def tokenize_frames(frames: Iterable[FrameRecord], config: TokenizerConfig = Tok
     scored: list[ScoredFrame] = []
     started = time.perf_counter()
     for frame in frames:
-        if scorer.geometry is not None and (frame.height, frame.width) != (
-                scorer.geometry.source_height, scorer.geometry.source_width):
-            raise ValueError("offline mode needs one picture size per file; the stream changes "
-                             f"size at frame {frame.display_index} (use --mode stream)")
         if sample_indices is None or frame.display_index in sample_indices:
             scored.append(scorer.score(frame, frame.display_index))
         else:
