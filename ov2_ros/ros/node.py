@@ -1,11 +1,12 @@
-"""ov2_node: watches a camera's H.264 topic and keeps, per decoded frame, what the tokenizer
-needs (bit cost, picture type, motion vectors, image, stamp).
+"""ov2_node: watches a camera's H.264 topic, decodes it and cuts it live into OV2 temporal
+groups of salient canvases (the model's input).
 
 Threads (all visible here):
   executor thread  - subscription callback: copies the message into the decode queue, nothing
                      more; the diagnostics timer formats counters.
   "ov2-decode"     - takes access units from the queue and runs the offline StreamIngest
-                     (parsing, loss detection, PyAV decoding); keeps the newest frames.
+                     (parsing, loss detection, PyAV decoding), then the StreamingTokenizer on
+                     each decoded frame; keeps the newest frames and groups.
 The queue is bounded; an access unit that does not fit is counted as dropped and the ingest
 restarts at the next IDR (a lost picture corrupts the rest of its GOP).
 """
@@ -33,6 +34,10 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 
 from ov2_ros.codec.ingest import FrameRecord, PushResult, StreamIngest
+from ov2_ros.codec.saliency import SCORERS
+from ov2_ros.tokenizer.canvas import TokenizedGroup
+from ov2_ros.tokenizer.groups import GroupingConfig
+from ov2_ros.tokenizer.pipeline import StreamingTokenizer, TokenizerConfig
 from ov2_ros.ros import names
 from ov2_ros.ros.conversions import key_values, time_to_ns
 
@@ -82,6 +87,18 @@ class Ov2Node(Node):
             export_motion_vectors=p["export_motion_vectors"],
             decoder_threads=p["decoder_threads"],
         )
+        self._tokenizer = StreamingTokenizer(TokenizerConfig(
+            max_pixels=p["max_pixels"], frame_stride=p["frame_stride"], saliency=p["saliency"],
+            grouping=GroupingConfig(min_group_frames=p["min_group_frames"],
+                                    max_group_frames=p["max_group_frames"])))
+        # Newest completed groups (canvases + positions): the model's input.
+        self.groups: collections.deque[TokenizedGroup] = collections.deque(maxlen=p["group_buffer_size"])
+        self._group_times_ns = collections.deque(maxlen=100)
+        self._kept_fractions = collections.deque(maxlen=20)
+        self._tokenizer_ms = RollingWindow()
+        self._groups_emitted = 0
+        self._last_group = ""
+        self._seen_resets = 0
         self._queue: queue.Queue[_Received] = queue.Queue(maxsize=p["decode_queue_size"])
         # Newest decoded frames, oldest first: the streaming tokenizer's input.
         self.frames: collections.deque[FrameRecord] = collections.deque(maxlen=p["frame_buffer_size"])
@@ -152,6 +169,25 @@ class Ov2Node(Node):
             "diagnostics_period_s": (1.0, _descriptor(
                 "Period of /diagnostics messages.", float_t, read_only=True,
                 float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0))),
+            "max_pixels": (150_000, _descriptor(
+                "Tokenizer: bound on the processed frame area (H and W multiples of 28).", int_t,
+                read_only=True, integer_range=IntegerRange(from_value=784, to_value=4_000_000, step=1))),
+            "min_group_frames": (8, _descriptor(
+                "Tokenizer: shortest temporal group, in scored frames.", int_t, read_only=True,
+                integer_range=IntegerRange(from_value=2, to_value=1024, step=1))),
+            "max_group_frames": (64, _descriptor(
+                "Tokenizer: longest temporal group; a group is out at most this many scored "
+                "frames after it starts.", int_t, read_only=True,
+                integer_range=IntegerRange(from_value=2, to_value=1024, step=1))),
+            "frame_stride": (1, _descriptor(
+                "Tokenizer: score every n-th decoded frame (the others still serve as motion "
+                "references).", int_t, read_only=True, integer_range=IntegerRange(from_value=1, to_value=64, step=1))),
+            "saliency": ("motion_residual", _descriptor(
+                f"Tokenizer: block scorer, one of {', '.join(SCORERS)} (docs/tokenizer.md).", str_t,
+                read_only=True)),
+            "group_buffer_size": (16, _descriptor(
+                "Newest completed temporal groups kept for the model.", int_t, read_only=True,
+                integer_range=IntegerRange(from_value=1, to_value=1024, step=1))),
             "log_gop_summaries": (True, _descriptor(
                 "Log one line per decoded GOP (size, bits, motion vectors, latency).", bool_t)),
             "log_throttle_s": (5.0, _descriptor(
@@ -161,6 +197,11 @@ class Ov2Node(Node):
         values = {}
         for name, (default, descriptor) in specs.items():
             values[name] = self.declare_parameter(name, default, descriptor).value
+        if values["saliency"] not in SCORERS:
+            raise ValueError(f"saliency must be one of {SCORERS}, got '{values['saliency']}'")
+        if values["min_group_frames"] > values["max_group_frames"]:
+            raise ValueError("min_group_frames must not exceed max_group_frames, got "
+                             f"{values['min_group_frames']} > {values['max_group_frames']}")
         if values["qos_reliability"] not in ("reliable", "best_effort"):
             raise ValueError(f"qos_reliability must be 'reliable' or 'best_effort', got "
                              f"'{values['qos_reliability']}'")
@@ -222,9 +263,29 @@ class Ov2Node(Node):
                                        received.receive_ns)
             frames += result.frames
             self._record(received, result, frames)
+            restarted = self._ingest.counters.decoder_resets != self._seen_resets
+            self._seen_resets = self._ingest.counters.decoder_resets
         self._keep(frames)
+        self._tokenize(frames, restarted)
         if result.problem:
             self._warn(result)
+
+    def _tokenize(self, frames: list[FrameRecord], restarted: bool) -> None:
+        if restarted:  # frames were lost: the next one has no valid motion reference
+            self._tokenizer.reset_motion()
+        for frame in frames:
+            started = time.perf_counter()
+            groups = self._tokenizer.push(frame)
+            elapsed_ms = (time.perf_counter() - started) * 1e3
+            with self._lock:
+                self._tokenizer_ms.add(elapsed_ms)
+                for group in groups:
+                    self._groups_emitted += 1
+                    self._group_times_ns.append(time.time_ns())
+                    self._kept_fractions.append(group.kept_fraction)
+                    self._last_group = (f"t {group.first_t}-{group.last_t} ({group.frame_count} frames, "
+                                        f"{group.canvases.shape[0]} canvases, {group.stop_reason})")
+            self.groups.extend(groups)
 
     def _record(self, received: _Received, result: PushResult, frames: list[FrameRecord]) -> None:
         self._frame_id = received.frame_id
@@ -307,10 +368,20 @@ class Ov2Node(Node):
                 "stamp_to_decoded_ms_p50": self._stamp_to_decoded_ms.percentile(50),
                 "stamp_to_decoded_ms_p99": self._stamp_to_decoded_ms.percentile(99),
                 "frames_buffered": len(self.frames),
+                "groups_emitted": self._groups_emitted,
+                "groups_per_second": self._groups_per_second(now_ns),
+                "kept_fraction": float(np.mean(self._kept_fractions)) if self._kept_fractions else float("nan"),
+                "tokenizer_ms_mean": self._tokenizer_ms.mean(),
+                "tokenizer_ms_p99": self._tokenizer_ms.percentile(99),
+                "last_group": self._last_group,
                 "last_problem": self._last_problem,
             }
             idle_s = (now_ns - self._last_receive_ns) / 1e9 if self._last_receive_ns else None
             return {"values": values, "frame_id": self._frame_id, "idle_s": idle_s}
+
+    def _groups_per_second(self, now_ns: int) -> float:
+        recent = [t for t in self._group_times_ns if now_ns - t < 10_000_000_000]
+        return len(recent) / 10.0
 
     def _publish_diagnostics(self) -> None:
         snapshot = self.ingest_snapshot()

@@ -183,3 +183,19 @@ def test_params_file_is_applied_and_bad_values_are_refused(ros, tmp_path):
         stop_process(process)
     bad = start_node_process({"qos_reliability": "sometimes"}, namespace="/bad")
     assert bad.wait(timeout=30) != 0
+
+
+def test_node_cuts_the_live_stream_into_groups(ros, node_under_test, b_stream):
+    node, watcher = ros
+    node_under_test("/groups", min_group_frames=4, max_group_frames=12)
+    report = play(_publisher(node, "/groups"), H264File(b_stream.mp4_path), pacing="acked")
+    values = watcher.wait_for(
+        lambda v: counter(v, "frames_received") == report.sent and counter(v, "queue_depth") == 0
+        and counter(v, "groups_emitted") >= 5, 20.0, name_prefix="/groups/ov2_node")
+    assert values is not None, watcher.latest("/groups")
+    decoded = counter(values, "frames_decoded")
+    # every group spans 4..12 frames; all but the open one are out
+    assert decoded / 12 - 1 <= counter(values, "groups_emitted") <= decoded / 4
+    assert 0 < float(values["kept_fraction"]) <= 1.0
+    assert float(values["tokenizer_ms_mean"]) > 0
+    assert "canvases" in values["last_group"]
