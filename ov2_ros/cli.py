@@ -174,6 +174,14 @@ def _add_bench(commands) -> None:
     ingest.add_argument("--repeats", type=int, default=3)
     ingest.add_argument("--no-ros", action="store_true", help="skip the node latency measurement")
     ingest.set_defaults(handler=_run_bench_ingest)
+    tokenizer = benches.add_parser("tokenizer", help="live tokenizer throughput vs bare decode; wall time vs codec-video-prep")
+    tokenizer.add_argument("--out", default="out/bench_tokenizer.json", help="JSON results (default: %(default)s)")
+    tokenizer.add_argument("--reference-cli", default=None,
+                           help="codec-video-prep executable (tools/setup_reference.sh makes .venv-reference)")
+    tokenizer.add_argument("--media", nargs="*", default=[], help="more H.264 files to measure")
+    tokenizer.add_argument("--duration", type=float, default=10.0, help="seconds of synthetic 720p video")
+    tokenizer.add_argument("--repeats", type=int, default=2)
+    tokenizer.set_defaults(handler=_run_bench_tokenizer)
 
 
 def _run_bench_ingest(args) -> int:
@@ -186,6 +194,40 @@ def _run_bench_ingest(args) -> int:
     return 0
 
 
+def _run_bench_tokenizer(args) -> int:
+    from pathlib import Path
+
+    from ov2_ros.tokenizer.bench import run_tokenizer_bench
+
+    run_tokenizer_bench(args.out, args.reference_cli, [Path(m) for m in args.media], args.duration, args.repeats)
+    return 0
+
+
+def _add_study(commands) -> None:
+    parser = commands.add_parser("study", help="studies that compare ov2_ros with references")
+    studies = parser.add_subparsers(dest="study", required=True)
+    fidelity = studies.add_parser("fidelity", help="tokenizer vs codec-video-prep 0.2.5 on the same files")
+    fidelity.add_argument("videos", nargs="+", help="H.264 files (MP4/MKV)")
+    fidelity.add_argument("--reference-cli", default=".venv-reference/bin/codec-video-prep",
+                          help="codec-video-prep executable (default: %(default)s, from tools/setup_reference.sh)")
+    fidelity.add_argument("--work", default="out/fidelity", help="folder for both tokenizers' outputs")
+    fidelity.add_argument("--max-pixels", type=int, default=150_000)
+    fidelity.set_defaults(handler=_run_study_fidelity)
+
+
+def _run_study_fidelity(args) -> int:
+    from pathlib import Path
+
+    from ov2_ros.errors import MissingInputError
+    from ov2_ros.tokenizer.fidelity import run_study
+
+    if not Path(args.reference_cli).is_file():
+        raise MissingInputError(f"no codec-video-prep at {args.reference_cli}; run tools/setup_reference.sh")
+    work = Path(args.work)
+    run_study([Path(v) for v in args.videos], args.reference_cli, work, work / "fidelity.json", args.max_pixels)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ov2", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_publish(commands)
     _add_demo(commands)
     _add_bench(commands)
+    _add_study(commands)
     return parser
 
 

@@ -66,3 +66,30 @@ def test_publish_reaches_a_subscriber_in_another_process(p_stream):
     assert {m.format for m in received} == {"h264"} and {m.header.frame_id for m in received} == {"cli_optical"}
     stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in received]
     assert stamps == sorted(stamps) and stamps[1] - stamps[0] == pytest.approx(33_333_333, abs=2)
+
+
+def test_canvases_writes_what_the_model_sees(b_stream, tmp_path):
+    out = tmp_path / "canvases"
+    result = _run("canvases", b_stream.h264_path, "--out", out, "--mode", "stream", "--max-group-frames", "20")
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    import numpy as np
+
+    positions = np.load(out / "positions_thw.npy")
+    canvases = sorted(out.glob("canvas_*.png"))
+    assert len(canvases) == meta["canvases"] > 0
+    assert positions.shape == (meta["canvases"] * meta["patches_per_canvas"], 3)
+    assert meta["processed_size"] == [252, 308] and meta["fps"] == 30.0
+    assert sum(g["frame_count"] for g in meta["groups"]) == meta["frames"] == 60
+    assert all(g["frame_count"] <= 20 for g in meta["groups"])
+    assert (out / "bitcost.png").stat().st_size > 10_000
+    baseline = _run("canvases", b_stream.mp4_path, "--out", tmp_path / "frames", "--frames-baseline", "6")
+    assert baseline.returncode == 0, baseline.stderr
+    assert json.loads((tmp_path / "frames" / "meta.json").read_text())["canvases"] == 6
+
+
+def test_canvases_refuses_a_file_that_is_not_h264(tmp_path):
+    bad = tmp_path / "noise.h264"
+    bad.write_bytes(bytes(range(256)) * 40)
+    result = _run("canvases", bad, "--out", tmp_path / "out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -97,10 +97,12 @@ class StreamingTokenizer:
             emitted = self.flush()  # a new picture size starts a new geometry and new groups
         else:
             emitted = []
+        stride = self.config.frame_stride
         if sampled is None:
-            sampled = (self._frames_seen - 1) % self.config.frame_stride == 0
+            sampled = (self._frames_seen - 1) % stride == 0
         if not sampled:
-            self._scorer.skip(frame)
+            if stride == 1 or self._frames_seen % stride == 0:  # the next frame is scored against it
+                self._scorer.skip(frame)
             return emitted
         scored = self._scorer.score(frame, t)
         if self._builder is None:
