@@ -134,4 +134,31 @@ def run_study(videos: list[Path], reference_cli: str, work_dir: Path, out_json: 
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps({"study": "tokenizer fidelity vs codec-video-prep 0.2.5",
                                     "max_pixels": max_pixels, "rows": rows}, indent=1))
+    plot_study(rows, out_json.with_suffix(".png"))
     return rows
+
+
+def plot_study(rows: list[dict], path: Path) -> None:
+    """Selection IoU per clip and scorer, with the random floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clips = list(dict.fromkeys(row["clip"] for row in rows))
+    x = np.arange(len(clips))
+    figure, axis = plt.subplots(figsize=(9, 4))
+    for offset, saliency in zip((-0.27, 0.0), SCORERS):
+        values = [next(r["selection_iou_on_reference_groups"] for r in rows
+                       if r["clip"] == clip and r["saliency"] == saliency) for clip in clips]
+        axis.bar(x + offset, values, width=0.27, label=f"ours: {saliency}")
+    randoms = [next(r["random_iou_on_reference_groups"] for r in rows if r["clip"] == clip) for clip in clips]
+    axis.bar(x + 0.27, randoms, width=0.27, color="grey", label="random choice")
+    axis.axhline(0.7, color="black", linestyle="--", linewidth=0.8, label="goal 0.7")
+    axis.set_xticks(x, clips, fontsize=8)
+    axis.set_ylabel("IoU of selected (frame, block) sets")
+    axis.set_title("P-canvas block selection vs codec-video-prep 0.2.5 (its own frames and groups)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
