@@ -54,6 +54,7 @@ class DecodedPicture(I420Image):
     yuv420: np.ndarray  # (H * 3 / 2, W) uint8: planar I420, Y then U then V
     full_range: bool  # JPEG (0-255) rather than video (16-235) levels
     motion_vectors: np.ndarray  # (N,) MOTION_VECTOR_DTYPE; empty for intra pictures
+    qp_map: np.ndarray | None = None  # (rows, cols) quantiser per 16x16 macroblock, when exported
 
     def __repr__(self) -> str:
         return (f"DecodedPicture(tag={self.tag}, type={self.picture_type}, {self.width}x{self.height}, "
@@ -63,8 +64,9 @@ class DecodedPicture(I420Image):
 class H264Decoder:
     """Decodes Annex-B access units; `reset()` starts over as if newly created."""
 
-    def __init__(self, export_motion_vectors: bool = True, threads: int = 1):
+    def __init__(self, export_motion_vectors: bool = True, threads: int = 1, export_qp: bool = False):
         self._export_motion_vectors = export_motion_vectors
+        self._export_qp = export_qp
         self._threads = threads
         self._context = self._create()
 
@@ -72,8 +74,12 @@ class H264Decoder:
         context = av.CodecContext.create("h264", "r")
         context.thread_type = "SLICE"
         context.thread_count = self._threads
+        options = {}
         if self._export_motion_vectors:
-            context.options = {"flags2": "+export_mvs"}
+            options["flags2"] = "+export_mvs"
+        if self._export_qp:  # per-macroblock quantisers (AV_FRAME_DATA_VIDEO_ENC_PARAMS)
+            options["export_side_data"] = "venc_params"
+        context.options = options
         return context
 
     def decode(self, access_unit: bytes, tag: int) -> list[DecodedPicture]:
@@ -102,10 +108,16 @@ class H264Decoder:
             side_data = frame.side_data.get("MOTION_VECTORS")
             if side_data is not None:
                 vectors = side_data.to_ndarray().astype(MOTION_VECTOR_DTYPE, copy=True)
+        qp_map = None
+        if self._export_qp:
+            params = frame.side_data.get("VIDEO_ENC_PARAMS")
+            if params is not None:
+                qp_map = np.asarray(params.qp_map(), dtype=np.float32)
         return DecodedPicture(
             tag=int(frame.pts),
             picture_type=_PICTURE_TYPE_LETTER.get(int(frame.pict_type), "?"),
             yuv420=yuv420,
             full_range=name == "yuvj420p" or int(frame.color_range) == 2,
             motion_vectors=vectors,
+            qp_map=qp_map,
         )

@@ -52,6 +52,7 @@ class FrameRecord(I420Image):
     yuv420: np.ndarray  # (H * 3 / 2, W) uint8, planar I420
     full_range: bool
     motion_vectors: np.ndarray  # FFmpeg AVMotionVector records; empty for I pictures
+    qp_map: np.ndarray | None = None  # (rows, cols) per-macroblock quantiser, if exported
 
     def __repr__(self) -> str:
         return (f"FrameRecord(decode_index={self.decode_index}, display_index={self.display_index}, "
@@ -113,11 +114,11 @@ class StreamIngest:
     """Stateful ingest of one camera stream. Not thread-safe: one thread pushes."""
 
     def __init__(self, max_stamp_gap_ns: int = 500_000_000, export_motion_vectors: bool = True,
-                 decoder_threads: int = 1):
+                 decoder_threads: int = 1, export_qp: bool = False):
         self.counters = IngestCounters()
         self.max_stamp_gap_ns = max_stamp_gap_ns
         self.frame_size: tuple[int, int] | None = None  # (width, height) being decoded
-        self._decoder = H264Decoder(export_motion_vectors, decoder_threads)
+        self._decoder = H264Decoder(export_motion_vectors, decoder_threads, export_qp)
         self._params = ParameterSets()
         self._awaiting_idr = True
         self._prev_ref_frame_num: int | None = None
@@ -264,7 +265,7 @@ class StreamIngest:
                 stamp_ns=pending.stamp_ns, receive_ns=pending.receive_ns, decoded_ns=decoded_ns,
                 bit_cost_bits=pending.info.bit_cost_bits, picture_type=pending.info.picture_type,
                 key_frame=pending.info.is_idr, yuv420=picture.yuv420, full_range=picture.full_range,
-                motion_vectors=picture.motion_vectors,
+                motion_vectors=picture.motion_vectors, qp_map=picture.qp_map,
             ))
             self._next_display_index += 1
         # A decoder that swallowed pictures (concealment, skipped frames) would hold them forever.

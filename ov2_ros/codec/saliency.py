@@ -10,7 +10,9 @@ error energy, the rate-distortion allocation an encoder approximates:
     bits_mb = (N / 2) * max(0, log2(energy_mb / D)),  D chosen so that sum(bits_mb) = AU bits
 energy = squared motion-compensated residual for inter pictures (intra-coded macroblocks use
 the larger of that and the picture's local texture energy), local texture energy for intra
-pictures. Like the reference, scores are log1p(bits) divided by the picture's 99th percentile.
+pictures, divided by the squared quantiser step of the macroblock when the decoder exports its
+QP (a coarser quantiser spends fewer bits on the same error). Like the reference, scores are
+log1p(bits) divided by the picture's 99th percentile.
 
 motion_residual, per picture:
 
@@ -183,9 +185,11 @@ def waterfill_bits(energy: np.ndarray, total_bits: float, coefficients: int = WA
 
 
 def bitcost_saliency(luma: np.ndarray, reference_luma: np.ndarray | None, motion_vectors: np.ndarray,
-                     intra: bool, bit_cost_bits: int, source_width: int, source_height: int) -> np.ndarray:
+                     intra: bool, bit_cost_bits: int, source_width: int, source_height: int,
+                     qp_map: np.ndarray | None = None) -> np.ndarray:
     """[0, 1] map at the resolution of `luma`: estimated macroblock bit cost, log1p, divided by
-    its 99th percentile. reference_luma: the picture it was predicted from (same resolution)."""
+    its 99th percentile. reference_luma: the picture it was predicted from (same resolution);
+    qp_map: per-macroblock quantiser parameters (H.264 QP, 0..51) when known."""
     height, width = luma.shape
     rows, cols = -(-source_height // CELL_PX), -(-source_width // CELL_PX)
     texture = cv2.resize(texture_energy(luma), (cols, rows), interpolation=cv2.INTER_AREA)
@@ -197,6 +201,9 @@ def bitcost_saliency(luma: np.ndarray, reference_luma: np.ndarray | None, motion
                                                source_height).astype(np.float32)
         energy = cv2.resize(residual * residual, (cols, rows), interpolation=cv2.INTER_AREA)
         energy[~covered] = np.maximum(energy[~covered], texture[~covered])
+    if qp_map is not None and qp_map.shape[0] >= rows and qp_map.shape[1] >= cols:
+        step = 0.625 * np.exp2(qp_map[:rows, :cols] / 6.0)  # H.264 quantiser step size
+        energy = energy / (step * step)
     score = np.log1p(waterfill_bits(energy, bit_cost_bits))
     scale = max(float(np.percentile(score, BITCOST_PERCENTILE)), 1e-6)
     score = np.minimum(score * (1.0 / scale), 1.0)

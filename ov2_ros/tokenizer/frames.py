@@ -85,7 +85,8 @@ class FrameScorer:
         if self.saliency == "bitcost":
             reference = self._reference_luma if frame.picture_type == "P" else self._previous_luma
             saliency = bitcost_saliency(luma, reference if reference is not None else self._previous_luma,
-                                        frame.motion_vectors, intra, frame.bit_cost_bits, frame.width, frame.height)
+                                        frame.motion_vectors, intra, frame.bit_cost_bits, frame.width,
+                                        frame.height, frame.qp_map)
         else:
             saliency = fused_saliency(luma, self._previous_luma, frame.motion_vectors, intra,
                                       frame.width, frame.height)
