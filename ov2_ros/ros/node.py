@@ -67,12 +67,15 @@ class RollingWindow:
         return float(np.mean(self._samples)) if self._samples else float("nan")
 
 
-def _descriptor(description: str, kind: int, read_only: bool = False, integer_range=None,
-                float_range=None) -> ParameterDescriptor:
+def _descriptor(description: str, kind: int, read_only: bool = False,
+                int_range: tuple[int, int] | None = None,
+                float_range: tuple[float, float] | None = None) -> ParameterDescriptor:
+    """A parameter's type, documentation and allowed range (enforced by rclpy on every set)."""
     return ParameterDescriptor(
         description=description, type=kind, read_only=read_only,
-        integer_range=[integer_range] if integer_range else [],
-        floating_point_range=[float_range] if float_range else [],
+        integer_range=[IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)] if int_range else [],
+        floating_point_range=[FloatingPointRange(from_value=float_range[0], to_value=float_range[1], step=0.0)]
+        if float_range else [],
     )
 
 
@@ -149,51 +152,51 @@ class Ov2Node(Node):
                 "costs the rest of its GOP) or 'best_effort'.", str_t, read_only=True)),
             "qos_depth": (300, _descriptor(
                 "History depth of the H.264 subscription; keep it >= 2 x the camera GOP.",
-                int_t, read_only=True, integer_range=IntegerRange(from_value=1, to_value=10000, step=1))),
+                int_t, read_only=True, int_range=(1, 10000))),
             "decode_queue_size": (300, _descriptor(
                 "Access units waiting for the decode thread; beyond it they are dropped and "
                 "decoding restarts at the next IDR.", int_t, read_only=True,
-                integer_range=IntegerRange(from_value=1, to_value=10000, step=1))),
+                int_range=(1, 10000))),
             "frame_buffer_size": (128, _descriptor(
                 "Newest decoded frames kept for the tokenizer (720p: 1.4 MB each).", int_t,
-                read_only=True, integer_range=IntegerRange(from_value=1, to_value=4096, step=1))),
+                read_only=True, int_range=(1, 4096))),
             "max_stamp_gap_s": (0.5, _descriptor(
                 "A header stamp further than this from the newest one (forward or back) is a "
                 "discontinuity: decoding restarts at the next IDR.", float_t,
-                float_range=FloatingPointRange(from_value=0.01, to_value=3600.0, step=0.0))),
+                float_range=(0.01, 3600.0))),
             "export_motion_vectors": (True, _descriptor(
                 "Export motion vectors from the decoder (+export_mvs).", bool_t, read_only=True)),
             "decoder_threads": (1, _descriptor(
                 "Slice threads for the decoder (0 = auto). Frame threading is never used: it "
                 "delays output by several frames.", int_t, read_only=True,
-                integer_range=IntegerRange(from_value=0, to_value=16, step=1))),
+                int_range=(0, 16))),
             "diagnostics_period_s": (1.0, _descriptor(
                 "Period of /diagnostics messages.", float_t, read_only=True,
-                float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0))),
+                float_range=(0.05, 60.0))),
             "max_pixels": (150_000, _descriptor(
                 "Tokenizer: bound on the processed frame area (H and W multiples of 28).", int_t,
-                read_only=True, integer_range=IntegerRange(from_value=784, to_value=4_000_000, step=1))),
+                read_only=True, int_range=(784, 4_000_000))),
             "min_group_frames": (8, _descriptor(
                 "Tokenizer: shortest temporal group, in scored frames.", int_t, read_only=True,
-                integer_range=IntegerRange(from_value=2, to_value=1024, step=1))),
+                int_range=(2, 1024))),
             "max_group_frames": (64, _descriptor(
                 "Tokenizer: longest temporal group; a group is out at most this many scored "
                 "frames after it starts.", int_t, read_only=True,
-                integer_range=IntegerRange(from_value=2, to_value=1024, step=1))),
+                int_range=(2, 1024))),
             "frame_stride": (1, _descriptor(
                 "Tokenizer: score every n-th decoded frame (the others still serve as motion "
-                "references).", int_t, read_only=True, integer_range=IntegerRange(from_value=1, to_value=64, step=1))),
+                "references).", int_t, read_only=True, int_range=(1, 64))),
             "saliency": ("motion_residual", _descriptor(
                 f"Tokenizer: block scorer, one of {', '.join(SCORERS)} (docs/tokenizer.md).", str_t,
                 read_only=True)),
             "group_buffer_size": (16, _descriptor(
                 "Newest completed temporal groups kept for the model.", int_t, read_only=True,
-                integer_range=IntegerRange(from_value=1, to_value=1024, step=1))),
+                int_range=(1, 1024))),
             "log_gop_summaries": (True, _descriptor(
                 "Log one line per decoded GOP (size, bits, motion vectors, latency).", bool_t)),
             "log_throttle_s": (5.0, _descriptor(
                 "At most one warning per this many seconds for each kind of bad input.", float_t,
-                read_only=True, float_range=FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0))),
+                read_only=True, float_range=(0.0, 3600.0))),
         }
         values = {}
         for name, (default, descriptor) in specs.items():
