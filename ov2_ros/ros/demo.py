@@ -1,6 +1,7 @@
 """`ov2 demo`: the README's main job. Renders a synthetic tabletop scene, encodes it to H.264,
 starts the real `ov2_node` in its own process, streams the scene to it over ROS 2 like a camera
-(realtime, one access unit per message) and reports what the node decoded."""
+(realtime, one access unit per message) and reports what the node decoded and how it cut the
+stream into temporal groups of canvases."""
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ _REPORTED = (
     "frames_received", "frames_decoded", "frames_pending_in_decoder", "frames_dropped_waiting_for_idr",
     "decode_errors", "frames_dropped_queue_full", "width", "height", "input_rate_hz",
     "decode_ms_mean", "decode_ms_p99", "stamp_to_decoded_ms_p50", "stamp_to_decoded_ms_p99",
+    "groups_emitted", "kept_fraction", "tokenizer_ms_mean", "last_group",
 )
 
 
@@ -60,7 +62,7 @@ def run_demo(out_dir: str | Path, duration_s: float = 6.0, seed: int = 0, width:
         return 1
     summary = {"published": report.sent, **{key: final[key] for key in _REPORTED}}
     (out_dir / "demo_diagnostics.json").write_text(json.dumps(final, indent=1))
-    print("\nwhat ov2_node decoded (from its /diagnostics):")
+    print("\nwhat ov2_node decoded and tokenized (from its /diagnostics):")
     for key, value in summary.items():
         print(f"  {key:28s} {value}")
     print(f"full diagnostics: {out_dir / 'demo_diagnostics.json'}")

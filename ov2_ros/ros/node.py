@@ -193,7 +193,8 @@ class Ov2Node(Node):
                 "Newest completed temporal groups kept for the model.", int_t, read_only=True,
                 int_range=(1, 1024))),
             "log_gop_summaries": (True, _descriptor(
-                "Log one line per decoded GOP (size, bits, motion vectors, latency).", bool_t)),
+                "Log one line per decoded GOP (size, bits, motion vectors) and per temporal group.",
+                bool_t)),
             "log_throttle_s": (5.0, _descriptor(
                 "At most one warning per this many seconds for each kind of bad input.", float_t,
                 read_only=True, float_range=(0.0, 3600.0))),
@@ -290,6 +291,13 @@ class Ov2Node(Node):
                     self._last_group = (f"t {group.first_t}-{group.last_t} ({group.frame_count} frames, "
                                         f"{group.canvases.shape[0]} canvases, {group.stop_reason})")
             self.groups.extend(groups)
+            if self._gop_summaries:
+                for group in groups:
+                    self.get_logger().info(
+                        f"temporal group {group.index}: frames {group.first_t}-{group.last_t} "
+                        f"({group.frame_count}), {group.canvases.shape[0]} canvases of "
+                        f"{group.canvases.shape[2]}x{group.canvases.shape[1]}, kept "
+                        f"{100 * group.kept_fraction:.1f}% of patches, stop: {group.stop_reason}")
 
     def _record(self, received: _Received, result: PushResult, frames: list[FrameRecord]) -> None:
         self._frame_id = received.frame_id

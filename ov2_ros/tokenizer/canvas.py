@@ -118,21 +118,27 @@ def pack_group(index: int, frames: list[ScoredFrame], boundary: GroupBoundary, g
         canvases[0] = frames[0].rgb()
         positions[:patches_per_canvas] = np.stack(
             [np.full(patches_per_canvas, frames[0].t), layout_rows, layout_cols], axis=1)
-        rgb_of = {}
-        for slot, (number, row, col) in enumerate(selected):
-            if number not in rgb_of:
-                rgb_of[number] = frames[number].rgb()
-            canvas, cell = divmod(slot, blocks_per_canvas)
-            cell_row, cell_col = divmod(cell, geometry.block_cols)
-            canvases[1 + canvas, cell_row * BLOCK_PX:(cell_row + 1) * BLOCK_PX,
-                     cell_col * BLOCK_PX:(cell_col + 1) * BLOCK_PX] = \
-                rgb_of[number][row * BLOCK_PX:(row + 1) * BLOCK_PX, col * BLOCK_PX:(col + 1) * BLOCK_PX]
-            first_row = (1 + canvas) * patches_per_canvas + cell * MERGE * MERGE
+        if len(selected):
+            block_rows, block_cols = geometry.block_rows, geometry.block_cols
+            # Each needed frame as (blocks, 28, 28, 3), then one gather of all selected blocks.
+            numbers, inverse = np.unique(selected[:, 0], return_inverse=True)
+            frame_blocks = np.stack([
+                frames[n].rgb().reshape(block_rows, BLOCK_PX, block_cols, BLOCK_PX, 3)
+                .transpose(0, 2, 1, 3, 4).reshape(-1, BLOCK_PX, BLOCK_PX, 3) for n in numbers])
+            picked = frame_blocks[inverse.ravel(), selected[:, 1] * block_cols + selected[:, 2]]
+            cells = np.zeros((p_canvases * blocks_per_canvas, BLOCK_PX, BLOCK_PX, 3), np.uint8)
+            cells[: len(picked)] = picked
+            # (canvas, cell_row, cell_col, 28, 28, 3) -> (canvas, H, W, 3)
+            canvases[1:] = cells.reshape(p_canvases, block_rows, block_cols, BLOCK_PX, BLOCK_PX, 3) \
+                .transpose(0, 1, 3, 2, 4, 5).reshape(p_canvases, geometry.height, geometry.width, 3)
+            times = np.array([frames[n].t for n in selected[:, 0]], np.int32)
             sub_row, sub_col = np.divmod(np.arange(MERGE * MERGE), MERGE)
-            positions[first_row:first_row + MERGE * MERGE] = np.stack(
-                [np.full(MERGE * MERGE, frames[number].t), row * MERGE + sub_row, col * MERGE + sub_col], axis=1)
-        selected = np.stack([[frames[n].t for n in selected[:, 0]], selected[:, 1], selected[:, 2]],
-                            axis=1).astype(np.int32) if len(selected) else selected
+            block_positions = np.stack([
+                np.repeat(times, MERGE * MERGE),
+                (selected[:, 1:2] * MERGE + sub_row[None, :]).ravel(),
+                (selected[:, 2:3] * MERGE + sub_col[None, :]).ravel()], axis=1)
+            positions[patches_per_canvas:patches_per_canvas + len(block_positions)] = block_positions
+            selected = np.stack([times, selected[:, 1], selected[:, 2]], axis=1).astype(np.int32)
     ordered = sorted(frames, key=lambda frame: frame.t)
     return TokenizedGroup(
         index=index, first_t=ordered[0].t, last_t=ordered[-1].t, first_stamp_ns=ordered[0].stamp_ns,
