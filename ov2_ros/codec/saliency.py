@@ -119,9 +119,9 @@ def motion_compensated_residual(luma: np.ndarray, previous_luma: np.ndarray, dx:
 
 def residual_saliency(residual: np.ndarray) -> np.ndarray:
     """[0, 1]: the residual divided by its 95th percentile (floor 1 grey level)."""
-    scale = max(_percentile_of_counts(np.bincount(residual.ravel(), minlength=256), RESIDUAL_PERCENTILE), 1)
-    lookup = np.minimum(np.arange(256, dtype=np.float32) / scale, 1.0)
-    return lookup[residual]
+    histogram = cv2.calcHist([residual], [0], None, [256], [0, 256]).ravel()
+    scale = max(_percentile_of_counts(histogram, RESIDUAL_PERCENTILE), 1)
+    return cv2.min(residual, scale).astype(np.float32) * np.float32(1.0 / scale)
 
 
 _GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
