@@ -5,7 +5,6 @@ import pytest
 
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig, encode_mp4
-from ov2_ros.codec.ingest import StreamIngest
 from ov2_ros.synth.scene import SceneConfig, SyntheticScene
 from ov2_ros.tokenizer.canvas import block_layout, patch_pixels
 from ov2_ros.tokenizer.files import decode_file, tokenize_file
@@ -111,7 +110,7 @@ def test_stream_and_offline_agree_when_groups_do_not_depend_on_the_threshold(p_s
 def test_live_groups_come_out_within_the_maximum(p_stream):
     _, frames, _ = decode_file(p_stream.h264_path)
     tokenizer = StreamingTokenizer(TokenizerConfig(grouping=GroupingConfig(min_group_frames=4, max_group_frames=12)))
-    for pushed, frame in enumerate(frames):
+    for frame in frames:
         for group in tokenizer.push(frame):
             assert frame.display_index - group.first_t < 12 and group.last_t <= frame.display_index
     assert tokenizer.flush()  # the tail comes out at the end
