@@ -58,21 +58,21 @@ def motion_field(motion_vectors: np.ndarray, source_width: int, source_height: i
     covered = np.zeros(cells, bool)
     if len(motion_vectors):
         mv = motion_vectors
-        cell = (np.clip(mv["dst_y"].astype(np.int64) // CELL_PX, 0, rows - 1) * cols
-                + np.clip(mv["dst_x"].astype(np.int64) // CELL_PX, 0, cols - 1))
-        area = mv["w"].astype(np.float64) * mv["h"].astype(np.float64)
-        scale = np.maximum(mv["motion_scale"].astype(np.float64), 1.0)
-        past = mv["source"] < 0
-        # Future-reference vectors first, so that past-reference ones replace them.
-        for subset in (~past, past):
-            if not subset.any():
-                continue
-            weight = np.bincount(cell[subset], area[subset], cells)
-            has = weight > 0
-            for out, motion in ((dx, mv["motion_x"]), (dy, mv["motion_y"])):
-                total = np.bincount(cell[subset], area[subset] * motion[subset] / scale[subset], cells)
-                out[has] = total[has] / weight[has]
-            covered |= has
+        cell = (np.clip(mv["dst_y"] // CELL_PX, 0, rows - 1).astype(np.int64) * cols
+                + np.clip(mv["dst_x"] // CELL_PX, 0, cols - 1))
+        # Past- and future-reference sums in one pass: bin 2 * cell + (1 if past).
+        bins = 2 * cell + (mv["source"] < 0)
+        area = mv["w"].astype(np.float32) * mv["h"]
+        weight_over_scale = area / np.maximum(mv["motion_scale"], 1)
+        weight = np.bincount(bins, area, 2 * cells).reshape(cells, 2)
+        sum_x = np.bincount(bins, weight_over_scale * mv["motion_x"], 2 * cells).reshape(cells, 2)
+        sum_y = np.bincount(bins, weight_over_scale * mv["motion_y"], 2 * cells).reshape(cells, 2)
+        past = weight[:, 1] > 0  # past-reference vectors win where a macroblock has them
+        use = np.where(past, 1, 0)
+        chosen = weight[np.arange(cells), use]
+        covered = chosen > 0
+        dx[covered] = sum_x[covered, use[covered]] / chosen[covered]
+        dy[covered] = sum_y[covered, use[covered]] / chosen[covered]
     return dx.reshape(rows, cols), dy.reshape(rows, cols), covered.reshape(rows, cols)
 
 
