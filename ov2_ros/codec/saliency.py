@@ -112,8 +112,8 @@ def motion_compensated_residual(luma: np.ndarray, previous_luma: np.ndarray, dx:
     flow_x = cv2.resize(dx * sx, (width, height), interpolation=cv2.INTER_NEAREST)
     flow_y = cv2.resize(dy * sy, (width, height), interpolation=cv2.INTER_NEAREST)
     grid_x, grid_y = _pixel_grid(height, width)
-    predicted = cv2.remap(previous_luma, grid_x + flow_x, grid_y + flow_y, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    predicted = cv2.remap(previous_luma, cv2.add(grid_x, flow_x), cv2.add(grid_y, flow_y),
+                          cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.absdiff(luma, predicted)
 
 
