@@ -71,6 +71,7 @@ class H264File:
         self._raw = is_annexb(head)
         self._fps_if_unknown = fps_if_unknown
         self._raw_pts: list[float] | None = None
+        self._raw_keys: list[bool] = []  # IDR flag per access unit, from the probe
         self.info = self._probe_raw() if self._raw else self._probe_container()
 
     def __iter__(self) -> Iterator[EncodedAccessUnit]:
@@ -90,6 +91,7 @@ class H264File:
         for au in self._raw_access_units():
             info = describe_access_unit(au, params)
             count += 1
+            self._raw_keys.append(info.is_idr)
             has_b = has_b or info.picture_type == "B"
             if sps is None:
                 sps = params.sps_for_pps(info.pps_id)
@@ -114,11 +116,10 @@ class H264File:
         return [display_rank.get(i, i) / fps for i in range(count)]
 
     def _iter_raw(self) -> Iterator[EncodedAccessUnit]:
-        fps, params = self.info.fps, ParameterSets()
+        fps = self.info.fps
         for index, au in enumerate(self._raw_access_units()):
-            key = describe_access_unit(au, params).is_idr
             pts = self._raw_pts[index] if self._raw_pts else index / fps
-            yield EncodedAccessUnit(index, au, pts, index / fps, key)
+            yield EncodedAccessUnit(index, au, pts, index / fps, self._raw_keys[index])
 
     # --- containers -----------------------------------------------------------------------
 
@@ -144,19 +145,19 @@ class H264File:
         with container:
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else self._fps_if_unknown
-            count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-            has_b = bool(stream.codec_context.has_b_frames) and self._container_has_b_frames()
+            count, has_b = stream.frames, False
+            # The frame count when the container gives none, and whether any packet is shown
+            # in a different order than decoded (the codec's has_b_frames flag only says "may").
+            if not count or stream.codec_context.has_b_frames:
+                count = 0
+                for packet in container.demux(stream):
+                    if packet.size:
+                        count += 1
+                        has_b = has_b or (packet.pts is not None and packet.dts is not None
+                                          and packet.pts != packet.dts)
             return StreamInfo(
                 str(self.path), container.format.name, stream.codec_context.width,
                 stream.codec_context.height, fps, count, has_b,
-            )
-
-    def _container_has_b_frames(self) -> bool:
-        container, stream = self._open_container()
-        with container:
-            return any(
-                packet.pts is not None and packet.dts is not None and packet.pts != packet.dts
-                for packet in container.demux(stream)
             )
 
     def _iter_container(self) -> Iterator[EncodedAccessUnit]:

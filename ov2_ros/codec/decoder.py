@@ -7,6 +7,7 @@ units late; `drain()` returns what the decoder still holds.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import av
@@ -121,3 +122,14 @@ class H264Decoder:
             motion_vectors=vectors,
             qp_map=qp_map,
         )
+
+
+def bare_decode_fps(access_units: list[bytes]) -> float:
+    """Frames/s of plain PyAV decoding (one slice thread, nothing exported, no conversion): the
+    baseline the benchmarks compare against, measured in the same run."""
+    context = av.CodecContext.create("h264", "r")
+    context.thread_type, context.thread_count = "SLICE", 1
+    started = time.perf_counter()
+    for au in access_units:
+        context.decode(av.Packet(au))
+    return len(access_units) / (time.perf_counter() - started)

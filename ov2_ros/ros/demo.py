@@ -7,18 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import rclpy
-
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig
-from ov2_ros.ros.harness import (
-    DiagnosticsWatcher,
-    SpinningNode,
-    counter,
-    start_node_process,
-    stop_process,
-)
-from ov2_ros.ros.publisher import AccessUnitPublisher, play
+from ov2_ros.ros.harness import counter, stream_file_through_node
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
 
@@ -40,23 +31,12 @@ def run_demo(out_dir: str | Path, duration_s: float = 6.0, seed: int = 0, width:
     print(f"scene: {stream.h264_path} ({source.info.frame_count} access units, ground truth in "
           f"{stream.truth_path.name})", flush=True)
 
-    node_process = start_node_process({"diagnostics_period_s": 0.5})
-    rclpy.init()
     try:
-        spinning = SpinningNode("ov2_demo")
-        watcher = DiagnosticsWatcher(spinning.node)
-        publisher = AccessUnitPublisher(spinning.node, frame_id="demo_camera")
-        if not publisher.wait_for_subscribers(1, timeout_s=30.0):
-            print("ov2_node did not subscribe within 30 s")
-            return 1
-        report = play(publisher, source, pacing="realtime", start_frame=start_frame)
-        final = watcher.wait_for(
-            lambda v: counter(v, "frames_received") >= report.sent
-            and counter(v, "queue_depth") == 0, timeout_s=10.0)
-        spinning.close()
-    finally:
-        rclpy.try_shutdown()
-        stop_process(node_process)
+        report, final = stream_file_through_node(source, {"diagnostics_period_s": 0.5}, "ov2_demo",
+                                                 "demo_camera", start_frame, timeout_s=30.0)
+    except RuntimeError as error:
+        print(error)
+        return 1
     if final is None:
         print("no final diagnostics from ov2_node")
         return 1

@@ -17,6 +17,7 @@ from rclpy.node import Node
 
 from ov2_ros.ros import names
 from ov2_ros.ros.conversions import diagnostic_values
+from ov2_ros.ros.publisher import AccessUnitPublisher, play
 
 
 def start_node_process(parameters: dict | None = None, remaps: dict | None = None,
@@ -106,3 +107,28 @@ class SpinningNode:
 
 def counter(values: dict, key: str) -> int:
     return int(values.get(key, "0"))
+
+
+def stream_file_through_node(source, node_parameters: dict, client_name: str, frame_id: str,
+                             start_frame: int = 0, timeout_s: float = 30.0):
+    """Start ov2_node in its own process, play `source` (an H264File) to it in real time like a
+    camera, and return (PlaybackReport, the node's final ingest diagnostics, or None if they never
+    accounted for every message sent). Raises RuntimeError if the node never subscribes."""
+    node_process = start_node_process(node_parameters)
+    rclpy.init()
+    try:
+        spinning = SpinningNode(client_name)
+        try:
+            watcher = DiagnosticsWatcher(spinning.node)
+            publisher = AccessUnitPublisher(spinning.node, frame_id=frame_id)
+            if not publisher.wait_for_subscribers(1, timeout_s):
+                raise RuntimeError(f"ov2_node did not subscribe within {timeout_s} s")
+            report = play(publisher, source, pacing="realtime", start_frame=start_frame)
+            final = watcher.wait_for(lambda v: counter(v, "frames_received") >= report.sent
+                                     and counter(v, "queue_depth") == 0, timeout_s)
+        finally:
+            spinning.close()
+    finally:
+        rclpy.try_shutdown()
+        stop_process(node_process)
+    return report, final

@@ -15,31 +15,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
-import rclpy
 
 from ov2_ros.codec.container import H264File
+from ov2_ros.codec.decoder import bare_decode_fps
 from ov2_ros.codec.encoder import H264EncoderConfig
 from ov2_ros.codec.ingest import StreamIngest
-from ov2_ros.ros.harness import DiagnosticsWatcher, SpinningNode, counter, start_node_process, stop_process
-from ov2_ros.ros.publisher import AccessUnitPublisher, play
+from ov2_ros.ros.harness import counter, stream_file_through_node
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
 
 RESOLUTIONS = ((640, 480, 2_000_000), (1280, 720, 4_000_000))
-
-
-def _bare_pyav_fps(access_units: list[bytes], repeats: int) -> float:
-    best = 0.0
-    for _ in range(repeats):
-        context = av.CodecContext.create("h264", "r")
-        context.thread_type, context.thread_count = "SLICE", 1
-        started = time.perf_counter()
-        for au in access_units:
-            context.decode(av.Packet(au))
-        best = max(best, len(access_units) / (time.perf_counter() - started))
-    return best
 
 
 def _ingest_fps(access_units: list[bytes], repeats: int) -> float:
@@ -55,21 +41,9 @@ def _ingest_fps(access_units: list[bytes], repeats: int) -> float:
 
 
 def _ros_latency(source: H264File, timeout_s: float) -> dict:
-    node_process = start_node_process({"diagnostics_period_s": 0.5, "log_gop_summaries": False})
-    rclpy.init()
-    try:
-        spinning = SpinningNode("ov2_bench_ingest")
-        watcher = DiagnosticsWatcher(spinning.node)
-        publisher = AccessUnitPublisher(spinning.node, frame_id="bench_camera")
-        if not publisher.wait_for_subscribers(1, timeout_s):
-            raise RuntimeError("ov2_node did not subscribe")
-        report = play(publisher, source, pacing="realtime")
-        final = watcher.wait_for(lambda v: counter(v, "frames_received") >= report.sent
-                                 and counter(v, "queue_depth") == 0, timeout_s)
-        spinning.close()
-    finally:
-        rclpy.try_shutdown()
-        stop_process(node_process)
+    report, final = stream_file_through_node(
+        source, {"diagnostics_period_s": 0.5, "log_gop_summaries": False}, "ov2_bench_ingest",
+        "bench_camera", timeout_s=timeout_s)
     if final is None:
         raise RuntimeError("no diagnostics from ov2_node")
     return {
@@ -94,7 +68,7 @@ def run_ingest_bench(out_path: str | Path | None = None, duration_s: float = 10.
                 f"bench_{width}x{height}", progress=False)
             source = H264File(stream.h264_path)
             access_units = [au.data for au in source]
-            bare = _bare_pyav_fps(access_units, repeats)
+            bare = max(bare_decode_fps(access_units) for _ in range(repeats))
             ours = _ingest_fps(access_units, repeats)
             row = {"resolution": f"{width}x{height}", "frames": len(access_units),
                    "bitrate_bps": bitrate, "bare_pyav_fps": round(bare, 1),

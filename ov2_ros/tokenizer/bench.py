@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import cv2
 
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig
+from ov2_ros.codec.decoder import bare_decode_fps
 from ov2_ros.codec.ingest import StreamIngest
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
@@ -27,15 +27,6 @@ from ov2_ros.tokenizer.files import tokenize_file, write_canvases
 from ov2_ros.tokenizer.pipeline import StreamingTokenizer, TokenizerConfig
 
 STRIDES = (1, 2, 4)
-
-
-def _bare_decode_fps(access_units: list[bytes]) -> float:
-    context = av.CodecContext.create("h264", "r")
-    context.thread_type, context.thread_count = "SLICE", 1
-    started = time.perf_counter()
-    for au in access_units:
-        context.decode(av.Packet(au))
-    return len(access_units) / (time.perf_counter() - started)
 
 
 def _live_fps(access_units: list[bytes], stride: int) -> tuple[float, int]:
@@ -54,7 +45,7 @@ def _live_fps(access_units: list[bytes], stride: int) -> tuple[float, int]:
 
 def _throughput(path: Path, repeats: int) -> dict:
     access_units = [au.data for au in H264File(path)]
-    bare = max(_bare_decode_fps(access_units) for _ in range(repeats))
+    bare = max(bare_decode_fps(access_units) for _ in range(repeats))
     row = {"file": path.name, "frames": len(access_units), "bare_decode_fps": round(bare, 1)}
     for stride in STRIDES:
         best, groups = max(_live_fps(access_units, stride) for _ in range(repeats))

@@ -238,11 +238,10 @@ def sample_frames_baseline(frames: Iterable[FrameRecord], total_frames: int, cou
         part = chosen[start:start + images_per_group]
         canvases = np.stack([yuv420_to_rgb(yuv) for _, _, yuv in part])
         positions = np.concatenate([np.stack([np.full(rows.size, t), rows, cols], axis=1) for t, _, _ in part])
-        boundary = GroupBoundary(start, start + len(part), "frame_sampling", 0.0, 0, 0.0)
         groups.append(TokenizedGroup(
             index=index, first_t=part[0][0], last_t=part[-1][0], first_stamp_ns=part[0][1],
             last_stamp_ns=part[-1][1], frame_count=part[-1][0] - part[0][0] + 1,
-            stop_reason=boundary.stop_reason, readiness=0.0, coverage=0, threshold=0.0,
+            stop_reason="frame_sampling", readiness=0.0, coverage=0, threshold=0.0,
             canvases=canvases, positions_thw=positions.astype(np.int32),
             selected_blocks=np.zeros((0, 3), np.int32)))
     return TokenizedVideo(geometry, groups, "frames")
