@@ -53,6 +53,7 @@ class FrameRecord(I420Image):
     full_range: bool
     motion_vectors: np.ndarray  # FFmpeg AVMotionVector records; empty for I pictures
     qp_map: np.ndarray | None = None  # (rows, cols) per-macroblock quantiser, if exported
+    mb_types: np.ndarray | None = None  # (rows, cols) macroblock type letters, if exported
 
     def __repr__(self) -> str:
         return (f"FrameRecord(decode_index={self.decode_index}, display_index={self.display_index}, "
@@ -114,11 +115,11 @@ class StreamIngest:
     """Stateful ingest of one camera stream. Not thread-safe: one thread pushes."""
 
     def __init__(self, max_stamp_gap_ns: int = 500_000_000, export_motion_vectors: bool = True,
-                 decoder_threads: int = 1, export_qp: bool = False):
+                 decoder_threads: int = 1, export_macroblocks: bool = False):
         self.counters = IngestCounters()
         self.max_stamp_gap_ns = max_stamp_gap_ns
         self.frame_size: tuple[int, int] | None = None  # (width, height) being decoded
-        self._decoder = H264Decoder(export_motion_vectors, decoder_threads, export_qp)
+        self._decoder = H264Decoder(export_motion_vectors, decoder_threads, export_macroblocks)
         self._params = ParameterSets()
         self._awaiting_idr = True
         self._prev_ref_frame_num: int | None = None
@@ -265,7 +266,7 @@ class StreamIngest:
                 stamp_ns=pending.stamp_ns, receive_ns=pending.receive_ns, decoded_ns=decoded_ns,
                 bit_cost_bits=pending.info.bit_cost_bits, picture_type=pending.info.picture_type,
                 key_frame=pending.info.is_idr, yuv420=picture.yuv420, full_range=picture.full_range,
-                motion_vectors=picture.motion_vectors, qp_map=picture.qp_map,
+                motion_vectors=picture.motion_vectors, qp_map=picture.qp_map, mb_types=picture.mb_types,
             ))
             self._next_display_index += 1
         # A decoder that swallowed pictures (concealment, skipped frames) would hold them forever.

@@ -32,6 +32,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ov2_ros.codec.decoder import MB_INTRA, MB_SKIPPED
+
 CELL_PX = 16  # an H.264 macroblock: the grid OV2's reference scores H.264 on
 MOTION_PERCENTILE = 95.0
 RESIDUAL_PERCENTILE = 95.0
@@ -186,10 +188,11 @@ def waterfill_bits(energy: np.ndarray, total_bits: float, coefficients: int = WA
 
 def bitcost_saliency(luma: np.ndarray, reference_luma: np.ndarray | None, motion_vectors: np.ndarray,
                      intra: bool, bit_cost_bits: int, source_width: int, source_height: int,
-                     qp_map: np.ndarray | None = None) -> np.ndarray:
+                     qp_map: np.ndarray | None = None, mb_types: np.ndarray | None = None) -> np.ndarray:
     """[0, 1] map at the resolution of `luma`: estimated macroblock bit cost, log1p, divided by
     its 99th percentile. reference_luma: the picture it was predicted from (same resolution);
-    qp_map: per-macroblock quantiser parameters (H.264 QP, 0..51) when known."""
+    qp_map: per-macroblock quantiser parameters (H.264 QP, 0..51) when known; mb_types: the
+    decoder's macroblock type letters (decoder.MB_SKIPPED, MB_INTRA) when known."""
     height, width = luma.shape
     rows, cols = -(-source_height // CELL_PX), -(-source_width // CELL_PX)
     texture = cv2.resize(texture_energy(luma), (cols, rows), interpolation=cv2.INTER_AREA)
@@ -204,6 +207,12 @@ def bitcost_saliency(luma: np.ndarray, reference_luma: np.ndarray | None, motion
     if qp_map is not None and qp_map.shape[0] >= rows and qp_map.shape[1] >= cols:
         step = 0.625 * np.exp2(qp_map[:rows, :cols] / 6.0)  # H.264 quantiser step size
         energy = energy / (step * step)
+    if mb_types is not None and mb_types.shape[0] >= rows and mb_types.shape[1] >= cols:
+        types = mb_types[:rows, :cols]
+        # Intra macroblocks in inter pictures code their texture; skipped ones cost no bits.
+        intra_mb = np.isin(types, list(MB_INTRA))
+        energy = np.where(intra_mb, np.maximum(energy, texture), energy)
+        energy = np.where(np.isin(types, list(MB_SKIPPED)), 0.0, energy)
     score = np.log1p(waterfill_bits(energy, bit_cost_bits))
     scale = max(float(np.percentile(score, BITCOST_PERCENTILE)), 1e-6)
     score = np.minimum(score * (1.0 / scale), 1.0)

@@ -89,7 +89,7 @@ class Ov2Node(Node):
             max_stamp_gap_ns=int(p["max_stamp_gap_s"] * 1e9),
             export_motion_vectors=p["export_motion_vectors"],
             decoder_threads=p["decoder_threads"],
-            export_qp=p["saliency"] == "bitcost",
+            export_macroblocks=p["saliency"] == "bitcost",
         )
         self._tokenizer = StreamingTokenizer(TokenizerConfig(
             max_pixels=p["max_pixels"], frame_stride=p["frame_stride"], saliency=p["saliency"],

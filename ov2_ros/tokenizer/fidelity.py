@@ -38,6 +38,11 @@ def run_reference(reference_cli: str, video: Path, out_dir: Path, frame_count: i
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"codec-video-prep failed on {video}: {result.stderr[-2000:]}")
+    return read_reference(out_dir, wall)
+
+
+def read_reference(out_dir: Path, wall_s: float) -> dict:
+    """Groups, P-canvas blocks and frames of a finished reference run in `out_dir`."""
     meta = json.loads((out_dir / "meta.json").read_text())
     positions = np.load(out_dir / "src_patch_position.npy")
     frame_ids = np.load(out_dir / "frame_ids.npy").tolist()
@@ -49,7 +54,7 @@ def run_reference(reference_cli: str, video: Path, out_dir: Path, frame_count: i
         rows = rows[rows[:, 0] >= 0]
         p_blocks |= {(int(t), int(h) // 2, int(w) // 2) for t, h, w in rows}
         groups.append([int(t) for t in group["frame_ids"]])
-    return {"wall_s": wall, "groups": groups, "p_blocks": p_blocks, "frame_ids": frame_ids,
+    return {"wall_s": wall_s, "groups": groups, "p_blocks": p_blocks, "frame_ids": frame_ids,
             "canvases": int(meta["total_images"]), "processed_size": meta["processed_hw"],
             "group_starts": [g[0] for g in groups]}
 

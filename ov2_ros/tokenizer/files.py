@@ -25,12 +25,12 @@ from ov2_ros.tokenizer.pipeline import (
 )
 
 
-def decode_file(path: str | Path, export_qp: bool = True) -> tuple[H264File, list[FrameRecord], dict]:
+def decode_file(path: str | Path, export_macroblocks: bool = True) -> tuple[H264File, list[FrameRecord], dict]:
     """Every frame of a file through the live ingest (display order), with per-frame codec data
     (motion vectors, and macroblock QPs for the bitcost scorer) and decode statistics. Stamps
     are the presentation times (ns from the first frame)."""
     source = H264File(path)
-    ingest = StreamIngest(max_stamp_gap_ns=10**18, export_qp=export_qp)  # a file has no transport gaps
+    ingest = StreamIngest(max_stamp_gap_ns=10**18, export_macroblocks=export_macroblocks)  # a file has no transport gaps
     frames: list[FrameRecord] = []
     started = time.perf_counter()
     for au in source:
@@ -47,7 +47,7 @@ def tokenize_file(path: str | Path, mode: str = "offline", config: TokenizerConf
                   ) -> tuple[TokenizedVideo, H264File, list[FrameRecord], dict]:
     """Decode and tokenize a file. frames_baseline=N gives the frame-sampling baseline with N
     frames instead (0: as many frames as the codec run makes canvases)."""
-    source, frames, stats = decode_file(path, export_qp=config.saliency == "bitcost")
+    source, frames, stats = decode_file(path, export_macroblocks=config.saliency == "bitcost")
     sample = set(uniform_indices(len(frames), sample_frames)) if sample_frames else None
     if frames_baseline is None:
         video = tokenize_frames(frames, config, mode, sample)

@@ -86,7 +86,7 @@ class FrameScorer:
             reference = self._reference_luma if frame.picture_type == "P" else self._previous_luma
             saliency = bitcost_saliency(luma, reference if reference is not None else self._previous_luma,
                                         frame.motion_vectors, intra, frame.bit_cost_bits, frame.width,
-                                        frame.height, frame.qp_map)
+                                        frame.height, frame.qp_map, frame.mb_types)
         else:
             saliency = fused_saliency(luma, self._previous_luma, frame.motion_vectors, intra,
                                       frame.width, frame.height)

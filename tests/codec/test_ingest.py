@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from ov2_ros.codec.container import H264File
+from ov2_ros.codec.decoder import MB_INTRA, MB_SKIPPED
 from ov2_ros.codec.ingest import StreamIngest
 from tests.conftest import media_file
 
@@ -198,3 +199,20 @@ def test_real_footage_decodes_completely(name):
     frames += ingest.finish()
     assert len(frames) == source.info.frame_count
     assert ingest.counters.decode_errors == ingest.counters.frame_num_gaps == 0
+
+
+def test_macroblock_types_come_with_the_picture_they_describe(b_stream):
+    ingest = StreamIngest(export_macroblocks=True)
+    frames = _feed(ingest, list(H264File(b_stream.mp4_path)))[0] + ingest.finish()
+    assert len(frames) == 60
+    for frame in frames:
+        assert frame.mb_types.shape == (240 // 16, 320 // 16) == frame.qp_map.shape
+        letters = set(frame.mb_types.ravel())
+        if frame.picture_type == "I":
+            assert letters <= MB_INTRA
+        if letters & set("d<X"):  # direct-skip, backward and bi-predicted exist only in B pictures
+            assert frame.picture_type == "B"
+    # The table is static: inter pictures skip most of it.
+    inter = [f for f in frames if f.picture_type != "I"]
+    skipped = np.mean([np.isin(f.mb_types, list(MB_SKIPPED)).mean() for f in inter])
+    assert skipped > 0.3
