@@ -1,0 +1,134 @@
+"""Text generation with a KV cache: greedy or sampled, stop tokens, a token budget, and
+constrained decoding that guarantees the answer parses in a requested format.
+
+Constrained decoding keeps the generated text a prefix of the format's strict pattern
+(parsers.OUTPUT_PATTERNS, checked with the `regex` module's partial matching): at each step the
+most likely token (greedy) or a sampled token whose text keeps the prefix valid is taken; the
+stop token is allowed only once the whole pattern matches, and every pattern ends in a literal,
+so a complete answer stops there. Patterns are bounded and every allowed token adds at least one
+character, so the answer completes within parsers.OUTPUT_MAX_CHARS tokens: the budget is raised
+to that when a format is requested.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import regex
+import torch
+
+from ov2_ros.model.ov2 import Ov2Model
+from ov2_ros.model.parsers import OUTPUT_MAX_CHARS, OUTPUT_PATTERNS
+from ov2_ros.model.prompt import TextTokenizer
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: whole vocabulary
+    seed: int | None = None
+    output_format: str | None = None  # a key of parsers.OUTPUT_PATTERNS, or None for free text
+    use_cache: bool = True  # False recomputes the whole sequence each step (for checking the cache)
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    stop_reason: str  # "stop_token", "format_complete" or "max_tokens"
+    prompt_tokens: int
+    prefill_s: float
+    decode_s: float
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return (len(self.token_ids) - 1) / self.decode_s if len(self.token_ids) > 1 and self.decode_s > 0 else 0.0
+
+
+class FormatConstraint:
+    """Which next tokens keep the text a prefix of one output format."""
+
+    def __init__(self, output_format: str, tokenizer: TextTokenizer):
+        if output_format not in OUTPUT_PATTERNS:
+            raise ValueError(f"unknown output format {output_format!r}; known: {sorted(OUTPUT_PATTERNS)}")
+        self.output_format = output_format
+        self.pattern = regex.compile(OUTPUT_PATTERNS[output_format])
+        self.texts = tokenizer.token_texts()
+        self.max_tokens = OUTPUT_MAX_CHARS[output_format]
+
+    def allows(self, prefix: str, token: int) -> bool:
+        piece = self.texts[token] if token < len(self.texts) else ""
+        return bool(piece) and self.pattern.fullmatch(prefix + piece, partial=True) is not None
+
+    def complete(self, text: str) -> bool:
+        return self.pattern.fullmatch(text) is not None
+
+
+def _pick(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None,
+          allowed=None) -> int:
+    """Next token from (vocab,) logits; `allowed(token) -> bool` filters when given."""
+    if config.temperature <= 0:
+        if allowed is None:
+            return int(logits.argmax())
+        for token in torch.argsort(logits, descending=True).tolist():
+            if allowed(token):
+                return token
+        raise RuntimeError("no token in the vocabulary continues the required format")
+    scores = logits.float() / config.temperature
+    if config.top_k:
+        threshold = torch.topk(scores, min(config.top_k, scores.numel())).values[-1]
+        scores = scores.masked_fill(scores < threshold, float("-inf"))
+    probabilities = torch.softmax(scores, dim=-1)
+    while True:
+        if float(probabilities.sum()) <= 0:
+            if allowed is None:
+                raise RuntimeError("sampling found no token with probability > 0")
+            # Every sampled candidate was refused: fall back to the best allowed token.
+            return _pick(logits, GenerationConfig(temperature=0.0), None, allowed)
+        token = int(torch.multinomial(probabilities, 1, generator=generator))
+        if allowed is None or allowed(token):
+            return token
+        probabilities[token] = 0.0
+
+
+@torch.inference_mode()
+def generate(model: Ov2Model, tokenizer: TextTokenizer, input_ids: list[int], vision_tokens: torch.Tensor | None,
+             config: GenerationConfig = GenerationConfig()) -> GenerationResult:
+    tokens = model.config.tokens
+    stop_ids = {tokens.im_end, tokens.end_of_text}
+    constraint = FormatConstraint(config.output_format, tokenizer) if config.output_format else None
+    budget = max(config.max_new_tokens, constraint.max_tokens if constraint else 0)
+    generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
+
+    started = time.perf_counter()
+    ids = torch.tensor([input_ids], dtype=torch.long)
+    embeds = model.embed(ids, vision_tokens)  # (1, L, hidden)
+    cache = model.new_cache() if config.use_cache else None
+    logits = model.logits(embeds, cache)[0, -1]
+    prefill_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    generated: list[int] = []
+    text = ""
+    stop_reason = "max_tokens"
+    while len(generated) < budget:
+        if constraint is not None and constraint.complete(text):
+            stop_reason = "format_complete"
+            break
+        allowed = (lambda token: constraint.allows(text, token)) if constraint is not None else None
+        token = _pick(logits, config, generator, allowed)
+        if token in stop_ids:
+            stop_reason = "stop_token"
+            break
+        generated.append(token)
+        text = tokenizer.decode(generated)
+        step = model.language_model.embed_tokens(torch.tensor([[token]]))
+        if cache is not None:
+            logits = model.logits(step, cache)[0, -1]
+        else:
+            embeds = torch.cat([embeds, step], dim=1)
+            logits = model.logits(embeds)[0, -1]
+    return GenerationResult(text=text, token_ids=generated, stop_reason=stop_reason, prompt_tokens=len(input_ids),
+                            prefill_s=prefill_s, decode_s=time.perf_counter() - started)

@@ -1,0 +1,102 @@
+"""The whole OV2 model: encoder + merger (`visual`), Qwen3 (`language_model`) and `lm_head`.
+
+Vision path: canvases' patches -> encoder (windows of 4 canvases) -> merger (one token per 2x2
+block) -> padding blocks dropped (t < 0: the prompt has no placeholder for them) -> the tokens
+replace the `<|image_pad|>` ids of the prompt in order; a count mismatch is an error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ov2_ros.errors import Ov2Error
+from ov2_ros.model.config import Ov2Config
+from ov2_ros.model.encoder import OneVisionEncoder, window_lengths
+from ov2_ros.model.llm import KVCache, Qwen3Model
+from ov2_ros.model.merger import PatchMerger
+
+
+class PlaceholderMismatchError(Ov2Error, ValueError):
+    """The prompt's <|image_pad|> count differs from the number of vision tokens."""
+
+
+@dataclass
+class VisionInput:
+    """What the tokenizer hands the model (method.md 1.5), as tensors.
+
+    pixel_values (N, C*P*P) float: patches normalised with the CLIP mean/std, rows in 2x2 block
+    order per canvas; positions_thw (N, 3) long: (t, h, w) per row, (-1, -1, -1) for padding;
+    grid_thw (G, 3) long: (canvases, patch rows, patch cols) per group (or one row for a whole
+    video as the released processor writes it); windows of 4 canvases are cut from it."""
+
+    pixel_values: torch.Tensor
+    positions_thw: torch.Tensor
+    grid_thw: torch.Tensor
+
+    def __post_init__(self):
+        n = self.pixel_values.shape[0]
+        if self.positions_thw.shape != (n, 3):
+            raise ValueError(f"positions_thw {tuple(self.positions_thw.shape)} does not match {n} patch rows")
+        declared = int(self.grid_thw.prod(-1).sum()) if len(self.grid_thw) else 0
+        if declared != n:
+            raise ValueError(f"grid_thw declares {declared} patches, pixel_values has {n}")
+
+
+class VisionTower(OneVisionEncoder):
+    """The encoder plus the merger, named as the release's `model.visual`."""
+
+    def __init__(self, config: Ov2Config):
+        super().__init__(config.encoder)
+        self.merger = PatchMerger(config.encoder)
+
+    def hidden(self, vision: VisionInput) -> torch.Tensor:
+        """Encoder's last hidden state (N, D)."""
+        lengths = window_lengths(vision.grid_thw, self.config.window_canvases)
+        return super().forward(vision.pixel_values, vision.positions_thw, lengths)
+
+    def forward(self, vision: VisionInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (hidden (N, D), merged (N/4, LLM hidden)) including padding blocks."""
+        hidden = self.hidden(vision)
+        return hidden, self.merger(hidden, vision.positions_thw)
+
+
+def content_blocks(positions_thw: torch.Tensor, merge_size: int = 2) -> torch.Tensor:
+    """(N/4,) bool: the 2x2 blocks that are not padding (their first patch has t >= 0)."""
+    return positions_thw.view(-1, merge_size * merge_size, 3)[:, 0, 0] >= 0
+
+
+class Ov2Model(nn.Module):
+    def __init__(self, config: Ov2Config):
+        super().__init__()
+        self.config = config
+        self.visual = VisionTower(config)
+        self.language_model = Qwen3Model(config.llm)
+        self.lm_head = nn.Linear(config.llm.hidden_size, config.llm.vocab_size, bias=False)
+        if config.llm.tie_word_embeddings:
+            self.lm_head.weight = self.language_model.embed_tokens.weight
+
+    def vision_tokens(self, vision: VisionInput) -> torch.Tensor:
+        """(tokens, LLM hidden): one per non-padding 2x2 block, in canvas order."""
+        _, merged = self.visual(vision)
+        return merged[content_blocks(vision.positions_thw, self.config.encoder.spatial_merge_size)]
+
+    def embed(self, input_ids: torch.Tensor, vision_tokens: torch.Tensor | None) -> torch.Tensor:
+        """input_ids (1, L) -> (1, L, hidden) with vision tokens at the <|image_pad|> ids."""
+        embeds = self.language_model.embed_tokens(input_ids)
+        slots = input_ids == self.config.tokens.image_pad
+        count = int(slots.sum())
+        available = 0 if vision_tokens is None else vision_tokens.shape[0]
+        if count != available:
+            raise PlaceholderMismatchError(f"the prompt has {count} <|image_pad|> placeholders but the video gave "
+                                           f"{available} vision tokens")
+        if count:
+            embeds = embeds.masked_scatter(slots[..., None], vision_tokens.to(embeds.dtype))
+        return embeds
+
+    def logits(self, inputs_embeds: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.lm_head(self.language_model(inputs_embeds, cache))
+
+    def new_cache(self) -> KVCache:
+        return KVCache.empty(self.config.llm.num_layers)

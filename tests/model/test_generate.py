@@ -1,0 +1,85 @@
+"""Qwen3 with a KV cache, generation, constrained decoding, prompts."""
+import numpy as np
+import pytest
+import torch
+
+from ov2_ros.model.generate import GenerationConfig, generate
+from ov2_ros.model.ov2 import PlaceholderMismatchError
+from ov2_ros.model.parsers import OUTPUT_PATTERNS, FrameSize, parse_output
+from ov2_ros.model.prompt import encode_prompt, timestamp_runs, video_text
+from tests.model.conftest import tiny_model
+
+
+def test_cached_logits_equal_full_recomputation(tokenizer):
+    model = tiny_model(tokenizer)
+    ids = torch.randint(10, tokenizer.vocab_size, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model.logits(model.embed(ids, None))
+        cache = model.new_cache()
+        first = model.logits(model.embed(ids[:, :7], None), cache)
+        steps = [model.logits(model.embed(ids[:, i:i + 1], None), cache) for i in range(7, 12)]
+    torch.testing.assert_close(torch.cat([first, *steps], 1), full, rtol=1e-5, atol=1e-5)
+    assert cache.length == 12
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_kv_cache_generation_equals_full_recomputation(tokenizer, temperature):
+    model = tiny_model(tokenizer, seed=3)
+    prompt = encode_prompt(tokenizer, "What happens in the video?", None, 30.0).input_ids
+    config = GenerationConfig(max_new_tokens=24, temperature=temperature, top_k=40, seed=5)
+    cached = generate(model, tokenizer, prompt, None, config)
+    full = generate(model, tokenizer, prompt, None, GenerationConfig(**{**vars(config), "use_cache": False}))
+    assert cached.token_ids == full.token_ids and len(cached.token_ids) > 0
+    assert cached.text == tokenizer.decode(cached.token_ids)
+
+
+def test_generation_stops_at_the_stop_token(tokenizer):
+    model = tiny_model(tokenizer, seed=4)
+    assert model.config.tokens.end_of_text == 0
+    with torch.no_grad():  # all logits equal: greedy takes the first id, <|endoftext|>
+        model.lm_head.weight.zero_()
+    result = generate(model, tokenizer, [1, 9, 12], None, GenerationConfig(max_new_tokens=10))
+    assert result.stop_reason == "stop_token" and result.token_ids == []
+    free = generate(tiny_model(tokenizer, seed=4), tokenizer, [1, 9, 12], None, GenerationConfig(max_new_tokens=7))
+    assert len(free.token_ids) <= 7
+
+
+FRAME = FrameSize(640, 480)
+
+
+@pytest.mark.parametrize("output_format", sorted(OUTPUT_PATTERNS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_constrained_decoding_always_parses(tokenizer, output_format, seed):
+    model = tiny_model(tokenizer, seed=seed)  # random weights: unconstrained it babbles
+    prompt = encode_prompt(tokenizer, "When does the gripper grasp the cube?", None, 30.0).input_ids
+    config = GenerationConfig(max_new_tokens=4, temperature=0.0 if seed == 0 else 1.0, seed=seed,
+                              output_format=output_format)
+    result = generate(model, tokenizer, prompt, None, config)
+    assert result.stop_reason == "format_complete", result.text
+    parse_output(result.text, output_format, FRAME)  # raises if it does not parse
+
+
+def test_prompt_has_one_timestamped_block_per_run_and_skips_padding(tokenizer):
+    positions = np.array([[0, 0, 0]] * 4 + [[0, 0, 2]] * 4 + [[-1, -1, -1]] * 4 + [[15, 2, 2]] * 4
+                         + [[30, 0, 0]] * 4, dtype=np.int32)
+    assert timestamp_runs(positions) == [(0, 2), (15, 1), (30, 1)]
+    text = video_text(positions, fps=30.0)
+    assert text == ("<0.0 seconds><|vision_start|><|image_pad|><|image_pad|><|vision_end|>\n"
+                    "<0.5 seconds><|vision_start|><|image_pad|><|vision_end|>\n"
+                    "<1.0 seconds><|vision_start|><|image_pad|><|vision_end|>\n")
+    prompt = encode_prompt(tokenizer, "What happens?", positions, 30.0)
+    assert prompt.vision_tokens == 4 == prompt.input_ids.count(tokenizer.token_ids().image_pad)
+    assert prompt.text.endswith("What happens?<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(PlaceholderMismatchError):
+        encode_prompt(tokenizer, "Look: <|image_pad|>", positions, 30.0)
+
+
+def test_vision_tokens_fill_the_placeholders_in_order_and_counts_must_match(tokenizer):
+    model = tiny_model(tokenizer)
+    pad = tokenizer.token_ids().image_pad
+    ids = torch.tensor([[1, pad, pad, 9]])
+    tokens = torch.randn(2, 48)
+    embeds = model.embed(ids, tokens)
+    torch.testing.assert_close(embeds[0, 1:3], tokens)
+    with pytest.raises(PlaceholderMismatchError, match="2 <|image_pad|> placeholders but the video gave 3"):
+        model.embed(ids, torch.randn(3, 48))
