@@ -16,6 +16,11 @@ setup(
         "opencv-python-headless>=4.8",
         "tqdm>=4.60",
         "PyYAML>=6",
+        "safetensors>=0.4",
+        "tokenizers>=0.19",
+        "regex>=2023",
+        # torch is deliberately absent: install the build for your machine first (CPU wheel,
+        # CUDA, or JetPack's); requirements.txt pins the CPU one for development and CI.
     ],
     entry_points={
         "console_scripts": [

@@ -182,6 +182,12 @@ def _add_bench(commands) -> None:
     tokenizer.add_argument("--duration", type=float, default=10.0, help="seconds of synthetic 720p video")
     tokenizer.add_argument("--repeats", type=int, default=2)
     tokenizer.set_defaults(handler=_run_bench_tokenizer)
+    model = benches.add_parser("model", help="CPU latency and peak memory of the small model configurations")
+    model.add_argument("--out", default="out/bench_model.json", help="JSON results (default: %(default)s)")
+    model.add_argument("--presets", nargs="+", default=["nano", "small"])
+    model.add_argument("--threads", type=int, default=1)
+    model.add_argument("--repeats", type=int, default=3)
+    model.set_defaults(handler=_run_bench_model)
 
 
 def _run_bench_ingest(args) -> int:
@@ -200,6 +206,13 @@ def _run_bench_tokenizer(args) -> int:
     from ov2_ros.tokenizer.bench import run_tokenizer_bench
 
     run_tokenizer_bench(args.out, args.reference_cli, [Path(m) for m in args.media], args.duration, args.repeats)
+    return 0
+
+
+def _run_bench_model(args) -> int:
+    from ov2_ros.model.bench import run_model_bench
+
+    run_model_bench(args.out, args.presets, args.threads, args.repeats)
     return 0
 
 
@@ -228,6 +241,63 @@ def _run_study_fidelity(args) -> int:
     return 0
 
 
+def _add_generate(commands) -> None:
+    parser = commands.add_parser("generate", help="answer a question about a video (or a canvases folder)")
+    parser.add_argument("video", help="H.264 file (MP4, MKV, raw) or a folder written by `ov2 canvases`")
+    parser.add_argument("--prompt", required=True, help="the question")
+    parser.add_argument("--model", default=None, help="model folder (ours or a released LLaVA-OneVision-2)")
+    parser.add_argument("--backend", choices=("torch",), default="torch")
+    parser.add_argument("--input", choices=("codec", "frames"), default="codec",
+                        help="codec canvases or the frame-sampling baseline")
+    parser.add_argument("--budget", type=int, default=None, help="at most N canvases")
+    parser.add_argument("--format", default="auto",
+                        choices=("auto", "text", "segment", "events", "box", "tracks", "trace", "trace2d"),
+                        help="answer format (auto: from the question's wording; text: free, unparsed)")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.set_defaults(handler=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from ov2_ros.model.checkpoint import DTYPE_NAMES, load_any
+    from ov2_ros.model.generate import GenerationConfig
+    from ov2_ros.runtime.answer import ask, video_for_model
+    from ov2_ros.runtime.backend import TorchBackend
+
+    if args.model is None:
+        from ov2_ros.errors import MissingInputError
+        raise MissingInputError("no default model is embedded in this version; pass --model DIR")
+    model, tokenizer = load_any(args.model, DTYPE_NAMES[args.dtype])
+    canvases, positions, fps, source_size = video_for_model(args.video, args.input, args.budget)
+    answer = ask(TorchBackend(model, tokenizer), canvases, positions, fps, source_size, args.prompt,
+                 None if args.format == "text" else args.format,
+                 GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))
+    print(json.dumps(answer.to_dict()))
+    return 0
+
+
+def _add_forward(commands) -> None:
+    parser = commands.add_parser("forward", help="one forward pass on released-processor inputs (parity tool)")
+    parser.add_argument("--model", required=True, help="model folder (ours or a released LLaVA-OneVision-2)")
+    parser.add_argument("--inputs", required=True, help="IN.npz: pixel_values, patch_positions, image_grid_thw[, input_ids]")
+    parser.add_argument("--out", required=True, help="OUT.npz: vision_hidden, vision_merged[, logits]")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.add_argument("--positions-order", choices=("block", "raster"), default="block",
+                        help="order of patch_positions rows in each canvas (block: same as pixel_values)")
+    parser.set_defaults(handler=_run_forward)
+
+
+def _run_forward(args) -> int:
+    from ov2_ros.model.checkpoint import DTYPE_NAMES
+    from ov2_ros.runtime.forward import run_forward
+
+    shapes = run_forward(args.model, args.inputs, args.out, DTYPE_NAMES[args.dtype], args.positions_order)
+    print(json.dumps({"out": args.out, "shapes": shapes}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ov2", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -238,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_bench(commands)
     _add_study(commands)
+    _add_generate(commands)
+    _add_forward(commands)
     return parser
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ov2_ros.errors import MissingInputError, Ov2Error
-from ov2_ros.model.config import Ov2Config, encoder_from_hf, from_hf_config
+from ov2_ros.model.config import FORMAT_NAME, Ov2Config, encoder_from_hf, from_hf_config
 from ov2_ros.model.encoder import OneVisionEncoder
 from ov2_ros.model.ov2 import Ov2Model
 
@@ -202,3 +202,23 @@ def load_released_encoder(folder: str | Path, dtype: torch.dtype = torch.float32
         encoder = OneVisionEncoder(config)
     _assign(encoder, released_encoder_tensors(read_folder_weights(folder)), dtype, str(folder))
     return encoder.eval()
+
+
+def load_any_model(folder: str | Path, dtype: torch.dtype = torch.float32) -> Ov2Model:
+    """One of our folders or a released LLaVA-OneVision-2 folder, told apart by config.json."""
+    folder = Path(folder)
+    ours = _config_json(folder).get("format") == FORMAT_NAME
+    return load_model(folder, dtype) if ours else load_released(folder, dtype)
+
+
+def load_any(folder: str | Path, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) from one of our folders or a released LLaVA-OneVision-2 folder."""
+    from ov2_ros.model.prompt import TextTokenizer
+
+    folder = Path(folder)
+    model = load_any_model(folder, dtype)
+    tokenizer = TextTokenizer(folder / "tokenizer.json")
+    if tokenizer.token_ids() != model.config.tokens:
+        raise CheckpointError(f"{folder}: tokenizer.json's special token ids {tokenizer.token_ids()} differ from "
+                              f"the config's {model.config.tokens}")
+    return model, tokenizer

@@ -187,3 +187,22 @@ def from_hf_config(data: dict) -> Ov2Config:
         vision_end=data.get("vision_end_token_id", defaults.vision_end),
     )
     return Ov2Config(encoder=encoder_from_hf(data["vision_config"], llm.hidden_size), llm=llm, tokens=tokens)
+
+
+def preset(name: str, vocab_size: int, tokens: TokenIds = TokenIds()) -> Ov2Config:
+    """Small configurations trained here ("nano", "small"), and OV2-8B's shapes ("ov2-8b")."""
+    if name == "nano":
+        encoder = EncoderConfig(hidden_size=192, intermediate_size=768, num_layers=4, num_heads=3, out_hidden_size=256)
+        llm = LLMConfig(vocab_size=vocab_size, hidden_size=256, intermediate_size=768, num_layers=4, num_heads=4,
+                        num_kv_heads=2, head_dim=64, rope_theta=1_000_000.0, max_position_embeddings=8192,
+                        tie_word_embeddings=True)
+    elif name == "small":
+        encoder = EncoderConfig(hidden_size=384, intermediate_size=1536, num_layers=8, num_heads=6, out_hidden_size=512)
+        llm = LLMConfig(vocab_size=vocab_size, hidden_size=512, intermediate_size=1536, num_layers=8, num_heads=8,
+                        num_kv_heads=4, head_dim=64, rope_theta=1_000_000.0, max_position_embeddings=16384,
+                        tie_word_embeddings=True)
+    elif name == "ov2-8b":
+        encoder, llm = EncoderConfig(), LLMConfig(vocab_size=vocab_size)
+    else:
+        raise ConfigError(f"unknown preset {name!r}; known: nano, small, ov2-8b")
+    return Ov2Config(encoder=encoder, llm=llm, tokens=tokens)

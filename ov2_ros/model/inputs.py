@@ -29,11 +29,33 @@ def canvas_patch_rows(canvases: np.ndarray) -> np.ndarray:
 
 def vision_input(groups: list[TokenizedGroup]) -> VisionInput:
     """The groups of a tokenized video (or of a live window) as one VisionInput."""
-    if not groups:
+    return vision_input_from([g.canvases for g in groups], [g.positions_thw for g in groups])
+
+
+def vision_input_from(canvases: list[np.ndarray], positions_thw: list[np.ndarray]) -> VisionInput:
+    """Per group: (C, H, W, 3) uint8 canvases and their (C*H*W/196, 3) positions."""
+    if not canvases:
         raise ValueError("no groups: the video gave nothing to look at")
-    pixel_rows = [canvas_patch_rows(group.canvases) for group in groups]
-    grid = [(group.canvases.shape[0], group.canvases.shape[1] // PATCH_PX, group.canvases.shape[2] // PATCH_PX)
-            for group in groups]
-    return VisionInput(pixel_values=torch.from_numpy(np.concatenate(pixel_rows)),
-                       positions_thw=torch.from_numpy(np.concatenate([g.positions_thw for g in groups])).long(),
+    grid = []
+    for group_canvases, group_positions in zip(canvases, positions_thw, strict=True):
+        count, height, width, _ = group_canvases.shape
+        grid.append((count, height // PATCH_PX, width // PATCH_PX))
+        if len(group_positions) != count * (height // PATCH_PX) * (width // PATCH_PX):
+            raise ValueError(f"{len(group_positions)} positions for {count} canvases of {height}x{width}")
+    return VisionInput(pixel_values=torch.from_numpy(np.concatenate([canvas_patch_rows(c) for c in canvases])),
+                       positions_thw=torch.from_numpy(np.concatenate(positions_thw)).long(),
                        grid_thw=torch.tensor(grid, dtype=torch.long))
+
+
+def raster_to_block_order(rows: np.ndarray, grid_thw: np.ndarray, merge_size: int = MERGE) -> np.ndarray:
+    """Reorder per-patch rows given canvas by canvas in raster order (as the released processor
+    writes patch positions) into the 2x2 block order of the pixel rows."""
+    parts, start = [], 0
+    for t, h, w in np.asarray(grid_thw).tolist():
+        count = t * h * w
+        grid = rows[start:start + count].reshape(t, h // merge_size, merge_size, w // merge_size, merge_size, -1)
+        parts.append(grid.transpose(0, 1, 3, 2, 4, 5).reshape(count, -1))
+        start += count
+    if start != len(rows):
+        raise ValueError(f"grid_thw covers {start} rows, got {len(rows)}")
+    return np.concatenate(parts)

@@ -218,3 +218,22 @@ def parse_output(text: str, output_format: str, frame: FrameSize | None = None):
     if output_format == "tracks":
         return parse_tracks(text, frame)
     return parse_trace(text, frame)
+
+
+# Question wordings -> the format the answer comes in (checked in this order).
+_FORMAT_CUES = (
+    ("events", r"start timestamps|list the (?:start )?times|each (?:jump|bounce|repetition|time)|how many times .* when"),
+    ("tracks", r"\btrack"),
+    ("trace", r"\btrace\b|waypoint|trajector|path of the (?:gripper|arm|hand)|should (?:the )?(?:gripper|arm) move"),
+    ("box", r"bounding box|\bbox\b|where (?:is|are)|locate|\bdetect"),
+    ("segment", r"\bwhen\b|what time|which seconds|time span|temporal"),
+)
+
+
+def infer_format(question: str) -> str | None:
+    """The output format a question asks for, from its wording; None for free text."""
+    lowered = question.lower()
+    for output_format, cue in _FORMAT_CUES:
+        if re.search(cue, lowered):
+            return output_format
+    return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,7 @@ import numpy as np
 
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.ingest import FrameRecord, StreamIngest
+from ov2_ros.errors import MissingInputError
 from ov2_ros.tokenizer.geometry import MERGE, PATCH_PX
 from ov2_ros.tokenizer.pipeline import (
     TokenizedVideo,
@@ -93,6 +95,43 @@ def write_canvases(video: TokenizedVideo, out_dir: str | Path, source: H264File,
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
     plot_bitcost(video, frames, fps, out_dir / "bitcost.png")
     return meta
+
+
+@dataclass(frozen=True)
+class CanvasFolder:
+    """What `ov2 canvases` wrote, read back: per group its canvases and positions."""
+
+    canvases: list[np.ndarray]  # per group (C, H, W, 3) uint8 RGB
+    positions_thw: list[np.ndarray]  # per group (C * H * W / 196, 3) int32
+    fps: float
+    source_size: tuple[int, int]  # (height, width)
+    meta: dict
+
+
+def read_canvases(out_dir: str | Path) -> CanvasFolder:
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "meta.json"
+    if not meta_path.is_file():
+        raise MissingInputError(f"{out_dir} has no meta.json: not a folder written by `ov2 canvases`")
+    meta = json.loads(meta_path.read_text())
+    positions = np.load(out_dir / "positions_thw.npy", allow_pickle=False)
+    height, width = meta["processed_size"]
+    per_canvas = (height // PATCH_PX) * (width // PATCH_PX)
+    canvases, group_positions, index = [], [], 0
+    for group in meta["groups"]:
+        images = []
+        for number in range(index, index + group["canvases"]):
+            path = out_dir / f"canvas_{number:03d}.png"
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None or image.shape[:2] != (height, width):
+                raise MissingInputError(f"{path} is missing or not a {width}x{height} image")
+            images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        canvases.append(np.stack(images))
+        group_positions.append(positions[index * per_canvas:(index + group["canvases"]) * per_canvas])
+        index += group["canvases"]
+    if index * per_canvas != len(positions):
+        raise ValueError(f"{out_dir}: meta.json lists {index} canvases, positions_thw.npy has {len(positions)} rows")
+    return CanvasFolder(canvases, group_positions, float(meta["fps"]), tuple(meta["source_size"]), meta)
 
 
 def plot_bitcost(video: TokenizedVideo, frames: list[FrameRecord], fps: float, path: Path) -> None:

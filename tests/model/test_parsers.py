@@ -67,3 +67,15 @@ def test_pixel_formats_need_the_frame_size():
         parse_output("[1, 2, 3, 4]", "box")
     with pytest.raises(ValueError, match="unknown output format"):
         parse_output("x", "poem")
+
+
+def test_the_question_wording_picks_the_answer_format():
+    from ov2_ros.model.parsers import infer_format
+    jumpscore = ("List the start timestamps in s of each jump in the video. The start is defined as the "
+                 "moment the feet leave the ground.")
+    assert infer_format(jumpscore) == "events"
+    assert infer_format("When does the gripper release the cube?") == "segment"
+    assert infer_format("Where is the blue plate?") == "box"
+    assert infer_format("Track the red cube.") == "tracks"
+    assert infer_format("Put the red cube on the blue plate: give the gripper's waypoints.") == "trace"
+    assert infer_format("Describe the video.") is None

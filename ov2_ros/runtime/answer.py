@@ -1,0 +1,102 @@
+"""Video + question -> answer: the pipeline behind `ov2 generate` and the node's queries.
+
+Canvases (from the tokenizer, live or offline) become the model's vision input, the question a
+ChatML prompt with timestamped vision blocks, the backend generates (constrained to the answer's
+format when there is one) and the text is parsed into seconds and source pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ov2_ros.model.generate import GenerationConfig
+from ov2_ros.model.inputs import vision_input_from
+from ov2_ros.model.parsers import FrameSize, OutputParseError, infer_format, parse_output
+from ov2_ros.model.prompt import encode_prompt
+from ov2_ros.runtime.backend import Backend
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    output_format: str | None
+    parsed: object | None  # a parsers dataclass (or list of PointTrack), None for free text / no parse
+    parse_error: str | None
+    vision_tokens: int
+    prompt_tokens: int
+    generated_tokens: int
+    stop_reason: str
+    timings_s: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        parsed = self.parsed
+        if isinstance(parsed, list):
+            parsed = [dataclasses.asdict(item) for item in parsed]
+        elif parsed is not None:
+            parsed = dataclasses.asdict(parsed)
+        return {"question": self.question, "text": self.text, "format": self.output_format, "parsed": parsed,
+                "parse_error": self.parse_error, "vision_tokens": self.vision_tokens,
+                "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
+                "stop_reason": self.stop_reason, "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()}}
+
+
+def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.ndarray], fps: float,
+        source_size: tuple[int, int], question: str, output_format: str | None = "auto",
+        generation: GenerationConfig = GenerationConfig()) -> Answer:
+    """canvases / positions_thw: per group, as the tokenizer made them; source_size (h, w) maps
+    the answer's normalised coordinates back to source pixels. output_format "auto" infers it
+    from the question; None answers in free text."""
+    if output_format == "auto":
+        output_format = infer_format(question)
+    timings = {}
+    started = time.perf_counter()
+    vision = vision_input_from(canvases, positions_thw)
+    tokens = backend.vision_tokens(vision)
+    timings["vision_s"] = time.perf_counter() - started
+    prompt = encode_prompt(backend.tokenizer, question, vision.positions_thw.numpy(), fps)
+    result = backend.generate(prompt.input_ids, tokens, dataclasses.replace(generation, output_format=output_format))
+    timings.update(prefill_s=result.prefill_s, decode_s=result.decode_s)
+    parsed, error = None, None
+    if output_format is not None:
+        try:
+            parsed = parse_output(result.text, output_format, FrameSize(width=source_size[1], height=source_size[0]))
+        except OutputParseError as failure:
+            error = str(failure)
+    return Answer(question, result.text, output_format, parsed, error, int(tokens.shape[0]), len(prompt.input_ids),
+                  len(result.token_ids), result.stop_reason, timings)
+
+
+def video_for_model(path, input_mode: str = "codec", budget: int | None = None, max_pixels: int = 150_000):
+    """(canvases per group, positions per group, fps, source (h, w)) of a video file or of a
+    folder written by `ov2 canvases`.
+
+    input_mode "codec": the offline codec tokenizer; with a budget of N canvases, groups are kept
+    at uniform indices until at most N canvases remain. "frames": the frame-sampling baseline
+    with N uniform frames (default: as many as the codec run gives canvases)."""
+    from pathlib import Path
+
+    from ov2_ros.tokenizer.files import read_canvases, tokenize_file
+    from ov2_ros.tokenizer.pipeline import TokenizerConfig, uniform_indices
+
+    path = Path(path)
+    if path.is_dir():
+        folder = read_canvases(path)
+        return folder.canvases, folder.positions_thw, folder.fps, folder.source_size
+    if input_mode not in ("codec", "frames"):
+        raise ValueError(f"input mode {input_mode!r} is not 'codec' or 'frames'")
+    config = TokenizerConfig(max_pixels=max_pixels)
+    baseline = (budget or 0) if input_mode == "frames" else None
+    video, source, _, _ = tokenize_file(path, "offline", config, frames_baseline=baseline)
+    groups = video.groups
+    if input_mode == "codec" and budget is not None:
+        keep = len(groups)
+        while keep > 1 and sum(groups[i].canvases.shape[0] for i in uniform_indices(len(groups), keep)) > budget:
+            keep -= 1
+        groups = [groups[i] for i in uniform_indices(len(groups), keep)]
+    geometry = video.geometry
+    return ([g.canvases for g in groups], [g.positions_thw for g in groups], source.info.fps,
+            (geometry.source_height, geometry.source_width))
