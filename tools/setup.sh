@@ -67,11 +67,13 @@ link_build_image_paths() {
   done
 }
 
+# Always (cheap): another checkout's setup on this machine may have pointed the links at its own
+# venv, and colcon builds against the wheels (tests/test_colcon_build.py) need them to be ours.
+link_build_image_paths
 interfaces_hash=$(inputs_hash requirements.txt CMakeLists.txt package.xml msg/*.msg srv/*.srv)
 interfaces_hash="$interfaces_hash-$venv"
 if ! is_current interfaces "$interfaces_hash"; then
   log "building the ov2_ros interfaces with rosidl"
-  link_build_image_paths
   build=$repo/build/interfaces
   rm -rf "$build"; mkdir -p "$repo/build"
   (
