@@ -245,7 +245,8 @@ def _add_generate(commands) -> None:
     parser = commands.add_parser("generate", help="answer a question about a video (or a canvases folder)")
     parser.add_argument("video", help="H.264 file (MP4, MKV, raw) or a folder written by `ov2 canvases`")
     parser.add_argument("--prompt", required=True, help="the question")
-    parser.add_argument("--model", default=None, help="model folder (ours or a released LLaVA-OneVision-2)")
+    parser.add_argument("--model", default=None,
+                        help="model folder (ours or a released LLaVA-OneVision-2; default: the embedded model)")
     parser.add_argument("--backend", choices=("torch",), default="torch")
     parser.add_argument("--input", choices=("codec", "frames"), default="codec",
                         help="codec canvases or the frame-sampling baseline")
@@ -266,10 +267,9 @@ def _run_generate(args) -> int:
     from ov2_ros.runtime.answer import ask, video_for_model
     from ov2_ros.runtime.backend import TorchBackend
 
-    if args.model is None:
-        from ov2_ros.errors import MissingInputError
-        raise MissingInputError("no default model is embedded in this version; pass --model DIR")
-    model, tokenizer = load_any(args.model, DTYPE_NAMES[args.dtype])
+    from ov2_ros.model.default import default_model_dir
+
+    model, tokenizer = load_any(args.model or default_model_dir(), DTYPE_NAMES[args.dtype])
     canvases, positions, fps, source_size = video_for_model(args.video, args.input, args.budget)
     answer = ask(TorchBackend(model, tokenizer), canvases, positions, fps, source_size, args.prompt,
                  None if args.format == "text" else args.format,
@@ -298,6 +298,15 @@ def _run_forward(args) -> int:
     return 0
 
 
+def _add_plugins(commands) -> None:
+    """Subcommands of packages that sit on top of ov2_ros (training: `ov2 train`, `ov2 eval`),
+    found through the "ov2.commands" entry points, so ov2_ros never imports them."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="ov2.commands"):
+        entry.load()(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ov2", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -310,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study(commands)
     _add_generate(commands)
     _add_forward(commands)
+    _add_plugins(commands)
     return parser
 
 

@@ -65,8 +65,10 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps)  # per head, before RoPE
         self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
-        # x (B, L, hidden); angles (L, head_dim) for these L new positions
+    def forward(self, x: torch.Tensor, angles: torch.Tensor, cache: KVCache | None, layer: int,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x (B, L, hidden); angles (L, head_dim) or (B, 1, L, head_dim) for these L new positions;
+        # mask (B, 1, L, L) bool for packed sequences (no cache), else causal over cache + new
         b, length, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(b, length, self.num_heads, self.head_dim)).transpose(1, 2)
         k = self.k_norm(self.k_proj(x).view(b, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
@@ -78,9 +80,8 @@ class Attention(nn.Module):
             k, v = cache.extend(layer, k, v)
         repeat = self.num_heads // self.num_kv_heads
         k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        # Causal over the whole sequence: new position i sees cached ones and new ones <= i.
-        total = k.shape[2]
-        mask = torch.ones(length, total, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        if mask is None:  # causal over the whole sequence: new position i sees cached ones and new ones <= i
+            mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, length, self.num_heads * self.head_dim))
 
@@ -106,8 +107,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, angles, cache, layer):
-        x = x + self.self_attn(self.input_layernorm(x), angles, cache, layer)
+    def forward(self, x, angles, cache, layer, mask=None):
+        x = x + self.self_attn(self.input_layernorm(x), angles, cache, layer, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -121,12 +122,29 @@ class Qwen3Model(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, inputs_embeds: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """inputs_embeds (B, L, hidden), the positions after what `cache` holds -> (B, L, hidden)."""
-        start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + inputs_embeds.shape[1], device=inputs_embeds.device)
-        angles = angles_1d(positions, self.config.head_dim, self.config.rope_theta)
+    def forward(self, inputs_embeds: torch.Tensor, cache: KVCache | None = None,
+                segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs_embeds (B, L, hidden) at the positions after what `cache` holds -> (B, L, hidden).
+        segment_ids (B, L): packed sequences (training): each segment attends causally to itself
+        only and its positions restart at 0, as if it were alone."""
+        mask = None
+        if segment_ids is not None:
+            if cache is not None:
+                raise ValueError("packed sequences (segment_ids) are for training, without a KV cache")
+            same = segment_ids[:, :, None] == segment_ids[:, None, :]  # (B, L, L)
+            length = segment_ids.shape[1]
+            mask = (same & torch.ones(length, length, dtype=torch.bool, device=same.device).tril())[:, None]
+            starts = torch.ones_like(segment_ids, dtype=torch.bool)
+            starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+            index = torch.arange(length, device=segment_ids.device).expand_as(segment_ids)
+            segment_start = torch.cummax(torch.where(starts, index, torch.zeros_like(index)), dim=1).values
+            angles = angles_1d((index - segment_start).reshape(-1), self.config.head_dim, self.config.rope_theta)
+            angles = angles.view(*segment_ids.shape, -1)[:, None]  # (B, 1, L, head_dim)
+        else:
+            start = cache.length if cache is not None else 0
+            positions = torch.arange(start, start + inputs_embeds.shape[1], device=inputs_embeds.device)
+            angles = angles_1d(positions, self.config.head_dim, self.config.rope_theta)
         x = inputs_embeds
         for index, layer in enumerate(self.layers):
-            x = layer(x, angles, cache, index)
+            x = layer(x, angles, cache, index, mask)
         return self.norm(x)

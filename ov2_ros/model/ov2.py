@@ -77,6 +77,23 @@ class Ov2Model(nn.Module):
         if config.llm.tie_word_embeddings:
             self.lm_head.weight = self.language_model.embed_tokens.weight
 
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02) -> None:
+        """Fresh weights for training from scratch (GPT-style): matrices and embeddings
+        N(0, std), biases 0, norms 1; residual output projections scaled by 1/sqrt(2 x layers)."""
+        for name, parameter in self.named_parameters():
+            if parameter.dim() == 1:  # norm weights 1; biases (norms' included) 0
+                is_norm_weight = name.endswith(".weight") and ("norm" in name or name.endswith("ln_q.weight"))
+                parameter.fill_(1.0 if is_norm_weight else 0.0)
+            else:
+                parameter.normal_(0.0, std)
+        for layers in (self.visual.encoder.layers, self.language_model.layers):
+            for layer in layers:
+                for projection in (getattr(layer.self_attn, "proj", None), getattr(layer.self_attn, "o_proj", None),
+                                   getattr(layer.mlp, "fc2", None), getattr(layer.mlp, "down_proj", None)):
+                    if projection is not None:
+                        projection.weight.mul_(1.0 / (2 * len(layers)) ** 0.5)
+
     def vision_tokens(self, vision: VisionInput) -> torch.Tensor:
         """(tokens, LLM hidden): one per non-padding 2x2 block, in canvas order."""
         _, merged = self.visual(vision)
@@ -95,8 +112,15 @@ class Ov2Model(nn.Module):
             embeds = embeds.masked_scatter(slots[..., None], vision_tokens.to(embeds.dtype))
         return embeds
 
-    def logits(self, inputs_embeds: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        return self.lm_head(self.language_model(inputs_embeds, cache))
+    def logits(self, inputs_embeds: torch.Tensor, cache: KVCache | None = None,
+               segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.lm_head(self.language_model(inputs_embeds, cache, segment_ids))
+
+    def forward(self, input_ids: torch.Tensor, vision: VisionInput | None,
+                segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (1, L, vocab) of a whole (possibly packed) sequence with its vision: training."""
+        tokens = self.vision_tokens(vision) if vision is not None else None
+        return self.logits(self.embed(input_ids, tokens), segment_ids=segment_ids)
 
     def new_cache(self) -> KVCache:
         return KVCache.empty(self.config.llm.num_layers)

@@ -74,13 +74,13 @@ def video_for_model(path, input_mode: str = "codec", budget: int | None = None, 
     """(canvases per group, positions per group, fps, source (h, w)) of a video file or of a
     folder written by `ov2 canvases`.
 
-    input_mode "codec": the offline codec tokenizer; with a budget of N canvases, groups are kept
-    at uniform indices until at most N canvases remain. "frames": the frame-sampling baseline
-    with N uniform frames (default: as many as the codec run gives canvases)."""
+    input_mode "codec": the offline codec tokenizer, held to at most `budget` canvases when one
+    is given (tokenizer.pipeline.tokenize_at_budget). "frames": the frame-sampling baseline with
+    `budget` uniform frames (default: as many as the codec run gives canvases)."""
     from pathlib import Path
 
     from ov2_ros.tokenizer.files import read_canvases, tokenize_file
-    from ov2_ros.tokenizer.pipeline import TokenizerConfig, uniform_indices
+    from ov2_ros.tokenizer.pipeline import TokenizerConfig, tokenize_at_budget
 
     path = Path(path)
     if path.is_dir():
@@ -89,14 +89,13 @@ def video_for_model(path, input_mode: str = "codec", budget: int | None = None, 
     if input_mode not in ("codec", "frames"):
         raise ValueError(f"input mode {input_mode!r} is not 'codec' or 'frames'")
     config = TokenizerConfig(max_pixels=max_pixels)
-    baseline = (budget or 0) if input_mode == "frames" else None
-    video, source, _, _ = tokenize_file(path, "offline", config, frames_baseline=baseline)
-    groups = video.groups
     if input_mode == "codec" and budget is not None:
-        keep = len(groups)
-        while keep > 1 and sum(groups[i].canvases.shape[0] for i in uniform_indices(len(groups), keep)) > budget:
-            keep -= 1
-        groups = [groups[i] for i in uniform_indices(len(groups), keep)]
+        from ov2_ros.tokenizer.files import decode_file
+        source, frames, _ = decode_file(path, export_macroblocks=False)
+        video = tokenize_at_budget(frames, budget, config)
+    else:
+        baseline = (budget or 0) if input_mode == "frames" else None
+        video, source, _, _ = tokenize_file(path, "offline", config, frames_baseline=baseline)
     geometry = video.geometry
-    return ([g.canvases for g in groups], [g.positions_thw for g in groups], source.info.fps,
+    return ([g.canvases for g in video.groups], [g.positions_thw for g in video.groups], source.info.fps,
             (geometry.source_height, geometry.source_width))

@@ -83,7 +83,7 @@ def _random_path(rng, duration, low, high, speed_px_s, rest_s) -> _Path:
     return _Path(np.array(points), np.array(times))
 
 
-def _table_texture(rng, width, height) -> np.ndarray:
+def table_texture(rng, width, height) -> np.ndarray:
     """Wood-like table (grain and blotches) with a wall strip at the top. (H, W, 3) float32."""
     blotches = cv2.resize(rng.normal(0, 1, (height // 32 + 2, width // 32 + 2)).astype(np.float32),
                           (width, height), interpolation=cv2.INTER_CUBIC)
@@ -125,7 +125,7 @@ class SyntheticScene:
         self.config = config
         rng = np.random.default_rng(config.seed)
         w, h = config.width, config.height
-        self._background = _table_texture(rng, w, h)
+        self._background = table_texture(rng, w, h)
         table_top = 0.12 * h
         unit = min(w, h)
         colours = rng.permutation(list(COLOURS_RGB))
@@ -182,16 +182,16 @@ class SyntheticScene:
         shadow = (cx + 0.15 * half, cy + 0.15 * half)
         if obj.shape == "cube":
             corners = np.array([[cx - half, cy - half], [cx + half, cy + half]])
-            cv2.rectangle(canvas, _pt(corners[0] + 0.15 * half), _pt(corners[1] + 0.15 * half),
+            cv2.rectangle(canvas, subpixel_point(corners[0] + 0.15 * half), subpixel_point(corners[1] + 0.15 * half),
                           (40, 30, 25), -1, cv2.LINE_AA, 4)
-            cv2.rectangle(canvas, _pt(corners[0]), _pt(corners[1]), colour.tolist(), -1, cv2.LINE_AA, 4)
-            cv2.rectangle(canvas, _pt(corners[0] + 0.25 * half), _pt(corners[1] - 0.25 * half),
+            cv2.rectangle(canvas, subpixel_point(corners[0]), subpixel_point(corners[1]), colour.tolist(), -1, cv2.LINE_AA, 4)
+            cv2.rectangle(canvas, subpixel_point(corners[0] + 0.25 * half), subpixel_point(corners[1] - 0.25 * half),
                           (colour * 1.15).clip(0, 255).tolist(), -1, cv2.LINE_AA, 4)
             box = (cx - half, cy - half, cx + half, cy + half)
         elif obj.shape == "cylinder":
-            cv2.circle(canvas, _pt(shadow), int(half * 16), (40, 30, 25), -1, cv2.LINE_AA, 4)
-            cv2.circle(canvas, _pt((cx, cy)), int(half * 16), colour.tolist(), -1, cv2.LINE_AA, 4)
-            cv2.circle(canvas, _pt((cx, cy)), int(half * 10), (colour * 0.8).tolist(), 2, cv2.LINE_AA, 4)
+            cv2.circle(canvas, subpixel_point(shadow), int(half * 16), (40, 30, 25), -1, cv2.LINE_AA, 4)
+            cv2.circle(canvas, subpixel_point((cx, cy)), int(half * 16), colour.tolist(), -1, cv2.LINE_AA, 4)
+            cv2.circle(canvas, subpixel_point((cx, cy)), int(half * 10), (colour * 0.8).tolist(), 2, cv2.LINE_AA, 4)
             box = (cx - half, cy - half, cx + half, cy + half)
         else:  # prism: an upward triangle
             tri = np.array([[cx, cy - half], [cx + half, cy + half], [cx - half, cy + half]])
@@ -210,18 +210,18 @@ class SyntheticScene:
         finger_len, finger_w, palm_h = 0.09 * unit, 0.022 * unit, 0.03 * unit
         palm_y = y - finger_len
         grey, dark = (170, 172, 178), (90, 92, 98)
-        cv2.rectangle(canvas, _pt((x - 0.018 * unit, 0)), _pt((x + 0.018 * unit, palm_y)), dark, -1, cv2.LINE_AA, 4)
-        cv2.rectangle(canvas, _pt((x - opening / 2 - finger_w, palm_y - palm_h)),
-                      _pt((x + opening / 2 + finger_w, palm_y)), grey, -1, cv2.LINE_AA, 4)
+        cv2.rectangle(canvas, subpixel_point((x - 0.018 * unit, 0)), subpixel_point((x + 0.018 * unit, palm_y)), dark, -1, cv2.LINE_AA, 4)
+        cv2.rectangle(canvas, subpixel_point((x - opening / 2 - finger_w, palm_y - palm_h)),
+                      subpixel_point((x + opening / 2 + finger_w, palm_y)), grey, -1, cv2.LINE_AA, 4)
         for side in (-1, 1):
             inner = x + side * opening / 2
             outer = inner + side * finger_w
-            cv2.rectangle(canvas, _pt((min(inner, outer), palm_y)), _pt((max(inner, outer), y)), grey, -1, cv2.LINE_AA, 4)
+            cv2.rectangle(canvas, subpixel_point((min(inner, outer), palm_y)), subpixel_point((max(inner, outer), y)), grey, -1, cv2.LINE_AA, 4)
         box = self._clip_box(x - opening / 2 - finger_w, palm_y - palm_h, x + opening / 2 + finger_w, y)
         return {"x": round(float(x), 2), "y": round(float(y), 2), "opening_px": round(float(opening), 2),
                 "box_xyxy": box}
 
 
-def _pt(xy) -> tuple[int, int]:
+def subpixel_point(xy) -> tuple[int, int]:
     """A point in 1/16 pixel fixed point (cv2 drawing with shift=4), for sub-pixel motion."""
     return int(round(float(xy[0]) * 16)), int(round(float(xy[1]) * 16))

@@ -24,6 +24,14 @@ class SyntheticStream:
 
 def write_synthetic_stream(scene_config: SceneConfig, encoder_config: H264EncoderConfig,
                            out_dir: str | Path, name: str = "scene", progress: bool = True) -> SyntheticStream:
+    return write_world_stream(SyntheticScene(scene_config), encoder_config, out_dir, name, progress)
+
+
+def write_world_stream(world, encoder_config: H264EncoderConfig, out_dir: str | Path, name: str = "scene",
+                       progress: bool = True) -> SyntheticStream:
+    """Any scene or world (ov2_ros/synth/worlds.py): `config` (width, height, fps, frame_count,
+    to_dict()), `frames()` -> (image, truth), and optionally `episode_truth()`."""
+    scene_config = world.config
     if (scene_config.width, scene_config.height) != (encoder_config.width, encoder_config.height):
         raise ValueError("scene and encoder sizes differ: "
                          f"{scene_config.width}x{scene_config.height} vs {encoder_config.width}x{encoder_config.height}")
@@ -33,7 +41,7 @@ def write_synthetic_stream(scene_config: SceneConfig, encoder_config: H264Encode
     out_dir.mkdir(parents=True, exist_ok=True)
     mp4_path, h264_path, truth_path = (out_dir / f"{name}{ext}" for ext in (".mp4", ".h264", ".json"))
 
-    scene = SyntheticScene(scene_config)
+    scene = world
     truths = []
 
     def images():
@@ -58,5 +66,7 @@ def write_synthetic_stream(scene_config: SceneConfig, encoder_config: H264Encode
                        "frame = display-order index; time_s = frame / fps",
         "frames": truths,
     }
+    if hasattr(world, "episode_truth"):
+        document["episode"] = world.episode_truth()
     truth_path.write_text(json.dumps(document, indent=1))
     return SyntheticStream(h264_path, mp4_path, truth_path, count)

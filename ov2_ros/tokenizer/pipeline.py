@@ -245,3 +245,23 @@ def sample_frames_baseline(frames: Iterable[FrameRecord], total_frames: int, cou
             canvases=canvases, positions_thw=positions.astype(np.int32),
             selected_blocks=np.zeros((0, 3), np.int32)))
     return TokenizedVideo(geometry, groups, "frames")
+
+
+def tokenize_at_budget(frames: list[FrameRecord], budget: int, config: TokenizerConfig = TokenizerConfig(),
+                       frames_per_group: int = 16) -> TokenizedVideo:
+    """Offline codec tokenization holding at most `budget` canvases over the whole video: frames
+    are first sampled uniformly (as OV2 does), about `frames_per_group` per group of the
+    budget's budget/4 groups, so the groups cover the whole clip; if grouping still gives too
+    many canvases, whole groups are kept at uniform indices until the rest fits."""
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1 canvas, got {budget}")
+    per_group = config.grouping.images_per_group
+    wanted = max(1, budget // per_group) * frames_per_group
+    sample = set(uniform_indices(len(frames), wanted)) if wanted < len(frames) else None
+    video = tokenize_frames(frames, config, "offline", sample)
+    groups = video.groups
+    keep = len(groups)
+    while keep > 1 and sum(groups[i].canvases.shape[0] for i in uniform_indices(len(groups), keep)) > budget:
+        keep -= 1
+    kept = [groups[i] for i in uniform_indices(len(groups), keep)]
+    return TokenizedVideo(video.geometry, kept, video.mode, video.timings_s)

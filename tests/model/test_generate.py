@@ -83,3 +83,14 @@ def test_vision_tokens_fill_the_placeholders_in_order_and_counts_must_match(toke
     torch.testing.assert_close(embeds[0, 1:3], tokens)
     with pytest.raises(PlaceholderMismatchError, match="2 <|image_pad|> placeholders but the video gave 3"):
         model.embed(ids, torch.randn(3, 48))
+
+
+def test_packed_sequences_equal_each_sequence_alone(tokenizer):
+    model = tiny_model(tokenizer, seed=6)
+    g = torch.Generator().manual_seed(2)
+    first, second = torch.randint(10, 300, (1, 9), generator=g), torch.randint(10, 300, (1, 14), generator=g)
+    segments = torch.tensor([[0] * 9 + [1] * 14])
+    with torch.no_grad():
+        packed = model.logits(model.embed(torch.cat([first, second], 1), None), segment_ids=segments)
+        alone = torch.cat([model.logits(model.embed(first, None)), model.logits(model.embed(second, None))], 1)
+    torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,328 @@
+"""Synthetic robot worlds with exact ground truth, for training and evaluating the model.
+
+- `BounceWorld` (dense repeated motion, JumpScore-like): a ball bounces off the floor at an
+  irregular rate (events at `rate_hz`, each interval jittered); the truth is every takeoff time.
+  A distractor slides across the back wall; lighting flickers slightly.
+- `PickPlaceWorld` (tabletop manipulation): a gripper, seen from above, reaches for an object,
+  grasps it, lifts it, carries it to a plate, places and releases it, and retreats. Truth per
+  frame: the gripper's position and opening, every object's box; per episode: the phase
+  segments, the instruction ("put the red cube on the blue plate") and the gripper's path.
+
+Every world is a pure function of its config (seed included). `Variation` separates what
+training sees from held-out worlds: colours, backgrounds and speeds never seen in training.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from ov2_ros.synth.scene import COLOURS_RGB, subpixel_point, table_texture
+
+TRAIN_COLOURS = ("red", "green", "blue", "yellow")
+HELDOUT_COLOURS = ("orange", "purple")
+# Floor and wall tints: the last one only in held-out worlds.
+BACKGROUNDS = ((150.0, 110.0, 75.0), (120.0, 125.0, 130.0), (95.0, 120.0, 90.0), (160.0, 140.0, 170.0))
+
+
+@dataclass(frozen=True)
+class Variation:
+    """What may differ between the training worlds and the held-out ones."""
+
+    split: str = "train"  # "train" or "heldout"
+
+    def __post_init__(self):
+        if self.split not in ("train", "heldout"):
+            raise ValueError(f"split must be 'train' or 'heldout', got {self.split!r}")
+
+    def colours(self, rng, count: int) -> list[str]:
+        pool = TRAIN_COLOURS if self.split == "train" else HELDOUT_COLOURS + TRAIN_COLOURS
+        first = [str(rng.choice(HELDOUT_COLOURS))] if self.split == "heldout" else []
+        rest = [c for c in rng.permutation(pool).tolist() if c not in first]
+        return (first + rest)[:count]
+
+    def background(self, rng) -> tuple[float, float, float]:
+        if self.split == "heldout":
+            return BACKGROUNDS[-1]
+        return BACKGROUNDS[int(rng.integers(len(BACKGROUNDS) - 1))]
+
+    def rate_hz(self, rng) -> tuple[float, float]:
+        """Event-rate range of a bounce clip: training 1-3 Hz, held-out up to 4 Hz."""
+        low = rng.uniform(1.0, 2.0)
+        return (low, rng.uniform(low + 0.5, 3.0 if self.split == "train" else 4.0))
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    width: int = 160
+    height: int = 120
+    fps: float = 30.0
+    duration_s: float = 12.0
+    seed: int = 0
+    noise_sigma: float = 2.0
+    variation: Variation = Variation()
+
+    @property
+    def frame_count(self) -> int:
+        return int(round(self.duration_s * self.fps))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _tinted_background(rng, config: WorldConfig) -> np.ndarray:
+    image = table_texture(rng, config.width, config.height)
+    tint = np.array(config.variation.background(rng), np.float32) / np.array([150.0, 110.0, 75.0], np.float32)
+    wall = int(0.12 * config.height)
+    image[wall:] *= tint
+    return image
+
+
+def _finish(canvas: np.ndarray, noise_rng, sigma: float) -> np.ndarray:
+    if sigma > 0:
+        canvas = canvas + noise_rng.normal(0.0, sigma, canvas.shape).astype(np.float32)
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def _clip_box(box, width, height) -> list[float]:
+    x0, y0, x1, y1 = box
+    return [round(float(np.clip(x0, 0, width)), 2), round(float(np.clip(y0, 0, height)), 2),
+            round(float(np.clip(x1, 0, width)), 2), round(float(np.clip(y1, 0, height)), 2)]
+
+
+class BounceWorld:
+    """A ball that leaves the floor at irregular times. Truth: `event_times_s` (takeoffs)."""
+
+    kind = "bounce"
+
+    def __init__(self, config: WorldConfig):
+        self.config = config
+        rng = np.random.default_rng([config.seed, 1])
+        self._background = _tinted_background(rng, config)
+        w, h = config.width, config.height
+        unit = min(w, h)
+        self.colour = config.variation.colours(rng, 1)[0]
+        self.radius = float(rng.uniform(0.045, 0.065) * unit)
+        self.floor_y = float(rng.uniform(0.8, 0.88) * h)
+        self.x = float(rng.uniform(0.3, 0.7) * w)
+        self.rate_range = config.variation.rate_hz(rng)
+        events, t = [], float(rng.uniform(0.3, 1.0))
+        while t < config.duration_s - 0.15:
+            events.append(round(t, 3))
+            rate = rng.uniform(*self.rate_range)
+            t += float(np.clip(rng.normal(1.0 / rate, 0.15 / rate), 0.22, 1.5))
+        self.event_times_s = events
+        # Flight time: a fixed share of the gap to the next takeoff; height grows with it.
+        self._flights = []
+        for index, start in enumerate(events):
+            gap = (events[index + 1] if index + 1 < len(events) else config.duration_s) - start
+            flight = 0.7 * min(gap, 1.0)
+            self._flights.append((start, flight, min(0.55 * h, 2.2 * h * flight * flight)))
+        self._distractor = (self.config.variation.colours(rng, 2)[-1], float(rng.uniform(0.2, 0.5) * w),
+                            float(rng.uniform(0.03, 0.08) * w) * float(rng.choice([-1, 1])))
+        self._noise_seed = int(rng.integers(2**31))
+
+    def height_above_floor(self, t: float) -> float:
+        for start, flight, peak in self._flights:
+            if start <= t < start + flight:
+                phase = (t - start) / flight
+                return 4.0 * peak * phase * (1.0 - phase)
+        return 0.0
+
+    def render(self, index: int) -> tuple[np.ndarray, dict]:
+        config = self.config
+        t = index / config.fps
+        canvas = self._background.copy()
+        colour, x0, speed = self._distractor
+        dx = (x0 + speed * t) % config.width
+        cv2.rectangle(canvas, subpixel_point((dx, 0.02 * config.height)),
+                      subpixel_point((dx + 0.08 * config.width, 0.1 * config.height)),
+                      COLOURS_RGB[colour], -1, cv2.LINE_AA, 4)
+        lift = self.height_above_floor(t)
+        cy = self.floor_y - self.radius - lift
+        shadow = max(0.3, 1.0 - lift / (0.6 * config.height))
+        cv2.ellipse(canvas, subpixel_point((self.x, self.floor_y)),
+                    (int(self.radius * shadow * 16), int(self.radius * 0.3 * shadow * 16)), 0, 0, 360,
+                    (40, 30, 25), -1, cv2.LINE_AA, 4)
+        cv2.circle(canvas, subpixel_point((self.x, cy)), int(self.radius * 16), COLOURS_RGB[self.colour], -1,
+                   cv2.LINE_AA, 4)
+        canvas *= 1.0 + 0.03 * np.sin(2 * np.pi * 0.7 * t)
+        image = _finish(canvas, np.random.default_rng([self._noise_seed, index]), config.noise_sigma)
+        box = _clip_box((self.x - self.radius, cy - self.radius, self.x + self.radius, cy + self.radius),
+                        config.width, config.height)
+        return image, {"frame": index, "time_s": round(t, 6), "ball_box_xyxy": box,
+                       "airborne": bool(lift > 0)}
+
+    def frames(self) -> Iterator[tuple[np.ndarray, dict]]:
+        for index in range(self.config.frame_count):
+            yield self.render(index)
+
+    def episode_truth(self) -> dict:
+        return {"world": self.kind, "object": f"{self.colour} ball", "event": "bounce",
+                "event_times_s": self.event_times_s, "rate_range_hz": [round(r, 3) for r in self.rate_range]}
+
+
+PHASES = ("reach", "grasp", "lift", "carry", "place", "release", "retreat")
+
+
+class PickPlaceWorld:
+    """A scripted pick-and-place episode seen from above.
+
+    The gripper rests, then each phase takes a seeded duration: reach (to the object), grasp
+    (fingers close), lift (object and gripper grow as they rise toward the camera), carry (to
+    the plate), place (down), release (fingers open), retreat (back up and away)."""
+
+    kind = "pickplace"
+
+    def __init__(self, config: WorldConfig, speed: float | None = None):
+        self.config = config
+        rng = np.random.default_rng([config.seed, 2])
+        self._background = _tinted_background(rng, config)
+        w, h = config.width, config.height
+        unit = min(w, h)
+        colours = config.variation.colours(rng, 4)
+        shapes = ("cube", "cylinder")
+        self.objects = []
+        taken = []
+        for index in range(3):
+            size = float(rng.uniform(0.1, 0.14) * unit)
+            for _ in range(100):
+                centre = rng.uniform([0.15 * w, 0.3 * h], [0.85 * w, 0.88 * h])
+                if all(np.linalg.norm(centre - other) > 0.3 * unit for other in taken):
+                    break
+            taken.append(centre)
+            self.objects.append({"id": index, "colour": colours[index], "shape": shapes[index % 2],
+                                 "size": size, "centre": centre.astype(float)})
+        self.plate = {"colour": colours[3], "centre": taken[2].astype(float), "radius": 0.12 * unit}
+        self.objects = self.objects[:2]  # the third spot holds the plate
+        self.target = self.objects[int(rng.integers(2))]
+        if speed is None:
+            speed = rng.uniform(0.6, 1.0) if config.variation.split == "train" else rng.uniform(1.0, 1.4)
+        durations = np.array([rng.uniform(1.2, 2.0), 0.6, 0.6, rng.uniform(1.2, 2.0), 0.6, 0.5, 1.0]) / speed
+        start = float(rng.uniform(0.3, 0.8))
+        scale = (config.duration_s - 0.3 - start) / max(float(durations.sum()), 1e-6)
+        durations = durations * min(1.0, scale)
+        bounds = start + np.concatenate([[0.0], np.cumsum(durations)])
+        self.segments = [{"phase": phase, "start_s": round(float(a), 3), "end_s": round(float(b), 3)}
+                         for phase, a, b in zip(PHASES, bounds[:-1], bounds[1:])]
+        self.home = np.array([float(rng.uniform(0.2, 0.8) * w), 0.25 * h])
+        self._noise_seed = int(rng.integers(2**31))
+
+    @property
+    def instruction(self) -> str:
+        return f"put the {self.label(self.target)} on the {self.plate['colour']} plate"
+
+    @staticmethod
+    def label(obj: dict) -> str:
+        return f"{obj['colour']} {obj['shape']}"
+
+    def _phase(self, t: float) -> tuple[str, float]:
+        """(phase, progress 0..1) at time t; "rest" before and after the episode."""
+        for segment in self.segments:
+            if segment["start_s"] <= t < segment["end_s"]:
+                return segment["phase"], (t - segment["start_s"]) / (segment["end_s"] - segment["start_s"])
+        return "rest", 0.0 if t < self.segments[0]["start_s"] else 1.0
+
+    def state(self, t: float) -> dict:
+        """Gripper (x, y), opening (0 closed .. 1 open), height (0 table .. 1 lifted); the
+        target's centre and height."""
+        phase, s = self._phase(t)
+        pick, place = self.target["centre"], self.plate["centre"]
+        smooth = s * s * (3 - 2 * s)
+        done = t >= self.segments[-1]["end_s"]
+        before = t < self.segments[0]["start_s"]
+        gripper, opening, height, carried = self.home, 1.0, 1.0, False
+        if phase == "reach":
+            gripper, height = self.home + smooth * (pick - self.home), 1.0 - smooth
+        elif phase == "grasp":
+            gripper, height, opening = pick, 0.0, 1.0 - smooth
+        elif phase == "lift":
+            gripper, height, opening, carried = pick, smooth, 0.0, True
+        elif phase == "carry":
+            gripper, height, opening, carried = pick + smooth * (place - pick), 1.0, 0.0, True
+        elif phase == "place":
+            gripper, height, opening, carried = place, 1.0 - smooth, 0.0, True
+        elif phase == "release":
+            gripper, height, opening = place, 0.0, smooth
+        elif phase == "retreat":
+            gripper, height = place + smooth * (self.home - place), smooth
+        elif done:
+            gripper = self.home
+        placed = done or phase in ("release", "retreat")
+        target_centre = gripper if carried else (place if placed else pick)
+        return {"phase": "rest" if before or done else phase, "gripper": np.asarray(gripper, float),
+                "opening": opening, "height": height, "target_centre": np.asarray(target_centre, float),
+                "target_height": height if carried else 0.0}
+
+    def render(self, index: int) -> tuple[np.ndarray, dict]:
+        config = self.config
+        t = index / config.fps
+        unit = min(config.width, config.height)
+        canvas = self._background.copy()
+        state = self.state(t)
+        plate = self.plate
+        cv2.circle(canvas, subpixel_point(plate["centre"]), int(plate["radius"] * 16),
+                   (np.array(COLOURS_RGB[plate["colour"]]) * 0.85).tolist(), -1, cv2.LINE_AA, 4)
+        cv2.circle(canvas, subpixel_point(plate["centre"]), int(plate["radius"] * 0.75 * 16),
+                   COLOURS_RGB[plate["colour"]], -1, cv2.LINE_AA, 4)
+        boxes = []
+        for obj in self.objects:
+            is_target = obj is self.target
+            centre = state["target_centre"] if is_target else obj["centre"]
+            grow = 1.0 + 0.25 * (state["target_height"] if is_target else 0.0)
+            half = obj["size"] / 2 * grow
+            shadow = 0.15 * obj["size"] + 0.2 * obj["size"] * (state["target_height"] if is_target else 0.0)
+            colour = COLOURS_RGB[obj["colour"]]
+            if obj["shape"] == "cube":
+                cv2.rectangle(canvas, subpixel_point(centre - half + shadow), subpixel_point(centre + half + shadow),
+                              (40, 30, 25), -1, cv2.LINE_AA, 4)
+                cv2.rectangle(canvas, subpixel_point(centre - half), subpixel_point(centre + half), colour, -1,
+                              cv2.LINE_AA, 4)
+            else:
+                cv2.circle(canvas, subpixel_point(centre + shadow), int(half * 16), (40, 30, 25), -1, cv2.LINE_AA, 4)
+                cv2.circle(canvas, subpixel_point(centre), int(half * 16), colour, -1, cv2.LINE_AA, 4)
+            boxes.append({"id": obj["id"], "label": self.label(obj),
+                          "box_xyxy": _clip_box((*(centre - half), *(centre + half)), config.width, config.height)})
+        x, y = state["gripper"]
+        grow = 1.0 + 0.25 * state["height"]
+        opening = (0.03 + 0.09 * state["opening"]) * unit * grow
+        finger_len, finger_w = 0.09 * unit * grow, 0.025 * unit * grow
+        grey, dark = (175, 177, 183), (90, 92, 98)
+        cv2.rectangle(canvas, subpixel_point((x - 0.02 * unit, 0)), subpixel_point((x + 0.02 * unit, y)), dark, -1,
+                      cv2.LINE_AA, 4)
+        for side in (-1, 1):
+            inner = x + side * opening / 2
+            outer = inner + side * finger_w
+            cv2.rectangle(canvas, subpixel_point((min(inner, outer), y - finger_len / 2)),
+                          subpixel_point((max(inner, outer), y + finger_len / 2)), grey, -1, cv2.LINE_AA, 4)
+        image = _finish(canvas, np.random.default_rng([self._noise_seed, index]), config.noise_sigma)
+        truth = {"frame": index, "time_s": round(t, 6), "phase": state["phase"],
+                 "gripper": {"x": round(float(x), 2), "y": round(float(y), 2),
+                             "opening": round(float(state["opening"]), 3), "height": round(float(state["height"]), 3)},
+                 "objects": boxes}
+        return image, truth
+
+    def frames(self) -> Iterator[tuple[np.ndarray, dict]]:
+        for index in range(self.config.frame_count):
+            yield self.render(index)
+
+    def gripper_path(self, count: int = 8, start_s: float | None = None, end_s: float | None = None) -> list:
+        """`count` gripper positions (x, y) evenly spaced in time over [start_s, end_s]
+        (default: the episode, reach to retreat)."""
+        start = self.segments[0]["start_s"] if start_s is None else start_s
+        end = self.segments[-1]["end_s"] if end_s is None else end_s
+        return [[round(float(v), 2) for v in self.state(float(t))["gripper"]]
+                for t in np.linspace(start, end - 1e-6, count)]
+
+    def episode_truth(self) -> dict:
+        return {"world": self.kind, "instruction": self.instruction, "target": self.label(self.target),
+                "plate": f"{self.plate['colour']} plate", "segments": self.segments,
+                "plate_box_xyxy": _clip_box((*(self.plate["centre"] - self.plate["radius"]),
+                                             *(self.plate["centre"] + self.plate["radius"])),
+                                            self.config.width, self.config.height),
+                "gripper_path": self.gripper_path()}
+
+
+WORLDS = {"bounce": BounceWorld, "pickplace": PickPlaceWorld}

@@ -1,0 +1,77 @@
+"""Datasets from real encoded clips, packing, and training that learns, resumes and reloads."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ov2_ros.model.checkpoint import load_model
+from ov2_ros.model.parsers import parse_output, FrameSize
+from ov2_ros.model.prompt import IMAGE_PAD
+from training.data import IGNORE, ClipCache, ClipSpec, examples_for_clip, pack
+from training.text import build_tokenizer
+from training.train import StageConfig, train_stage
+
+STAGE = StageConfig(name="test", trainable="all", steps=8, lr=2e-3, lr_min=2e-3, warmup_steps=1, max_tokens=1200,
+                    clips={"bounce": 1, "pickplace": 1}, durations_s={"bounce": [6.0, 6.0], "pickplace": [6.0, 6.0]},
+                    budgets=(4,), save_every=4, seed=0)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training")
+    tokenizer = build_tokenizer(root / "tokenizer.json", vocab_size=600)
+    return root, tokenizer
+
+
+def test_examples_label_only_the_answer_and_pack_their_vision_in_order(workspace):
+    root, tokenizer = workspace
+    cache = ClipCache(root / "cache")
+    spec = ClipSpec("pickplace", 3, duration_s=6.0)
+    examples = examples_for_clip(cache, tokenizer, spec, "codec", 4, np.random.default_rng(0))
+    tasks = [e.qa.task for e in examples]
+    assert {"segment", "box", "tracks", "trace", "caption", "predicted_trace"} <= set(tasks)
+    for example in examples:
+        answer = [t for t in example.labels if t != IGNORE]
+        assert tokenizer.decode(answer) == example.qa.answer + "<|im_end|>"
+        if example.qa.output_format:
+            parse_output(example.qa.answer, example.qa.output_format, FrameSize(160, 120))
+        assert example.vision.canvas_count <= 4
+    batch = pack(examples[:3])
+    pad = tokenizer.token_ids().image_pad
+    assert int((batch.input_ids == pad).sum()) == sum(
+        int((np.concatenate(e.vision.positions_thw).reshape(-1, 4, 3)[:, 0, 0] >= 0).sum()) for e in examples[:3])
+    assert batch.segment_ids[0].unique().tolist() == [0, 1, 2]
+    # Cached: a second call reads the same canvases from disk.
+    again = cache.vision(spec, "codec", 4)
+    assert all(np.array_equal(a, b) for a, b in zip(again.canvases, examples[0].vision.canvases))
+
+
+def test_codec_and_frames_hold_the_same_budget(workspace):
+    root, _ = workspace
+    cache = ClipCache(root / "cache")
+    spec = ClipSpec("bounce", 5, duration_s=8.0)
+    for budget in (4, 8, 16):
+        codec, frames = cache.vision(spec, "codec", budget), cache.vision(spec, "frames", budget)
+        assert codec.canvas_count <= budget and frames.canvas_count == budget
+        times = np.concatenate(codec.positions_thw)[:, 0]
+        assert times[times >= 0].max() > 0.7 * 8.0 * 30  # the codec groups cover the whole clip
+
+
+def test_a_few_steps_lower_the_loss_and_resuming_gives_the_same_model(workspace, tmp_path):
+    root, tokenizer = workspace
+    straight = train_stage(STAGE, tmp_path / "straight", "nano", root / "cache", tokenizer_path=tokenizer.path,
+                           threads=1, progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.5, losses
+    assert (tmp_path / "straight" / "tensorboard").is_dir()
+
+    half = dataclasses.replace(STAGE, steps=4)
+    train_stage(half, tmp_path / "resumed", "nano", root / "cache", tokenizer_path=tokenizer.path, threads=1,
+                progress=False)
+    train_stage(STAGE, tmp_path / "resumed", "nano", root / "cache", tokenizer_path=tokenizer.path, threads=1,
+                resume=True, progress=False)
+    a, b = load_model(straight["model"]), load_model(tmp_path / "resumed" / "last")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)

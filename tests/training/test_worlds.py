@@ -1,0 +1,65 @@
+"""Worlds match their ground truth, reproducibly; held-out worlds differ from training ones."""
+import numpy as np
+import pytest
+
+from ov2_ros.synth.scene import COLOURS_RGB
+from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, PickPlaceWorld, Variation, WorldConfig
+
+
+def _colour_at(image, box):
+    x0, y0, x1, y1 = box
+    cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
+    return image[cy - 1:cy + 2, cx - 1:cx + 2].reshape(-1, 3).mean(axis=0)
+
+
+def test_the_ball_is_where_its_box_says_and_leaves_the_floor_at_the_event_times():
+    world = BounceWorld(WorldConfig(seed=4, noise_sigma=0.0))
+    events = world.event_times_s
+    assert len(events) >= 8 and all(b - a >= 0.2 for a, b in zip(events, events[1:]))
+    colour = np.array(COLOURS_RGB[world.colour], float)
+    for index in range(0, world.config.frame_count, 7):
+        image, truth = world.render(index)
+        assert np.abs(_colour_at(image, truth["ball_box_xyxy"]) - colour).max() < 25
+    fps = world.config.fps
+    for start in events[:5]:
+        before, after = int(np.floor(start * fps)), int(np.floor(start * fps)) + 2
+        assert not world.render(before - 1)[1]["airborne"] and world.render(after)[1]["airborne"]
+
+
+def test_pick_and_place_boxes_segments_and_path_agree_with_the_pixels():
+    world = PickPlaceWorld(WorldConfig(seed=2, noise_sigma=0.0))
+    phases = [s["phase"] for s in world.segments]
+    assert phases == ["reach", "grasp", "lift", "carry", "place", "release", "retreat"]
+    assert all(a["end_s"] == b["start_s"] for a, b in zip(world.segments, world.segments[1:]))
+    target = world.label(world.target)
+    for index in range(0, world.config.frame_count, 9):
+        image, truth = world.render(index)
+        gx, gy = truth["gripper"]["x"], truth["gripper"]["y"]
+        for obj in truth["objects"]:
+            x0, y0, x1, y1 = obj["box_xyxy"]
+            if abs(gx - (x0 + x1) / 2) < 14 and gy > (y0 + y1) / 2 - 14:
+                continue  # seen from above, the arm or the fingers cover its centre
+            colour = np.array(COLOURS_RGB[obj["label"].split()[0]], float)
+            assert np.abs(_colour_at(image, obj["box_xyxy"]) - colour).max() < 40, (index, obj)
+    # After the episode the target sits on the plate.
+    _, last = world.render(world.config.frame_count - 1)
+    box = next(o["box_xyxy"] for o in last["objects"] if o["label"] == target)
+    centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+    assert np.linalg.norm(centre - world.plate["centre"]) < 1.0
+    path = world.gripper_path()
+    assert np.allclose(path[0], world.home, atol=1) and np.allclose(path[-1], world.home, atol=2)
+
+
+@pytest.mark.parametrize("kind", [BounceWorld, PickPlaceWorld])
+def test_worlds_are_reproducible_and_held_out_ones_use_unseen_variations(kind):
+    a, b = kind(WorldConfig(seed=9)), kind(WorldConfig(seed=9))
+    assert np.array_equal(a.render(40)[0], b.render(40)[0]) and a.episode_truth() == b.episode_truth()
+    train_colours = {kind(WorldConfig(seed=s)).episode_truth().get("object", "").split(" ")[0] for s in range(20)}
+    if kind is BounceWorld:
+        assert train_colours <= set(TRAIN_COLOURS)
+        held = [BounceWorld(WorldConfig(seed=s, variation=Variation("heldout"))) for s in range(10)]
+        assert all(w.colour in HELDOUT_COLOURS for w in held)
+        assert max(w.rate_range[1] for w in held) > 3.0  # faster than any training clip
+    else:
+        held = PickPlaceWorld(WorldConfig(seed=3, variation=Variation("heldout")))
+        assert held.objects[0]["colour"] in HELDOUT_COLOURS

@@ -1,0 +1,187 @@
+"""Datasets: synthetic clips encoded to H.264, tokenized by the real tokenizer (codec canvases) or
+the frame-sampling baseline at a canvas budget, cached on disk; examples from their exact truth;
+and packing: whole examples in one sequence (their attention kept apart by segment ids, their
+vision groups in their own encoder windows).
+
+Cache layout (all files plain: MP4, JSON, .npz without pickles):
+  CACHE/clips/<key>/clip.mp4, clip.json           rendered + encoded world, per-frame truth
+  CACHE/clips/<key>/vision_<mode>_<budget>[_cut].npz canvases, group sizes, positions, fps, size
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ov2_ros.codec.encoder import H264EncoderConfig
+from ov2_ros.model.inputs import vision_input_from
+from ov2_ros.model.ov2 import VisionInput
+from ov2_ros.model.parsers import FrameSize
+from ov2_ros.model.prompt import IM_END, TextTokenizer, chat_prompt, video_text
+from ov2_ros.synth.stream import write_world_stream
+from ov2_ros.synth.worlds import WORLDS, Variation, WorldConfig
+from ov2_ros.tokenizer.files import decode_file
+from ov2_ros.tokenizer.pipeline import TokenizerConfig, sample_frames_baseline, tokenize_at_budget
+from training.tasks import QA, bounce_tasks, pickplace_tasks, predicted_trace_task
+
+IGNORE = -100  # label of tokens that are not predicted (prompt, vision)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    world: str  # "bounce" or "pickplace"
+    seed: int
+    split: str = "train"  # "train" or "heldout" (unseen colours, backgrounds, speeds)
+    duration_s: float = 12.0
+    width: int = 160
+    height: int = 120
+    fps: float = 30.0
+    bitrate_bps: int = 400_000
+
+    @property
+    def key(self) -> str:
+        return f"{self.world}-{self.split}-{self.seed}-{self.duration_s:g}s-{self.width}x{self.height}"
+
+    def world_object(self):
+        config = WorldConfig(width=self.width, height=self.height, fps=self.fps, duration_s=self.duration_s,
+                             seed=self.seed, variation=Variation(self.split))
+        return WORLDS[self.world](config)
+
+
+@dataclass
+class ClipVision:
+    canvases: list[np.ndarray]  # per group (C, H, W, 3) uint8
+    positions_thw: list[np.ndarray]
+    fps: float
+    source_size: tuple[int, int]  # (h, w)
+
+    def as_input(self) -> VisionInput:
+        return vision_input_from(self.canvases, self.positions_thw)
+
+    @property
+    def canvas_count(self) -> int:
+        return sum(c.shape[0] for c in self.canvases)
+
+
+class ClipCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def clip(self, spec: ClipSpec) -> tuple[Path, dict]:
+        """(MP4 path, truth document), rendering and encoding the clip on first use."""
+        folder = self.root / "clips" / spec.key
+        truth_path = folder / "clip.json"
+        if not truth_path.is_file():
+            # Written aside and renamed into place: runs sharing a cache never see half a clip.
+            staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}-", dir=folder.parent if folder.parent.is_dir()
+                                            else _made(folder.parent)))
+            encoder = H264EncoderConfig(width=spec.width, height=spec.height, fps=spec.fps, gop_frames=30,
+                                        bitrate_bps=spec.bitrate_bps)
+            stream = write_world_stream(spec.world_object(), encoder, staging, "clip", progress=False)
+            stream.h264_path.unlink()  # the MP4 holds the same access units
+            try:
+                staging.rename(folder)
+            except OSError:  # another run got there first
+                shutil.rmtree(staging, ignore_errors=True)
+        return folder / "clip.mp4", json.loads(truth_path.read_text())
+
+    def vision(self, spec: ClipSpec, input_mode: str, budget: int, cut_s: float | None = None) -> ClipVision:
+        """Canvases of the clip (or of its first cut_s seconds) at a budget, cached."""
+        mp4, truth = self.clip(spec)
+        suffix = "" if cut_s is None else f"_cut{cut_s:.2f}"
+        path = mp4.parent / f"vision_{input_mode}_{budget}{suffix}.npz"
+        if not path.is_file():
+            _, frames, _ = decode_file(mp4, export_macroblocks=False)
+            if cut_s is not None:
+                frames = [f for f in frames if f.display_index < max(1, int(round(cut_s * spec.fps)))]
+            if input_mode == "codec":
+                video = tokenize_at_budget(frames, budget, TokenizerConfig())
+            elif input_mode == "frames":
+                video = sample_frames_baseline(frames, len(frames), budget)
+            else:
+                raise ValueError(f"input mode {input_mode!r} is not 'codec' or 'frames'")
+            staging = path.with_name(f".{path.stem}-{os.getpid()}.npz")
+            np.savez(staging, canvases=np.concatenate([g.canvases for g in video.groups]),
+                     group_sizes=np.array([g.canvases.shape[0] for g in video.groups]),
+                     positions=np.concatenate([g.positions_thw for g in video.groups]),
+                     fps=spec.fps, source_size=np.array([spec.height, spec.width]))
+            os.replace(staging, path)
+        with np.load(path, allow_pickle=False) as data:
+            sizes = data["group_sizes"].tolist()
+            canvases = np.split(data["canvases"], np.cumsum(sizes)[:-1])
+            per_canvas = data["positions"].shape[0] // max(1, sum(sizes))
+            positions = np.split(data["positions"], np.cumsum(sizes)[:-1] * per_canvas)
+            return ClipVision(canvases, positions, float(data["fps"]), tuple(int(v) for v in data["source_size"]))
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def clip_questions(spec: ClipSpec, truth: dict, rng) -> list[QA]:
+    episode = truth["episode"]
+    if spec.world == "bounce":
+        return bounce_tasks(episode, rng)
+    return pickplace_tasks(episode, truth["frames"], FrameSize(spec.width, spec.height), rng)
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    vision: ClipVision
+    qa: QA
+    spec: ClipSpec
+
+
+def encode_example(tokenizer: TextTokenizer, vision: ClipVision, qa: QA, spec: ClipSpec) -> Example:
+    """Prompt (system, timestamped vision blocks, question) unlabelled; the answer and <|im_end|>
+    labelled."""
+    positions = np.concatenate(vision.positions_thw)
+    prompt = tokenizer.encode(chat_prompt(qa.question, video_text(positions, vision.fps)))
+    answer = tokenizer.encode(qa.answer + IM_END)
+    return Example(prompt + answer, [IGNORE] * len(prompt) + answer, vision, qa, spec)
+
+
+def examples_for_clip(cache: ClipCache, tokenizer: TextTokenizer, spec: ClipSpec, input_mode: str, budget: int,
+                      rng, tasks: tuple[str, ...] | None = None) -> list[Example]:
+    """One example per task of the clip (a random wording each); pick-and-place clips add the
+    predicted trace on the clip cut before the arm moves."""
+    _, truth = cache.clip(spec)
+    vision = cache.vision(spec, input_mode, budget)
+    examples = [encode_example(tokenizer, vision, qa, spec) for qa in clip_questions(spec, truth, rng)
+                if tasks is None or qa.task in tasks]
+    if spec.world == "pickplace" and (tasks is None or "predicted_trace" in tasks):
+        cut = truth["episode"]["segments"][0]["start_s"]
+        qa = predicted_trace_task(truth["episode"], FrameSize(spec.width, spec.height), rng)
+        examples.append(encode_example(tokenizer, cache.vision(spec, input_mode, min(budget, 4), cut_s=cut), qa, spec))
+    return examples
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (1, L)
+    labels: torch.Tensor  # (1, L)
+    segment_ids: torch.Tensor  # (1, L)
+    vision: VisionInput
+    examples: int
+    answer_tokens: int
+
+
+def pack(examples: list[Example]) -> Batch:
+    ids, labels, segments = [], [], []
+    for number, example in enumerate(examples):
+        ids += example.input_ids
+        labels += example.labels
+        segments += [number] * len(example.input_ids)
+    canvases = [c for e in examples for c in e.vision.canvases]
+    positions = [p for e in examples for p in e.vision.positions_thw]
+    return Batch(torch.tensor([ids]), torch.tensor([labels]), torch.tensor([segments]),
+                 vision_input_from(canvases, positions), len(examples), sum(l != IGNORE for l in labels))

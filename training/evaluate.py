@@ -1,0 +1,194 @@
+"""`ov2 eval` / `python -m training.evaluate`: a model on held-out worlds (unseen seeds, colours,
+backgrounds and speeds), with exact truth.
+
+Suites:
+  jumpscore  bounce clips; OV2's JumpScore wording; mAP per method.md 3 (x 100).
+  grounding  pick-and-place clips; every phase's segment (R@0.3/0.5/0.7, mIoU) and the boxes of
+             the plate and the objects at the start (accuracy at IoU 0.5).
+  trace      pick-and-place clips; the observed gripper trace and the predicted one (from the
+             clip before the arm moves, with the instruction): ADE and FDE as fractions of the
+             image diagonal.
+Answers are decoded greedily, constrained to their format unless --unconstrained (then the
+parse-failure rate says how often free text missed the format). Results: JSON and a PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ov2_ros.model.checkpoint import load_any
+from ov2_ros.model.generate import GenerationConfig
+from ov2_ros.model.parsers import FrameSize, OutputParseError, parse_output
+from ov2_ros.runtime.answer import ask
+from ov2_ros.runtime.backend import TorchBackend
+from training import metrics, tasks
+from training.data import ClipCache, ClipSpec
+
+SUITES = ("jumpscore", "grounding", "trace")
+HELDOUT_SEED = 100_000  # held-out seeds start here; training seeds stay far below
+JUMPSCORE_QUESTION = tasks.EVENT_WORDINGS[0]
+
+
+def heldout_clips(world: str, count: int, durations_s: tuple[float, float], split: str = "heldout") -> list[ClipSpec]:
+    specs = []
+    for seed in range(HELDOUT_SEED, HELDOUT_SEED + count):
+        duration = float(np.random.default_rng([seed, 7]).uniform(*durations_s))
+        specs.append(ClipSpec(world, seed, split, round(duration, 1)))
+    return specs
+
+
+class Evaluator:
+    def __init__(self, model_dir: str | Path, cache_dir: str | Path, input_mode: str = "codec", budget: int = 16,
+                 constrained: bool = True, progress: bool = True):
+        model, tokenizer = load_any(model_dir)
+        self.backend = TorchBackend(model, tokenizer)
+        self.cache = ClipCache(cache_dir)
+        self.input_mode, self.budget, self.constrained, self.progress = input_mode, budget, constrained, progress
+        self.parse_attempts = self.parse_failures = 0
+
+    def answer(self, spec: ClipSpec, question: str, output_format: str, cut_s: float | None = None):
+        """Parsed answer (None when it does not parse) and the raw text."""
+        vision = self.cache.vision(spec, self.input_mode, self.budget if cut_s is None else min(self.budget, 4), cut_s)
+        result = ask(self.backend, vision.canvases, vision.positions_thw, vision.fps, vision.source_size, question,
+                     output_format if self.constrained else None, GenerationConfig(max_new_tokens=400))
+        self.parse_attempts += 1
+        try:
+            return parse_output(result.text, output_format, FrameSize(spec.width, spec.height)), result.text
+        except OutputParseError:
+            self.parse_failures += 1
+            return None, result.text
+
+    def jumpscore(self, clips: int) -> dict:
+        predictions, truths, samples = [], [], []
+        for spec in tqdm(heldout_clips("bounce", clips, (10.0, 30.0)), desc="jumpscore", disable=not self.progress):
+            _, truth = self.cache.clip(spec)
+            episode = truth["episode"]
+            parsed, text = self.answer(spec, JUMPSCORE_QUESTION.format(obj=episode["object"]), "events")
+            predicted = metrics.jumpscore_parse(text)
+            predictions.append(predicted)
+            truths.append(episode["event_times_s"])
+            samples.append({"clip": spec.key, "truth": episode["event_times_s"], "predicted": predicted})
+        return {"mAP": metrics.jumpscore(predictions, truths), "clips": clips,
+                "per_clip": [round(100 * metrics.jumpscore_video(p, t), 2) for p, t in zip(predictions, truths)],
+                "samples": samples[:3]}
+
+    def grounding(self, clips: int) -> dict:
+        predicted_segments, true_segments, predicted_boxes, true_boxes = [], [], [], []
+        for spec in tqdm(heldout_clips("pickplace", clips, (9.0, 12.0)), desc="grounding", disable=not self.progress):
+            _, truth = self.cache.clip(spec)
+            episode = truth["episode"]
+            words = {"target": episode["target"], "plate": episode["plate"]}
+            for segment in episode["segments"]:
+                if segment["phase"] not in tasks.SEGMENT_WORDINGS:
+                    continue
+                parsed, _ = self.answer(spec, tasks.SEGMENT_WORDINGS[segment["phase"]][0].format(**words), "segment")
+                predicted_segments.append(None if parsed is None else (parsed.start_s, parsed.end_s))
+                true_segments.append((segment["start_s"], segment["end_s"]))
+            things = [(episode["plate"], episode["plate_box_xyxy"])] + [
+                (o["label"], o["box_xyxy"]) for o in truth["frames"][0]["objects"]]
+            for thing, box in things:
+                parsed, _ = self.answer(spec, tasks.BOX_WORDINGS[0].format(thing=thing), "box")
+                predicted_boxes.append(None if parsed is None else [parsed.x1, parsed.y1, parsed.x2, parsed.y2])
+                true_boxes.append(box)
+        return {**metrics.grounding_scores(predicted_segments, true_segments),
+                "box_accuracy@0.5": metrics.box_accuracy(predicted_boxes, true_boxes), "clips": clips,
+                "segments": len(true_segments), "boxes": len(true_boxes)}
+
+    def trace(self, clips: int) -> dict:
+        observed, predicted = [], []
+        for spec in tqdm(heldout_clips("pickplace", clips, (9.0, 12.0)), desc="trace", disable=not self.progress):
+            _, truth = self.cache.clip(spec)
+            episode = truth["episode"]
+            diagonal = float(np.hypot(spec.width, spec.height))
+            parsed, _ = self.answer(spec, tasks.TRACE_WORDINGS[0], "trace2d")
+            observed.append((1.0, 1.0) if parsed is None else metrics.trace_errors(
+                [[w.x, w.y] for w in parsed.waypoints], episode["gripper_path"], diagonal))
+            instruction = episode["instruction"]
+            question = tasks.PREDICT_WORDINGS[0].format(instruction=instruction[0].upper() + instruction[1:])
+            parsed, _ = self.answer(spec, question, "trace2d", cut_s=episode["segments"][0]["start_s"])
+            predicted.append((1.0, 1.0) if parsed is None else metrics.trace_errors(
+                [[w.x, w.y] for w in parsed.waypoints], episode["gripper_path"], diagonal))
+        observed, predicted = np.array(observed), np.array(predicted)
+        return {"observed_ADE": float(observed[:, 0].mean()), "observed_FDE": float(observed[:, 1].mean()),
+                "predicted_ADE": float(predicted[:, 0].mean()), "predicted_FDE": float(predicted[:, 1].mean()),
+                "clips": clips}
+
+
+def evaluate(model_dir, suites, cache_dir, input_mode="codec", budget=16, clips=20, constrained=True,
+             out: str | Path | None = None, progress: bool = True) -> dict:
+    evaluator = Evaluator(model_dir, cache_dir, input_mode, budget, constrained, progress)
+    started = time.time()
+    results = {"model": str(model_dir), "input": input_mode, "budget": budget, "constrained": constrained}
+    for suite in suites:
+        results[suite] = getattr(evaluator, suite)(clips)
+    results["parse_failure_rate"] = evaluator.parse_failures / max(1, evaluator.parse_attempts)
+    results["wall_s"] = round(time.time() - started, 1)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
+        plot_results(results, out.with_suffix(".png"))
+    return results
+
+
+def plot_results(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = {}
+    if "jumpscore" in results:
+        bars["JumpScore mAP / 100"] = results["jumpscore"]["mAP"] / 100
+    if "grounding" in results:
+        bars.update({"grounding R@0.5": results["grounding"]["R@0.5"], "grounding mIoU": results["grounding"]["mIoU"],
+                     "box acc@0.5": results["grounding"]["box_accuracy@0.5"]})
+    if "trace" in results:
+        bars.update({"observed ADE": results["trace"]["observed_ADE"], "predicted ADE": results["trace"]["predicted_ADE"]})
+    bars["parse failures"] = results["parse_failure_rate"]
+    figure, axis = plt.subplots(figsize=(8, 3.5))
+    axis.bar(range(len(bars)), list(bars.values()), color="tab:blue")
+    axis.set_xticks(range(len(bars)), list(bars), rotation=20, ha="right", fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_title(f"{Path(results['model']).name}: {results['input']} input, budget {results['budget']} canvases")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
+    parser.add_argument("--suite", choices=(*SUITES, "all"), default="all")
+    parser.add_argument("--input", choices=("codec", "frames"), default="codec")
+    parser.add_argument("--budget", type=int, default=16, help="canvases per clip")
+    parser.add_argument("--clips", type=int, default=20, help="held-out clips per suite")
+    parser.add_argument("--cache", default="cache/worlds")
+    parser.add_argument("--unconstrained", action="store_true", help="free decoding (measures parse failures)")
+    parser.add_argument("--out", default="out/eval.json", help="JSON results (and a PNG beside it)")
+
+
+def run(args) -> int:
+    model = args.model
+    if model is None:
+        from ov2_ros.model.default import default_model_dir
+        model = default_model_dir()
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    results = evaluate(model, suites, args.cache, args.input, args.budget, args.clips, not args.unconstrained, args.out)
+    print(json.dumps({k: v for k, v in results.items()}, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

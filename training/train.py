@@ -1,0 +1,270 @@
+"""Train an ov2_ros model, one stage at a time (method.md 4, scaled down; configs in
+training/configs/). `python -m training.train --stage CONFIG --out DIR [--init PRESET|DIR]`, or
+under torchrun for data-parallel runs (DDP; FSDP2 with "fsdp": true for large models).
+
+Each step packs whole examples (codec canvases or sampled frames at a budget drawn from the
+stage's budgets) into one sequence of at most max_tokens, and minimises the cross-entropy of the
+answer tokens. AdamW, linear warm-up then cosine decay from lr to lr_min, gradient norm clipped
+to 1. Checkpoints (model folder + trainer state, safetensors and JSON, no pickles) every
+save_every steps and at the end; --resume continues from the last one. Scalars go to
+tensorboard (DIR/tensorboard) and DIR/log.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ov2_ros.model.checkpoint import load_model, read_safetensors, save_model, write_safetensors
+from ov2_ros.model.config import preset
+from ov2_ros.model.ov2 import Ov2Model
+from ov2_ros.model.prompt import TextTokenizer
+from training.data import IGNORE, ClipCache, ClipSpec, examples_for_clip, pack
+from training.text import build_tokenizer
+
+TRAINABLE = {
+    "merger": ("visual.merger.",),
+    "merger+llm": ("visual.merger.", "language_model.", "lm_head."),
+    "all": ("",),
+}
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    trainable: str = "all"  # a key of TRAINABLE
+    steps: int = 500
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    warmup_steps: int = 50
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.01
+    max_tokens: int = 2048  # per packed sequence (one optimizer step)
+    clips: dict = field(default_factory=lambda: {"bounce": 100, "pickplace": 100})  # training clips per world
+    durations_s: dict = field(default_factory=lambda: {"bounce": [10.0, 20.0], "pickplace": [9.0, 10.0]})
+    tasks: tuple[str, ...] | None = None  # None: every task
+    budgets: tuple[int, ...] = (4, 8, 16, 32)
+    save_every: int = 250
+    seed: int = 0
+    fsdp: bool = False
+
+    def __post_init__(self):
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable {self.trainable!r} is not one of {sorted(TRAINABLE)}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StageConfig":
+        data = json.loads(Path(path).read_text())
+        for key in ("betas", "tasks", "budgets"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def clip_specs(config: StageConfig, split: str = "train", seed_offset: int = 0) -> list[ClipSpec]:
+    """The stage's clips: per world, seeds from seed_offset, durations drawn per seed."""
+    specs = []
+    for world, count in config.clips.items():
+        low, high = config.durations_s[world]
+        for seed in range(seed_offset, seed_offset + count):
+            duration = float(np.random.default_rng([seed, 7]).uniform(low, high))
+            specs.append(ClipSpec(world, seed, split, round(duration, 1)))
+    return specs
+
+
+def lr_at(step: int, config: StageConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def batch_loss(model: torch.nn.Module, batch) -> torch.Tensor:
+    logits = model(batch.input_ids, batch.vision, batch.segment_ids)
+    return F.cross_entropy(logits[0, :-1], batch.labels[0, 1:], ignore_index=IGNORE)
+
+
+def _save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, names: dict, step: int):
+    tensors, scalars = {}, {}
+    for parameter, state in optimizer.state.items():
+        name = names[parameter]
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                tensors[f"{name}::{key}"] = value
+            else:
+                scalars[f"{name}::{key}"] = float(value)
+    write_safetensors(tensors, folder / "optimizer.safetensors")
+    (folder / "trainer_state.json").write_text(json.dumps({"step": step, "scalars": scalars}))
+
+
+def _load_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, names: dict) -> int:
+    state = json.loads((folder / "trainer_state.json").read_text())
+    tensors = read_safetensors(folder / "optimizer.safetensors")
+    for parameter, name in names.items():
+        entries = {key.split("::", 1)[1]: value.clone() for key, value in tensors.items()
+                   if key.split("::", 1)[0] == name}
+        entries.update({key.split("::", 1)[1]: torch.tensor(value) for key, value in state["scalars"].items()
+                        if key.split("::", 1)[0] == name})
+        if entries:
+            optimizer.state[parameter] = entries
+    return state["step"]
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def initial_model(init: str, tokenizer: TextTokenizer) -> Ov2Model:
+    """A preset name (random weights, seeded by the caller) or a model folder."""
+    if Path(init).is_dir():
+        return load_model(init)
+    model = Ov2Model(preset(init, tokenizer.vocab_size, tokenizer.token_ids()))
+    model.init_weights()
+    return model
+
+
+def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: str | Path, input_mode: str = "codec",
+                tokenizer_path: str | Path | None = None, resume: bool = False, threads: int | None = None,
+                progress: bool = True) -> dict:
+    rank, world_size = _distributed()
+    if threads:
+        torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    if tokenizer_path is None:
+        tokenizer_path = Path(init) / "tokenizer.json" if Path(init).is_dir() else out_dir / "tokenizer.json"
+        if not Path(tokenizer_path).is_file():
+            build_tokenizer(tokenizer_path)
+    tokenizer = TextTokenizer(tokenizer_path)
+    last = out_dir / "last"
+    model = load_model(last) if resume and (last / "trainer_state.json").is_file() else initial_model(init, tokenizer)
+    prefixes = TRAINABLE[config.trainable]
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = name.startswith(prefixes)
+    trainable = {p: n for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(list(trainable), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    wrapped: torch.nn.Module = model
+    if world_size > 1:
+        if config.fsdp:
+            from torch.distributed.fsdp import fully_shard
+            for layer in [*model.visual.encoder.layers, *model.language_model.layers]:
+                fully_shard(layer)
+            wrapped = fully_shard(model)
+        else:
+            wrapped = torch.nn.parallel.DistributedDataParallel(model)
+    step = 0
+    if resume and (last / "trainer_state.json").is_file():
+        step = _load_trainer_state(last, optimizer, trainable)
+
+    cache = ClipCache(cache_dir)
+    specs = clip_specs(config)
+    for spec in tqdm(specs[rank::world_size], desc=f"{config.name}: rendering + encoding clips", disable=not progress or rank):
+        cache.clip(spec)
+
+    def batch_for(step_index: int):
+        """The step's batch is a function of (seed, rank, step) alone, so a resumed run sees
+        exactly the batches an uninterrupted one would."""
+        rng = np.random.default_rng([config.seed, rank, step_index])
+        chosen, length = [], 0
+        while True:
+            spec = specs[int(rng.integers(len(specs)))]
+            budget = int(rng.choice(config.budgets))
+            candidates = examples_for_clip(cache, tokenizer, spec, input_mode, budget, rng, config.tasks)
+            for index in rng.permutation(len(candidates)):
+                example = candidates[index]
+                if chosen and length + len(example.input_ids) > config.max_tokens:
+                    return pack(chosen)
+                chosen.append(example)
+                length += len(example.input_ids)
+
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out_dir / "tensorboard"))
+    log = open(out_dir / "log.jsonl", "a") if rank == 0 else None
+    model.train()
+    bar = tqdm(total=config.steps, initial=step, desc=config.name, disable=not progress or rank, unit="step")
+    losses: list[float] = []
+    while step < config.steps:
+        started = time.perf_counter()
+        batch = batch_for(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        loss = batch_loss(wrapped, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(list(trainable), 1.0))
+        optimizer.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        seconds = time.perf_counter() - started
+        if rank == 0:
+            record = {"step": step, "loss": round(losses[-1], 5), "lr": optimizer.param_groups[0]["lr"],
+                      "grad_norm": round(grad_norm, 4), "tokens": int(batch.input_ids.shape[1]),
+                      "examples": batch.examples, "seconds": round(seconds, 3)}
+            log.write(json.dumps(record) + "\n")
+            for key in ("loss", "lr", "grad_norm"):
+                writer.add_scalar(f"{config.name}/{key}", record[key], step)
+            writer.add_scalar(f"{config.name}/tokens_per_s", record["tokens"] / seconds, step)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            bar.update(1)
+            if step % config.save_every == 0 or step == config.steps:
+                model.eval()
+                save_model(model, last, tokenizer_path)
+                _save_trainer_state(last, optimizer, trainable, step)
+                model.train()
+    bar.close()
+    if rank == 0:
+        log.close()
+        writer.close()
+        (out_dir / "stage.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+    model.eval()
+    return {"stage": config.name, "steps": step, "final_loss_mean20": float(np.mean(losses[-20:])) if losses else None,
+            "model": str(last)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", required=True, help="stage config JSON (training/configs/)")
+    parser.add_argument("--out", required=True, help="run folder (the model goes to OUT/last)")
+    parser.add_argument("--init", default="nano", help="preset (nano, small) or a model folder (previous stage)")
+    parser.add_argument("--cache", default="cache/worlds", help="clip and canvas cache")
+    parser.add_argument("--input", choices=("codec", "frames"), default="codec")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer.json (default: from --init, else trained)")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="override the stage's steps")
+
+
+def run(args) -> int:
+    config = StageConfig.load(args.stage)
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps, save_every=min(config.save_every, args.steps))
+    result = train_stage(config, args.out, args.init, args.cache, args.input, args.tokenizer, args.resume, args.threads)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
