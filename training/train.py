@@ -95,10 +95,27 @@ def batch_loss(model: torch.nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(logits[0, :-1], batch.labels[0, 1:], ignore_index=IGNORE)
 
 
-def _save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, names: dict, step: int):
+def _state_options(full: bool, offload: bool = True):
+    """full: gather a sharded model's whole state; offload: onto rank 0's CPU only."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=full, cpu_offload=full and offload)
+
+
+def _checkpoint(model: Ov2Model, optimizer: torch.optim.Optimizer, folder: Path, tokenizer_path, step: int,
+                rank: int, sharded: bool) -> None:
+    """Model folder + optimizer state (safetensors) + step (JSON). With FSDP2 every rank takes
+    part in gathering the full state; rank 0 writes."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    model_state = get_model_state_dict(model, options=_state_options(sharded))
+    optimizer_state = get_optimizer_state_dict(model, optimizer, options=_state_options(sharded))
+    if rank != 0:  # gathered onto rank 0 only
+        return
+    optimizer_state = optimizer_state["state"]
+    save_model(model, folder, tokenizer_path, state=model_state)
     tensors, scalars = {}, {}
-    for parameter, state in optimizer.state.items():
-        name = names[parameter]
+    for name, state in optimizer_state.items():
         for key, value in state.items():
             if torch.is_tensor(value) and value.dim() > 0:
                 tensors[f"{name}::{key}"] = value
@@ -108,17 +125,22 @@ def _save_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, names: d
     (folder / "trainer_state.json").write_text(json.dumps({"step": step, "scalars": scalars}))
 
 
-def _load_trainer_state(folder: Path, optimizer: torch.optim.Optimizer, names: dict) -> int:
-    state = json.loads((folder / "trainer_state.json").read_text())
-    tensors = read_safetensors(folder / "optimizer.safetensors")
-    for parameter, name in names.items():
-        entries = {key.split("::", 1)[1]: value.clone() for key, value in tensors.items()
-                   if key.split("::", 1)[0] == name}
-        entries.update({key.split("::", 1)[1]: torch.tensor(value) for key, value in state["scalars"].items()
-                        if key.split("::", 1)[0] == name})
-        if entries:
-            optimizer.state[parameter] = entries
-    return state["step"]
+def _restore_optimizer(model: Ov2Model, optimizer: torch.optim.Optimizer, folder: Path, sharded: bool) -> int:
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    saved = json.loads((folder / "trainer_state.json").read_text())
+    state: dict[str, dict] = {}
+    for key, value in read_safetensors(folder / "optimizer.safetensors").items():
+        name, entry = key.split("::", 1)
+        state.setdefault(name, {})[entry] = value.clone()
+    for key, value in saved["scalars"].items():
+        name, entry = key.split("::", 1)
+        state.setdefault(name, {})[entry] = torch.tensor(value)
+    # Every rank reads the files; each keeps its own shard of the full state.
+    groups = get_optimizer_state_dict(model, optimizer, options=_state_options(sharded, offload=False))["param_groups"]
+    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups},
+                             options=_state_options(sharded, offload=False))
+    return saved["step"]
 
 
 def _distributed() -> tuple[int, int]:
@@ -156,8 +178,6 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
     prefixes = TRAINABLE[config.trainable]
     for name, parameter in model.named_parameters():
         parameter.requires_grad = name.startswith(prefixes)
-    trainable = {p: n for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW(list(trainable), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     wrapped: torch.nn.Module = model
     if world_size > 1:
         if config.fsdp:
@@ -167,9 +187,13 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
             wrapped = fully_shard(model)
         else:
             wrapped = torch.nn.parallel.DistributedDataParallel(model)
+    sharded = world_size > 1 and config.fsdp
+    # After sharding: FSDP2 replaces the parameters with sharded ones, which the optimizer must hold.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     step = 0
     if resume and (last / "trainer_state.json").is_file():
-        step = _load_trainer_state(last, optimizer, trainable)
+        step = _restore_optimizer(model, optimizer, last, sharded)
 
     cache = ClipCache(cache_dir)
     specs = clip_specs(config)
@@ -208,7 +232,7 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
         loss = batch_loss(wrapped, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(list(trainable), 1.0))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, 1.0))
         optimizer.step()
         step += 1
         losses.append(float(loss.detach()))
@@ -218,16 +242,14 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
                       "grad_norm": round(grad_norm, 4), "tokens": int(batch.input_ids.shape[1]),
                       "examples": batch.examples, "seconds": round(seconds, 3)}
             log.write(json.dumps(record) + "\n")
+            log.flush()
             for key in ("loss", "lr", "grad_norm"):
                 writer.add_scalar(f"{config.name}/{key}", record[key], step)
             writer.add_scalar(f"{config.name}/tokens_per_s", record["tokens"] / seconds, step)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
             bar.update(1)
-            if step % config.save_every == 0 or step == config.steps:
-                model.eval()
-                save_model(model, last, tokenizer_path)
-                _save_trainer_state(last, optimizer, trainable, step)
-                model.train()
+        if step % config.save_every == 0 or step == config.steps:
+            _checkpoint(model, optimizer, last, tokenizer_path, step, rank, sharded)
     bar.close()
     if rank == 0:
         log.close()
@@ -261,8 +283,14 @@ def run(args) -> int:
     config = StageConfig.load(args.stage)
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps, save_every=min(config.save_every, args.steps))
-    result = train_stage(config, args.out, args.init, args.cache, args.input, args.tokenizer, args.resume, args.threads)
-    print(json.dumps(result))
+    try:
+        result = train_stage(config, args.out, args.init, args.cache, args.input, args.tokenizer, args.resume,
+                             args.threads)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result))
     return 0
 
 

@@ -144,14 +144,16 @@ def load_model(folder: str | Path, dtype: torch.dtype = torch.float32) -> Ov2Mod
     return _build(config, read_safetensors(folder / "model.safetensors"), dtype, str(folder))
 
 
-def save_model(model: Ov2Model, folder: str | Path, tokenizer_json: str | Path | None = None) -> None:
-    """config.json + model.safetensors (+ tokenizer.json copied in)."""
+def save_model(model: Ov2Model, folder: str | Path, tokenizer_json: str | Path | None = None,
+               state: dict[str, torch.Tensor] | None = None) -> None:
+    """config.json + model.safetensors (+ tokenizer.json copied in). `state`: the weights to
+    write when they are not the module's own (gathered from a sharded model)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save(folder / "config.json")
-    state = model.state_dict()
+    state = dict(model.state_dict() if state is None else state)
     if model.config.llm.tie_word_embeddings:
-        state.pop("lm_head.weight")  # one tensor, stored once
+        state.pop("lm_head.weight", None)  # one tensor, stored once
     write_safetensors(state, folder / "model.safetensors", {"format": "ov2_ros"})
     if tokenizer_json is not None and Path(tokenizer_json).resolve() != (folder / "tokenizer.json").resolve():
         shutil.copyfile(tokenizer_json, folder / "tokenizer.json")

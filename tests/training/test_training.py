@@ -75,3 +75,25 @@ def test_a_few_steps_lower_the_loss_and_resuming_gives_the_same_model(workspace,
     a, b = load_model(straight["model"]), load_model(tmp_path / "resumed" / "last")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_torchrun_runs_data_parallel_and_sharded_and_resumes(workspace, tmp_path, sharding):
+    import subprocess
+    import sys
+    root, tokenizer = workspace
+    config = dataclasses.asdict(dataclasses.replace(STAGE, name=sharding, steps=2, save_every=2, max_tokens=900,
+                                                    fsdp=sharding == "fsdp"))
+    stage = tmp_path / "stage.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "training.train",
+               "--stage", str(stage), "--out", str(tmp_path / "run"), "--cache", str(root / "cache"),
+               "--tokenizer", str(tokenizer.path), "--threads", "1"]
+    for steps, extra in ((2, []), (3, ["--resume"])):
+        stage.write_text(json.dumps({**config, "steps": steps}))
+        done = subprocess.run(command + extra, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["steps"] == 3  # printed once, by rank 0
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert json.loads((tmp_path / "run" / "last" / "trainer_state.json").read_text())["step"] == 3
+    load_model(tmp_path / "run" / "last")
