@@ -235,5 +235,7 @@ def infer_format(question: str) -> str | None:
     lowered = question.lower()
     for output_format, cue in _FORMAT_CUES:
         if re.search(cue, lowered):
+            if output_format == "trace" and not re.search(r"depth|3-?d\b|metres|meters", lowered):
+                return "trace2d"  # waypoints with depth only when the question asks for it
             return output_format
     return None
