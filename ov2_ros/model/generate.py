@@ -7,7 +7,8 @@ most likely token (greedy) or a sampled token whose text keeps the prefix valid 
 stop token is allowed only once the whole pattern matches, and every pattern ends in a literal,
 so a complete answer stops there. Patterns are bounded and every allowed token adds at least one
 character, so the answer completes within parsers.OUTPUT_MAX_CHARS tokens: the budget is raised
-to that when a format is requested.
+to that when a format is requested. Event lists must also increase strictly (a list can always
+close with "]", so this never leaves the model without a valid token).
 """
 from __future__ import annotations
 
@@ -47,6 +48,18 @@ class GenerationResult:
         return (len(self.token_ids) - 1) / self.decode_s if len(self.token_ids) > 1 and self.decode_s > 0 else 0.0
 
 
+_FINISHED_NUMBER = regex.compile(r"(\d+\.\d+)(?=,|\])")
+_PARTIAL_NUMBER = regex.compile(r"(\d+\.?\d*)$")
+
+
+def _largest_completion(partial: str) -> float:
+    """The largest event time (4 integer digits, 2 decimals) a started number can still become."""
+    whole, _, decimals = partial.partition(".")
+    if "." not in partial:
+        whole += "9" * (4 - len(whole))
+    return float(f"{whole}.{decimals + '9' * (2 - len(decimals))}")
+
+
 class FormatConstraint:
     """Which next tokens keep the text a prefix of one output format."""
 
@@ -60,7 +73,16 @@ class FormatConstraint:
 
     def allows(self, prefix: str, token: int) -> bool:
         piece = self.texts[token] if token < len(self.texts) else ""
-        return bool(piece) and self.pattern.fullmatch(prefix + piece, partial=True) is not None
+        if not piece or self.pattern.fullmatch(prefix + piece, partial=True) is None:
+            return False
+        if self.output_format == "events":  # start times strictly increase (so a list never loops)
+            text = prefix + piece
+            done = [float(v) for v in _FINISHED_NUMBER.findall(text)]
+            if any(a >= b for a, b in zip(done, done[1:])):
+                return False
+            partial = _PARTIAL_NUMBER.search(text)
+            return not (done and partial and _largest_completion(partial.group(1)) <= done[-1])
+        return True
 
     def complete(self, text: str) -> bool:
         return self.pattern.fullmatch(text) is not None

@@ -94,3 +94,16 @@ def test_packed_sequences_equal_each_sequence_alone(tokenizer):
         packed = model.logits(model.embed(torch.cat([first, second], 1), None), segment_ids=segments)
         alone = torch.cat([model.logits(model.embed(first, None)), model.logits(model.embed(second, None))], 1)
     torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_constrained_event_lists_strictly_increase(tokenizer):
+    from ov2_ros.model.generate import FormatConstraint
+    constraint = FormatConstraint("events", tokenizer)
+    texts = tokenizer.token_texts()
+    comma = next(i for i, t in enumerate(texts) if t == ",")
+    close = next(i for i, t in enumerate(texts) if t == "]")
+    assert constraint.allows("[1.50, 2.25", comma) and constraint.allows("[1.50, 2.25", close)
+    assert not constraint.allows("[1.50, 1.25", comma) and not constraint.allows("[1.50, 1.50", close)
+    # A started number that can no longer exceed the previous one is refused too (no dead end).
+    one = next(i for i, t in enumerate(texts) if t == "1")
+    assert constraint.allows("[12.50, ", one) and not constraint.allows("[12.50, 1.2", one)
