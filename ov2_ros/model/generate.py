@@ -7,8 +7,9 @@ most likely token (greedy) or a sampled token whose text keeps the prefix valid 
 stop token is allowed only once the whole pattern matches, and every pattern ends in a literal,
 so a complete answer stops there. Patterns are bounded and every allowed token adds at least one
 character, so the answer completes within parsers.OUTPUT_MAX_CHARS tokens: the budget is raised
-to that when a format is requested. Event lists must also increase strictly (a list can always
-close with "]", so this never leaves the model without a valid token).
+to that when a format is requested. Event lists must also increase strictly and stay within the
+video (`max_time_s`); a list can always close with "]", so this never leaves the model without a
+valid token.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class GenerationConfig:
     top_k: int = 0  # 0: whole vocabulary
     seed: int | None = None
     output_format: str | None = None  # a key of parsers.OUTPUT_PATTERNS, or None for free text
+    max_time_s: float | None = None  # constrained times (events, segments) stay below this: the video's end
     use_cache: bool = True  # False recomputes the whole sequence each step (for checking the cache)
 
 
@@ -63,13 +65,14 @@ def _largest_completion(partial: str) -> float:
 class FormatConstraint:
     """Which next tokens keep the text a prefix of one output format."""
 
-    def __init__(self, output_format: str, tokenizer: TextTokenizer):
+    def __init__(self, output_format: str, tokenizer: TextTokenizer, max_time_s: float | None = None):
         if output_format not in OUTPUT_PATTERNS:
             raise ValueError(f"unknown output format {output_format!r}; known: {sorted(OUTPUT_PATTERNS)}")
         self.output_format = output_format
         self.pattern = regex.compile(OUTPUT_PATTERNS[output_format])
         self.texts = tokenizer.token_texts()
         self.max_tokens = OUTPUT_MAX_CHARS[output_format]
+        self.max_time_s = max_time_s
 
     def allows(self, prefix: str, token: int) -> bool:
         piece = self.texts[token] if token < len(self.texts) else ""
@@ -81,7 +84,11 @@ class FormatConstraint:
             if any(a >= b for a, b in zip(done, done[1:])):
                 return False
             partial = _PARTIAL_NUMBER.search(text)
-            return not (done and partial and _largest_completion(partial.group(1)) <= done[-1])
+            if partial and done and _largest_completion(partial.group(1)) <= done[-1]:
+                return False
+            if self.max_time_s is not None:  # no event after the video ends
+                started = float(partial.group(1).rstrip(".")) if partial else 0.0
+                return all(v <= self.max_time_s for v in done) and started <= self.max_time_s
         return True
 
     def complete(self, text: str) -> bool:
@@ -120,7 +127,8 @@ def generate(model: Ov2Model, tokenizer: TextTokenizer, input_ids: list[int], vi
              config: GenerationConfig = GenerationConfig()) -> GenerationResult:
     tokens = model.config.tokens
     stop_ids = {tokens.im_end, tokens.end_of_text}
-    constraint = FormatConstraint(config.output_format, tokenizer) if config.output_format else None
+    constraint = (FormatConstraint(config.output_format, tokenizer, config.max_time_s)
+                  if config.output_format else None)
     budget = max(config.max_new_tokens, constraint.max_tokens if constraint else 0)
     generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
 

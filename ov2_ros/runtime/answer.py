@@ -19,6 +19,9 @@ from ov2_ros.model.prompt import encode_prompt
 from ov2_ros.runtime.backend import Backend
 
 
+END_SLACK_S = 1.0  # events may lie a little after the last frame the tokenizer kept
+
+
 @dataclass
 class Answer:
     question: str
@@ -57,8 +60,11 @@ def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.nda
     vision = vision_input_from(canvases, positions_thw)
     tokens = backend.vision_tokens(vision)
     timings["vision_s"] = time.perf_counter() - started
-    prompt = encode_prompt(backend.tokenizer, question, vision.positions_thw.numpy(), fps)
-    result = backend.generate(prompt.input_ids, tokens, dataclasses.replace(generation, output_format=output_format))
+    positions = vision.positions_thw.numpy()
+    prompt = encode_prompt(backend.tokenizer, question, positions, fps)
+    end_s = (int(positions[:, 0].max()) + 1) / fps + END_SLACK_S  # the last frame shown, and a little more
+    result = backend.generate(prompt.input_ids, tokens,
+                              dataclasses.replace(generation, output_format=output_format, max_time_s=end_s))
     timings.update(prefill_s=result.prefill_s, decode_s=result.decode_s)
     parsed, error = None, None
     if output_format is not None:

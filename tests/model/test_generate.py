@@ -107,3 +107,6 @@ def test_constrained_event_lists_strictly_increase(tokenizer):
     # A started number that can no longer exceed the previous one is refused too (no dead end).
     one = next(i for i, t in enumerate(texts) if t == "1")
     assert constraint.allows("[12.50, ", one) and not constraint.allows("[12.50, 1.2", one)
+    bounded = FormatConstraint("events", tokenizer, max_time_s=12.0)
+    three = next(i for i, t in enumerate(texts) if t == "3")
+    assert bounded.allows("[10.50, 1", one) and not bounded.allows("[10.50, 1", three)  # 11.xx fits, 13.xx does not
