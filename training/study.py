@@ -1,8 +1,13 @@
-"""The codec-vs-frames study (issue: codec canvases beat frame sampling at the same budget):
-`python -m training.study --codec-model A --frames-model B [--budgets 4 8 16 32] [--clips N]`.
-Both models have the same size and training steps, one trained on codec canvases, one on
-sampled frames; each is evaluated on the same held-out dense-motion (bounce) clips with its own
-input at every budget. Writes a JSON table and a PNG plot."""
+"""The codec-vs-frames study (issue: codec canvases beat frame sampling at the same budget).
+
+Two models of the same size and training steps, one trained on codec canvases, one on sampled
+frames, each evaluated with its own input on the same held-out dense-motion (bounce) clips at
+every budget. Each side can run in its own process (two cores), then be combined:
+
+  python -m training.study run --mode codec  --model runs/nano_codec/s4_spatial/last
+  python -m training.study run --mode frames --model runs/nano_frames/s4_spatial/last
+  python -m training.study combine            # table (JSON) + plot (PNG) in docs/
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,21 +16,31 @@ from pathlib import Path
 
 from training.evaluate import Evaluator
 
+DEFAULT_OUT = Path("docs/study_codec_vs_frames.json")
 
-def run_study(codec_model, frames_model, budgets, clips, cache, out: Path) -> dict:
+
+def run_side(mode: str, model, budgets, clips, cache, out: Path) -> dict:
     rows = []
     for budget in budgets:
-        row = {"budget": budget}
-        for mode, model in (("codec", codec_model), ("frames", frames_model)):
-            result = Evaluator(model, cache, mode, budget).jumpscore(clips)
-            row[f"{mode}_mAP"] = round(result["mAP"], 2)
-        row["codec_minus_frames"] = round(row["codec_mAP"] - row["frames_mAP"], 2)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        result = Evaluator(model, cache, mode, budget).jumpscore(clips)
+        rows.append({"budget": budget, "mAP": round(result["mAP"], 2), "per_clip": result["per_clip"]})
+        print(json.dumps(rows[-1]), flush=True)
+    side = {"mode": mode, "model": str(model), "clips": clips, "rows": rows}
+    path = out.with_name(f"{out.stem}_{mode}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(side, indent=1))
+    return side
+
+
+def combine(out: Path) -> dict:
+    codec, frames = (json.loads(out.with_name(f"{out.stem}_{m}.json").read_text()) for m in ("codec", "frames"))
+    by_budget = {r["budget"]: r for r in frames["rows"]}
+    rows = [{"budget": r["budget"], "codec_mAP": r["mAP"], "frames_mAP": by_budget[r["budget"]]["mAP"],
+             "codec_minus_frames": round(r["mAP"] - by_budget[r["budget"]]["mAP"], 2)}
+            for r in codec["rows"] if r["budget"] in by_budget]
     document = {"study": "JumpScore-like mAP, codec canvases vs frame sampling at matched canvas budgets",
-                "codec_model": str(codec_model), "frames_model": str(frames_model), "clips": clips,
+                "codec_model": codec["model"], "frames_model": frames["model"], "clips": codec["clips"],
                 "heldout": "bounce worlds, seeds from 100000, unseen colours/backgrounds/speeds", "rows": rows}
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=1))
     _plot(rows, out.with_suffix(".png"))
     return document
@@ -54,15 +69,23 @@ def _plot(rows, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.study", description=__doc__)
-    parser.add_argument("--codec-model", required=True)
-    parser.add_argument("--frames-model", required=True)
-    parser.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16, 32])
-    parser.add_argument("--clips", type=int, default=20)
-    parser.add_argument("--cache", default="cache/worlds")
-    parser.add_argument("--out", default="docs/study_codec_vs_frames.json")
+    parser = argparse.ArgumentParser(prog="python -m training.study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = parser.add_subparsers(dest="action", required=True)
+    run = actions.add_parser("run")
+    run.add_argument("--mode", choices=("codec", "frames"), required=True)
+    run.add_argument("--model", required=True)
+    run.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16, 32])
+    run.add_argument("--clips", type=int, default=20)
+    run.add_argument("--cache", default="cache/worlds")
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    joined = actions.add_parser("combine")
+    joined.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    run_study(args.codec_model, args.frames_model, args.budgets, args.clips, args.cache, Path(args.out))
+    if args.action == "run":
+        run_side(args.mode, args.model, args.budgets, args.clips, args.cache, args.out)
+    else:
+        print(json.dumps(combine(args.out)["rows"]))
     return 0
 
 

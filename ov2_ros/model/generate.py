@@ -54,12 +54,32 @@ _FINISHED_NUMBER = regex.compile(r"(\d+\.\d+)(?=,|\])")
 _PARTIAL_NUMBER = regex.compile(r"(\d+\.?\d*)$")
 
 
-def _largest_completion(partial: str) -> float:
-    """The largest event time (4 integer digits, 2 decimals) a started number can still become."""
-    whole, _, decimals = partial.partition(".")
-    if "." not in partial:
-        whole += "9" * (4 - len(whole))
-    return float(f"{whole}.{decimals + '9' * (2 - len(decimals))}")
+def _completion_ranges(partial: str) -> list[tuple[float, float]]:
+    """Intervals of the event times (at most 4 integer digits, 2 decimals) a started number can
+    still become: "1" -> 1.00-1.99, 10.00-19.99, 100.00-199.99, 1000.00-1999.99."""
+    whole, dot, decimals = partial.partition(".")
+    if dot:
+        low = float(f"{whole}.{decimals.ljust(2, '0')}")
+        return [(low, float(f"{whole}.{decimals.ljust(2, '9')}"))]
+    return [(float(whole + "0" * extra), float(whole + "9" * extra) + 0.99) for extra in range(0, 5 - len(whole))]
+
+
+def _events_allowed(text: str, max_time_s: float | None) -> bool:
+    """Start times strictly increase and stay at or below max_time_s, and whatever has been
+    started can still be finished that way (so the list can always go on or close)."""
+    done = [float(v) for v in _FINISHED_NUMBER.findall(text)]
+    if any(a >= b for a, b in zip(done, done[1:])):
+        return False
+    ceiling = float("inf") if max_time_s is None else max_time_s
+    if done and done[-1] > ceiling:
+        return False
+    floor = done[-1] if done else -1.0
+    partial = _PARTIAL_NUMBER.search(text)
+    if partial:
+        return any(high > floor and low <= ceiling for low, high in _completion_ranges(partial.group(1)))
+    if text.rstrip().endswith(","):  # committed to one more number
+        return round(floor + 0.01, 2) <= ceiling
+    return True
 
 
 class FormatConstraint:
@@ -78,17 +98,8 @@ class FormatConstraint:
         piece = self.texts[token] if token < len(self.texts) else ""
         if not piece or self.pattern.fullmatch(prefix + piece, partial=True) is None:
             return False
-        if self.output_format == "events":  # start times strictly increase (so a list never loops)
-            text = prefix + piece
-            done = [float(v) for v in _FINISHED_NUMBER.findall(text)]
-            if any(a >= b for a, b in zip(done, done[1:])):
-                return False
-            partial = _PARTIAL_NUMBER.search(text)
-            if partial and done and _largest_completion(partial.group(1)) <= done[-1]:
-                return False
-            if self.max_time_s is not None:  # no event after the video ends
-                started = float(partial.group(1).rstrip(".")) if partial else 0.0
-                return all(v <= self.max_time_s for v in done) and started <= self.max_time_s
+        if self.output_format == "events":
+            return _events_allowed(prefix + piece, self.max_time_s)
         return True
 
     def complete(self, text: str) -> bool:

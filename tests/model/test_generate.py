@@ -110,3 +110,23 @@ def test_constrained_event_lists_strictly_increase(tokenizer):
     bounded = FormatConstraint("events", tokenizer, max_time_s=12.0)
     three = next(i for i, t in enumerate(texts) if t == "3")
     assert bounded.allows("[10.50, 1", one) and not bounded.allows("[10.50, 1", three)  # 11.xx fits, 13.xx does not
+    comma_space = "[12.50, 12.99"
+    tight = FormatConstraint("events", tokenizer, max_time_s=12.99)
+    assert tight.allows(comma_space, close) and not tight.allows(comma_space, comma)  # nothing fits after 12.99
+
+
+def test_constrained_events_never_reach_a_dead_end(tokenizer):
+    """Random walks through the allowed tokens always find a way on, and end in a parseable list."""
+    from ov2_ros.model.generate import FormatConstraint
+    rng = np.random.default_rng(0)
+    texts = tokenizer.token_texts()
+    useful = [i for i, t in enumerate(texts) if t and set(t) <= set("0123456789., []")]
+    for walk in range(15):
+        constraint = FormatConstraint("events", tokenizer, max_time_s=float(rng.uniform(0.5, 6.0)))
+        text = ""
+        while not constraint.complete(text):
+            allowed = [i for i in useful if constraint.allows(text, i)]
+            assert allowed, text
+            text += texts[int(rng.choice(allowed))]
+        times = parse_output(text, "events", FRAME).times_s
+        assert list(times) == sorted(set(times)) and all(t <= constraint.max_time_s for t in times)
