@@ -31,6 +31,8 @@ from ov2_ros.tokenizer.pipeline import TokenizerConfig, sample_frames_baseline, 
 from training.tasks import QA, bounce_tasks, pickplace_tasks, predicted_trace_task
 
 IGNORE = -100  # label of tokens that are not predicted (prompt, vision)
+# Part of cached canvases' file names: bump it when tokenize_at_budget changes what it makes.
+CANVAS_RECIPE = "r2"
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class ClipCache:
         """Canvases of the clip (or of its first cut_s seconds) at a budget, cached."""
         mp4, truth = self.clip(spec)
         suffix = "" if cut_s is None else f"_cut{cut_s:.2f}"
-        path = mp4.parent / f"vision_{input_mode}_{budget}{suffix}.npz"
+        path = mp4.parent / f"vision_{input_mode}_{budget}{suffix}_{CANVAS_RECIPE}.npz"
         if not path.is_file():
             _, frames, _ = decode_file(mp4, export_macroblocks=False)
             if cut_s is not None:
