@@ -101,6 +101,6 @@ def test_generate_with_frames_baseline_and_budget(model_dir, p_stream, capsys):
     assert answer["vision_tokens"] == 3 * geometry.block_rows * geometry.block_cols  # 3 whole frames
 
 
-def test_generate_without_a_model_says_what_to_do(p_stream, capsys):
-    assert main(["generate", str(p_stream.mp4_path), "--prompt", "x"]) == 2
-    assert "pass --model" in capsys.readouterr().err
+def test_generate_with_a_missing_model_folder_says_so(p_stream, tmp_path, capsys):
+    assert main(["generate", str(p_stream.mp4_path), "--prompt", "x", "--model", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
