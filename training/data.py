@@ -56,6 +56,17 @@ class ClipSpec:
         return WORLDS[self.world](config)
 
 
+def clip_range(world: str, first_seed: int, count: int, durations_s, split: str = "train") -> list[ClipSpec]:
+    """`count` clips of one world from `first_seed` on, each duration drawn from its seed."""
+    low, high = durations_s
+    return [ClipSpec(world, seed, split, round(float(np.random.default_rng([seed, 7]).uniform(low, high)), 1))
+            for seed in range(first_seed, first_seed + count)]
+
+
+# Canvases of the clip cut before the arm moves (the predicted-trace question): a still scene.
+PREDICTED_TRACE_BUDGET = 4
+
+
 @dataclass
 class ClipVision:
     canvases: list[np.ndarray]  # per group (C, H, W, 3) uint8
@@ -163,7 +174,8 @@ def examples_for_clip(cache: ClipCache, tokenizer: TextTokenizer, spec: ClipSpec
     if spec.world == "pickplace" and (tasks is None or "predicted_trace" in tasks):
         cut = truth["episode"]["segments"][0]["start_s"]
         qa = predicted_trace_task(truth["episode"], FrameSize(spec.width, spec.height), rng)
-        examples.append(encode_example(tokenizer, cache.vision(spec, input_mode, min(budget, 4), cut_s=cut), qa, spec))
+        vision = cache.vision(spec, input_mode, min(budget, PREDICTED_TRACE_BUDGET), cut_s=cut)
+        examples.append(encode_example(tokenizer, vision, qa, spec))
     return examples
 
 

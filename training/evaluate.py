@@ -27,19 +27,15 @@ from ov2_ros.model.parsers import FrameSize, OutputParseError, parse_output
 from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
-from training.data import ClipCache, ClipSpec
+from training.data import PREDICTED_TRACE_BUDGET, ClipCache, ClipSpec, clip_range
 
 SUITES = ("jumpscore", "grounding", "trace")
 HELDOUT_SEED = 100_000  # held-out seeds start here; training seeds stay far below
 JUMPSCORE_QUESTION = tasks.EVENT_WORDINGS[0]
 
 
-def heldout_clips(world: str, count: int, durations_s: tuple[float, float], split: str = "heldout") -> list[ClipSpec]:
-    specs = []
-    for seed in range(HELDOUT_SEED, HELDOUT_SEED + count):
-        duration = float(np.random.default_rng([seed, 7]).uniform(*durations_s))
-        specs.append(ClipSpec(world, seed, split, round(duration, 1)))
-    return specs
+def heldout_clips(world: str, count: int, durations_s: tuple[float, float]) -> list[ClipSpec]:
+    return clip_range(world, HELDOUT_SEED, count, durations_s, split="heldout")
 
 
 class Evaluator:
@@ -53,7 +49,8 @@ class Evaluator:
 
     def answer(self, spec: ClipSpec, question: str, output_format: str, cut_s: float | None = None):
         """Parsed answer (None when it does not parse) and the raw text."""
-        vision = self.cache.vision(spec, self.input_mode, self.budget if cut_s is None else min(self.budget, 4), cut_s)
+        budget = self.budget if cut_s is None else min(self.budget, PREDICTED_TRACE_BUDGET)
+        vision = self.cache.vision(spec, self.input_mode, budget, cut_s)
         result = ask(self.backend, vision.canvases, vision.positions_thw, vision.fps, vision.source_size, question,
                      output_format if self.constrained else None, GenerationConfig(max_new_tokens=400))
         self.parse_attempts += 1

@@ -30,7 +30,7 @@ from ov2_ros.model.checkpoint import load_model, read_safetensors, save_model, w
 from ov2_ros.model.config import preset
 from ov2_ros.model.ov2 import Ov2Model
 from ov2_ros.model.prompt import TextTokenizer
-from training.data import IGNORE, ClipCache, ClipSpec, examples_for_clip, pack
+from training.data import IGNORE, ClipCache, ClipSpec, clip_range, examples_for_clip, pack
 from training.text import build_tokenizer
 
 TRAINABLE = {
@@ -72,15 +72,10 @@ class StageConfig:
         return cls(**data)
 
 
-def clip_specs(config: StageConfig, split: str = "train", seed_offset: int = 0) -> list[ClipSpec]:
-    """The stage's clips: per world, seeds from seed_offset, durations drawn per seed."""
-    specs = []
-    for world, count in config.clips.items():
-        low, high = config.durations_s[world]
-        for seed in range(seed_offset, seed_offset + count):
-            duration = float(np.random.default_rng([seed, 7]).uniform(low, high))
-            specs.append(ClipSpec(world, seed, split, round(duration, 1)))
-    return specs
+def clip_specs(config: StageConfig) -> list[ClipSpec]:
+    """The stage's training clips: per world, seeds 0.. with durations drawn per seed."""
+    return [spec for world, count in config.clips.items()
+            for spec in clip_range(world, 0, count, config.durations_s[world])]
 
 
 def lr_at(step: int, config: StageConfig) -> float:
