@@ -164,12 +164,13 @@ def generate(model: Ov2Model, tokenizer: TextTokenizer, input_ids: list[int], vi
             stop_reason = "stop_token"
             break
         generated.append(token)
-        text = tokenizer.decode(generated)
+        if constraint is not None:  # the constraint reads the text so far; ASCII patterns, so pieces add up
+            text += constraint.texts[token]
         step = model.language_model.embed_tokens(torch.tensor([[token]]))
         if cache is not None:
             logits = model.logits(step, cache)[0, -1]
         else:
             embeds = torch.cat([embeds, step], dim=1)
             logits = model.logits(embeds)[0, -1]
-    return GenerationResult(text=text, token_ids=generated, stop_reason=stop_reason, prompt_tokens=len(input_ids),
+    return GenerationResult(text=tokenizer.decode(generated), token_ids=generated, stop_reason=stop_reason, prompt_tokens=len(input_ids),
                             prefill_s=prefill_s, decode_s=time.perf_counter() - started)

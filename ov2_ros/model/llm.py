@@ -78,11 +78,10 @@ class Attention(nn.Module):
         if cache is not None:
             past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[2]
             k, v = cache.extend(layer, k, v)
-        repeat = self.num_heads // self.num_kv_heads
-        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         if mask is None:  # causal over the whole sequence: new position i sees cached ones and new ones <= i
             mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # enable_gqa: each group of query heads reads its KV head, without copying the cache.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, length, self.num_heads * self.head_dim))
 
 
