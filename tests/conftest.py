@@ -45,5 +45,6 @@ def large_stream(tmp_path_factory):
 def media_file(name: str) -> Path:
     path = MEDIA / name
     if not path.is_file():
-        pytest.skip(f"real footage {path} is absent (it lives in ../shared/media beside the repository)")
+        pytest.skip(f"real footage {path} is absent: this test runs where ../shared/media sits beside the "
+                    "repository (never committed)")
     return path

@@ -92,8 +92,8 @@ class ClipCache:
         truth_path = folder / "clip.json"
         if not truth_path.is_file():
             # Written aside and renamed into place: runs sharing a cache never see half a clip.
-            staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}-", dir=folder.parent if folder.parent.is_dir()
-                                            else _made(folder.parent)))
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}-", dir=folder.parent))
             encoder = H264EncoderConfig(width=spec.width, height=spec.height, fps=spec.fps, gop_frames=30,
                                         bitrate_bps=spec.bitrate_bps)
             stream = write_world_stream(spec.world_object(), encoder, staging, "clip", progress=False)
@@ -131,11 +131,6 @@ class ClipCache:
             per_canvas = data["positions"].shape[0] // max(1, sum(sizes))
             positions = np.split(data["positions"], np.cumsum(sizes)[:-1] * per_canvas)
             return ClipVision(canvases, positions, float(data["fps"]), tuple(int(v) for v in data["source_size"]))
-
-
-def _made(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def clip_questions(spec: ClipSpec, truth: dict, rng) -> list[QA]:

@@ -176,7 +176,7 @@ def run(args) -> int:
         model = default_model_dir()
     suites = SUITES if args.suite == "all" else (args.suite,)
     results = evaluate(model, suites, args.cache, args.input, args.budget, args.clips, not args.unconstrained, args.out)
-    print(json.dumps({k: v for k, v in results.items()}, default=str))
+    print(json.dumps(results, default=str))
     return 0
 
 

@@ -87,12 +87,12 @@ class Ov2Model(nn.Module):
                 parameter.fill_(1.0 if is_norm_weight else 0.0)
             else:
                 parameter.normal_(0.0, std)
-        for layers in (self.visual.encoder.layers, self.language_model.layers):
-            for layer in layers:
-                for projection in (getattr(layer.self_attn, "proj", None), getattr(layer.self_attn, "o_proj", None),
-                                   getattr(layer.mlp, "fc2", None), getattr(layer.mlp, "down_proj", None)):
-                    if projection is not None:
-                        projection.weight.mul_(1.0 / (2 * len(layers)) ** 0.5)
+        encoder, llm = self.visual.encoder.layers, self.language_model.layers
+        residual_outputs = [(layer.self_attn.proj, layer.mlp.fc2, len(encoder)) for layer in encoder] + [
+            (layer.self_attn.o_proj, layer.mlp.down_proj, len(llm)) for layer in llm]
+        for attention_out, mlp_out, depth in residual_outputs:
+            attention_out.weight.mul_((2 * depth) ** -0.5)
+            mlp_out.weight.mul_((2 * depth) ** -0.5)
 
     def vision_tokens(self, vision: VisionInput) -> torch.Tensor:
         """(tokens, LLM hidden): one per non-padding 2x2 block, in canvas order."""
