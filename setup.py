@@ -9,8 +9,9 @@ setup(
     description="Codec-native video perception for ROS 2 (LLaVA-OneVision-2 method)",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["ov2_ros", "ov2_ros.*", "training", "training.*"]),
-    package_data={"ov2_ros.model": ["default_model/*"], "training": ["configs/*.json"]},
+    packages=find_packages(include=["ov2_ros", "ov2_ros.*", "training", "training.*", "trt_build", "trt_build.*"]),
+    package_data={"ov2_ros.model": ["default_model/*"], "ov2_ros.runtime": ["data/*.json"],
+                  "training": ["configs/*.json"], "trt_build": ["profiles.json"]},
     install_requires=[
         "numpy>=1.24",
         "av>=14",
@@ -28,10 +29,12 @@ setup(
             "ov2 = ov2_ros.cli:main",
             "ov2_node = ov2_ros.ros.node:main",
         ],
-        # training/ sits on top of ov2_ros and adds its subcommands to `ov2` from here.
+        # training/ and trt_build/ sit on top of ov2_ros and add their subcommands to `ov2` from here.
         "ov2.commands": [
             "train = training.commands:add_train",
             "eval = training.commands:add_eval",
+            "build-engines = trt_build.commands:add_build_engines",
+            "inspect-engine = trt_build.commands:add_inspect_engine",
         ],
     },
 )

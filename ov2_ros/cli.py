@@ -247,7 +247,9 @@ def _add_generate(commands) -> None:
     parser.add_argument("--prompt", required=True, help="the question")
     parser.add_argument("--model", default=None,
                         help="model folder (ours or a released LLaVA-OneVision-2; default: the embedded model)")
-    parser.add_argument("--backend", choices=("torch",), default="torch")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch",
+                        help="torch: --model is a model folder; onnxruntime / tensorrt: --model is a folder "
+                             "written by `ov2 export-onnx` (tensorrt: with engines from `ov2 build-engines`)")
     parser.add_argument("--input", choices=("codec", "frames"), default="codec",
                         help="codec canvases or the frame-sampling baseline")
     parser.add_argument("--budget", type=int, default=None, help="at most N canvases")
@@ -262,16 +264,13 @@ def _add_generate(commands) -> None:
 
 
 def _run_generate(args) -> int:
-    from ov2_ros.model.checkpoint import DTYPE_NAMES, load_any
     from ov2_ros.model.generate import GenerationConfig
     from ov2_ros.runtime.answer import ask, video_for_model
-    from ov2_ros.runtime.backend import TorchBackend
+    from ov2_ros.runtime.backend import open_backend
 
-    from ov2_ros.model.default import default_model_dir
-
-    model, tokenizer = load_any(args.model or default_model_dir(), DTYPE_NAMES[args.dtype])
+    backend = open_backend(args.backend, args.model, args.dtype)
     canvases, positions, fps, source_size = video_for_model(args.video, args.input, args.budget)
-    answer = ask(TorchBackend(model, tokenizer), canvases, positions, fps, source_size, args.prompt,
+    answer = ask(backend, canvases, positions, fps, source_size, args.prompt,
                  None if args.format == "text" else args.format,
                  GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))
     print(json.dumps(answer.to_dict()))
@@ -298,6 +297,32 @@ def _run_forward(args) -> int:
     return 0
 
 
+def _add_export_onnx(commands) -> None:
+    parser = commands.add_parser("export-onnx", help="export the model as ONNX graphs (vision, embed, prefill, "
+                                                     "decode) for ONNX Runtime and TensorRT")
+    parser.add_argument("--model", default=None, help="model folder (ours or a released LLaVA-OneVision-2; "
+                                                      "default: the embedded model)")
+    parser.add_argument("--out", required=True, help="folder to write (*.onnx, onnx.json, config.json, tokenizer.json)")
+    parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
+                        help="fp32 (TensorRT 10: --precision fp16 at build) or fp16 (TensorRT 11 strongly typed)")
+    parser.set_defaults(handler=_run_export_onnx)
+
+
+def _run_export_onnx(args) -> int:
+    from pathlib import Path
+
+    from ov2_ros.model.checkpoint import DTYPE_NAMES, load_any_model
+    from ov2_ros.model.default import default_model_dir
+    from ov2_ros.runtime.onnx_export import export_onnx
+
+    folder = Path(args.model) if args.model else default_model_dir()
+    model = load_any_model(folder, DTYPE_NAMES[args.dtype])
+    manifest = export_onnx(model, args.out, folder / "tokenizer.json", source_model=str(folder.resolve()))
+    print(json.dumps({"out": args.out, "dtype": manifest.dtype, "opset": manifest.opset,
+                      "graphs": {name: entry["bytes"] for name, entry in manifest.graphs.items()}}))
+    return 0
+
+
 def _add_plugins(commands) -> None:
     """Subcommands of packages that sit on top of ov2_ros (training: `ov2 train`, `ov2 eval`),
     found through the "ov2.commands" entry points, so ov2_ros never imports them."""
@@ -319,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study(commands)
     _add_generate(commands)
     _add_forward(commands)
+    _add_export_onnx(commands)
     _add_plugins(commands)
     return parser
 

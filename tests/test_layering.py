@@ -35,6 +35,13 @@ def test_layers_import_downwards_only():
     assert not problems, problems
 
 
+def test_the_package_never_imports_what_sits_on_top_of_it():
+    # training/ and trt_build/ import ov2_ros; ov2_ros reaches them only through entry points.
+    problems = [f"{path.relative_to(PACKAGE)} imports {name}" for path in PACKAGE.rglob("*.py")
+                for name in _imports(path) if name.split(".")[0] in ("training", "trt_build")]
+    assert not problems, problems
+
+
 def test_only_ros_layer_and_cli_veneer_touch_ros():
     problems = []
     for path in PACKAGE.rglob("*.py"):

@@ -36,26 +36,18 @@ class EncoderAttention(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
-        self.rope_theta = config.rope_theta
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # fused q, k, v (with bias)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-        # x (N, D), angles (N, head_dim)
-        n, d = x.shape
-        q, k, v = self.qkv(x).view(n, 3, self.num_heads, self.head_dim).permute(1, 2, 0, 3)  # 3 x (H, N, hd)
-        q, k = apply_rope_3d(q, angles), apply_rope_3d(k, angles)
-        out = torch.empty_like(q)
-        start = 0
-        # Consecutive windows of equal length run as one batch (the common case: every group
-        # has 4 canvases of the same size), so attention costs sum(L_i^2), not N^2.
-        for length, count in _runs(lengths):
-            end = start + length * count
-            window = lambda t: t[:, start:end].unflatten(1, (count, length)).transpose(0, 1)  # (W, H, L, hd)
-            attended = F.scaled_dot_product_attention(window(q), window(k), window(v))
-            out[:, start:end] = attended.transpose(0, 1).flatten(1, 2)
-            start = end
-        return self.proj(out.transpose(0, 1).reshape(n, d))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x (W, L, D): W windows of L patches, each attending only within itself;
+        # cos/sin (W, 1, L, head_dim) fp32; key_mask (W, 1, 1, L) bool, False for padding rows
+        w, length, d = x.shape
+        q, k, v = self.qkv(x).view(w, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (W, H, L, hd)
+        q, k = apply_rope_3d(q, cos, sin), apply_rope_3d(k, cos, sin)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # (W, H, L, hd)
+        return self.proj(out.transpose(1, 2).reshape(w, length, d))
 
 
 def _runs(lengths: list[int]) -> list[tuple[int, int]]:
@@ -90,8 +82,9 @@ class EncoderLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = EncoderMLP(config)
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x), angles, lengths)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.layer_norm1(x), cos, sin, key_mask)
         return x + self.mlp(self.layer_norm2(x))
 
 
@@ -110,7 +103,7 @@ class PatchEmbedding(nn.Module):
                                          stride=config.patch_size, bias=False)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        # (N, C*P*P) -> (N, D)
+        # (..., C*P*P) -> (..., D)
         weight = self.patch_embedding.weight
         return F.linear(pixel_values.to(weight.dtype), weight.flatten(1))
 
@@ -146,13 +139,36 @@ class OneVisionEncoder(nn.Module):
                 lengths: list[int]) -> torch.Tensor:
         """pixel_values (N, C*P*P), positions_thw (N, 3), lengths: patches per window (sum N).
         Returns the last layer's hidden states (N, D) (after layernorm_post if the model has one)."""
-        if sum(lengths) != pixel_values.shape[0] or positions_thw.shape != (pixel_values.shape[0], 3):
-            raise ValueError(f"{pixel_values.shape[0]} patches, {positions_thw.shape[0]} positions and "
+        n = pixel_values.shape[0]
+        if sum(lengths) != n or positions_thw.shape != (n, 3):
+            raise ValueError(f"{n} patches, {positions_thw.shape[0]} positions and "
                              f"windows of {sum(lengths)} patches do not agree")
-        angles = angles_thw(positions_thw, self.config.head_dim, self.config.rope_theta)
+        angles = angles_thw(positions_thw, self.config.head_dim, self.config.rope_theta)  # (N, hd)
+        cos, sin = angles.cos(), angles.sin()
+        out = torch.empty(n, self.config.hidden_size, dtype=self.embeddings.patch_embedding.weight.dtype,
+                          device=pixel_values.device)
+        start = 0
+        # Windows never see each other in any layer, so consecutive windows of equal length run
+        # through the whole stack as one batch (the common case: every group has 4 canvases of
+        # the same size): attention costs sum(L_i^2), not N^2, and no padding is needed.
+        for length, count in _runs(lengths):
+            rows = slice(start, start + length * count)
+            as_windows = lambda t: t[rows].unflatten(0, (count, length))  # (W, L, ...)
+            out[rows] = self.encode_windows(as_windows(pixel_values), as_windows(cos), as_windows(sin)).flatten(0, 1)
+            start = rows.stop
+        return out
+
+    def encode_windows(self, pixel_values: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                       key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """pixel_values (W, L, C*P*P), cos/sin (W, L, head_dim) fp32 of the 3D RoPE angles,
+        key_mask (W, L) bool (False: a row padding a short window to L, which no patch attends to)
+        -> hidden states (W, L, D). The exported encoder is exactly this."""
+        cos, sin = cos[:, None], sin[:, None]  # (W, 1, L, hd): shared by the heads
+        if key_mask is not None:
+            key_mask = key_mask[:, None, None, :]  # (W, 1, 1, L)
         x = self.layernorm_pre(self.embeddings(pixel_values))
         for layer in self.encoder.layers:
-            x = layer(x, angles, lengths)
+            x = layer(x, cos, sin, key_mask)
         if self.config.use_head:
             x = self.layernorm_post(x)
         return x

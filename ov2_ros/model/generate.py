@@ -10,15 +10,20 @@ character, so the answer completes within parsers.OUTPUT_MAX_CHARS tokens: the b
 to that when a format is requested. Event lists must also increase strictly and stay within the
 video (`max_time_s`); a list can always close with "]", so this never leaves the model without a
 valid token.
+
+The loop is written once, against `DecodingSession` (prefill a prompt, then one token at a
+time); every runtime backend (PyTorch, ONNX Runtime, TensorRT) only provides sessions.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import regex
 import torch
 
+from ov2_ros.model.config import TokenIds
 from ov2_ros.model.ov2 import Ov2Model
 from ov2_ros.model.parsers import OUTPUT_MAX_CHARS, OUTPUT_PATTERNS
 from ov2_ros.model.prompt import TextTokenizer
@@ -32,7 +37,6 @@ class GenerationConfig:
     seed: int | None = None
     output_format: str | None = None  # a key of parsers.OUTPUT_PATTERNS, or None for free text
     max_time_s: float | None = None  # constrained times (events, segments) stay below this: the video's end
-    use_cache: bool = True  # False recomputes the whole sequence each step (for checking the cache)
 
 
 @dataclass
@@ -133,21 +137,53 @@ def _pick(logits: torch.Tensor, config: GenerationConfig, generator: torch.Gener
         probabilities[token] = 0.0
 
 
-@torch.inference_mode()
-def generate(model: Ov2Model, tokenizer: TextTokenizer, input_ids: list[int], vision_tokens: torch.Tensor | None,
-             config: GenerationConfig = GenerationConfig()) -> GenerationResult:
-    tokens = model.config.tokens
-    stop_ids = {tokens.im_end, tokens.end_of_text}
+class DecodingSession(Protocol):
+    """One sequence being generated. `tokens`: the model's special ids."""
+
+    tokens: TokenIds
+
+    def prefill(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> torch.Tensor:
+        """Run the prompt (vision tokens at its <|image_pad|> ids) -> next-token logits (vocab,)."""
+
+    def step(self, token: int) -> torch.Tensor:
+        """Append one token -> next-token logits (vocab,)."""
+
+
+class TorchSession:
+    """A DecodingSession on the PyTorch model, with its KV cache (or, use_cache=False, recomputing
+    the whole sequence every step: the reference the cache is checked against)."""
+
+    def __init__(self, model: Ov2Model, use_cache: bool = True):
+        self.model, self.use_cache = model, use_cache
+        self.tokens = model.config.tokens
+        self.cache = model.new_cache() if use_cache else None
+        self.embeds: torch.Tensor | None = None  # (1, L, hidden), kept only without a cache
+
+    @torch.inference_mode()
+    def prefill(self, input_ids, vision_tokens):
+        embeds = self.model.embed(torch.tensor([input_ids], dtype=torch.long), vision_tokens)  # (1, L, hidden)
+        self.embeds = None if self.use_cache else embeds
+        return self.model.logits(embeds, self.cache)[0, -1]
+
+    @torch.inference_mode()
+    def step(self, token):
+        embeds = self.model.language_model.embed_tokens(torch.tensor([[token]]))  # (1, 1, hidden)
+        if self.use_cache:
+            return self.model.logits(embeds, self.cache)[0, -1]
+        self.embeds = torch.cat([self.embeds, embeds], dim=1)
+        return self.model.logits(self.embeds)[0, -1]
+
+
+def generate(session: DecodingSession, tokenizer: TextTokenizer, input_ids: list[int],
+             vision_tokens: torch.Tensor | None, config: GenerationConfig = GenerationConfig()) -> GenerationResult:
+    stop_ids = {session.tokens.im_end, session.tokens.end_of_text}
     constraint = (FormatConstraint(config.output_format, tokenizer, config.max_time_s)
                   if config.output_format else None)
     budget = max(config.max_new_tokens, constraint.max_tokens if constraint else 0)
     generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
 
     started = time.perf_counter()
-    ids = torch.tensor([input_ids], dtype=torch.long)
-    embeds = model.embed(ids, vision_tokens)  # (1, L, hidden)
-    cache = model.new_cache() if config.use_cache else None
-    logits = model.logits(embeds, cache)[0, -1]
+    logits = session.prefill(input_ids, vision_tokens)
     prefill_s = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -166,11 +202,6 @@ def generate(model: Ov2Model, tokenizer: TextTokenizer, input_ids: list[int], vi
         generated.append(token)
         if constraint is not None:  # the constraint reads the text so far; ASCII patterns, so pieces add up
             text += constraint.texts[token]
-        step = model.language_model.embed_tokens(torch.tensor([[token]]))
-        if cache is not None:
-            logits = model.logits(step, cache)[0, -1]
-        else:
-            embeds = torch.cat([embeds, step], dim=1)
-            logits = model.logits(embeds)[0, -1]
-    return GenerationResult(text=tokenizer.decode(generated), token_ids=generated, stop_reason=stop_reason, prompt_tokens=len(input_ids),
-                            prefill_s=prefill_s, decode_s=time.perf_counter() - started)
+        logits = session.step(token)
+    return GenerationResult(text=tokenizer.decode(generated), token_ids=generated, stop_reason=stop_reason,
+                            prompt_tokens=len(input_ids), prefill_s=prefill_s, decode_s=time.perf_counter() - started)

@@ -65,20 +65,20 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps)  # per head, before RoPE
         self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor, cache: KVCache | None, layer: int,
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None, layer: int,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        # x (B, L, hidden); angles (L, head_dim) or (B, 1, L, head_dim) for these L new positions;
+        # x (B, L, hidden); rope: cos, sin (L, head_dim) or (B, 1, L, head_dim) for these L new positions;
         # mask (B, 1, L, L) bool for packed sequences (no cache), else causal over cache + new
         b, length, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(b, length, self.num_heads, self.head_dim)).transpose(1, 2)
         k = self.k_norm(self.k_proj(x).view(b, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
         v = self.v_proj(x).view(b, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope_1d(q, angles), apply_rope_1d(k, angles)  # (B, H, L, hd), (B, KV, L, hd)
+        q, k = apply_rope_1d(q, *rope), apply_rope_1d(k, *rope)  # (B, H, L, hd), (B, KV, L, hd)
         past = 0
         if cache is not None:
             past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[2]
             k, v = cache.extend(layer, k, v)
-        if mask is None:  # causal over the whole sequence: new position i sees cached ones and new ones <= i
+        if mask is None and length > 1:  # causal: new position i sees the cached ones and new ones <= i
             mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
         # enable_gqa: each group of query heads reads its KV head, without copying the cache.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
@@ -106,8 +106,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, angles, cache, layer, mask=None):
-        x = x + self.self_attn(self.input_layernorm(x), angles, cache, layer, mask)
+    def forward(self, x, rope, cache, layer, mask=None):
+        x = x + self.self_attn(self.input_layernorm(x), rope, cache, layer, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -143,7 +143,8 @@ class Qwen3Model(nn.Module):
             start = cache.length if cache is not None else 0
             positions = torch.arange(start, start + inputs_embeds.shape[1], device=inputs_embeds.device)
             angles = angles_1d(positions, self.config.head_dim, self.config.rope_theta)
+        rope = (angles.cos(), angles.sin())  # once for every layer
         x = inputs_embeds
         for index, layer in enumerate(self.layers):
-            x = layer(x, angles, cache, index, mask)
+            x = layer(x, rope, cache, index, mask)
         return self.norm(x)

@@ -30,6 +30,7 @@ class PatchMerger(nn.Module):
             raise ValueError(f"{hidden.shape[0]} patches are not whole {self.merge_size}x{self.merge_size} blocks")
         merged = self.mlp(self.ln_q(hidden).reshape(-1, self.group * hidden.shape[-1]))
         if self.position_embeddings:
-            block = positions_thw.view(-1, self.group, 3)[:, 0].long() // self.merge_size  # (N/4, 3)
+            # (N/4, 3); padding blocks (-1) look up row 0: they are dropped before the LLM anyway
+            block = positions_thw.view(-1, self.group, 3)[:, 0].long().clamp(min=0) // self.merge_size
             merged = merged + self.pos_emb_h(block[:, 1]) + self.pos_emb_w(block[:, 2])
         return merged

@@ -67,6 +67,21 @@ def content_blocks(positions_thw: torch.Tensor, merge_size: int = 2) -> torch.Te
     return positions_thw.view(-1, merge_size * merge_size, 3)[:, 0, 0] >= 0
 
 
+def fill_placeholders(embeds: torch.Tensor, input_ids: torch.Tensor, vision_tokens: torch.Tensor | None,
+                      image_pad: int) -> torch.Tensor:
+    """embeds (1, L, hidden) of input_ids (1, L): the vision tokens (n, hidden) replace the
+    embeddings at the n <|image_pad|> ids, in order; a count mismatch is an error."""
+    slots = input_ids == image_pad
+    count = int(slots.sum())
+    available = 0 if vision_tokens is None else vision_tokens.shape[0]
+    if count != available:
+        raise PlaceholderMismatchError(f"the prompt has {count} <|image_pad|> placeholders but the video gave "
+                                       f"{available} vision tokens")
+    if count:
+        embeds = embeds.masked_scatter(slots[..., None], vision_tokens.to(embeds.dtype))
+    return embeds
+
+
 class Ov2Model(nn.Module):
     def __init__(self, config: Ov2Config):
         super().__init__()
@@ -101,16 +116,8 @@ class Ov2Model(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, vision_tokens: torch.Tensor | None) -> torch.Tensor:
         """input_ids (1, L) -> (1, L, hidden) with vision tokens at the <|image_pad|> ids."""
-        embeds = self.language_model.embed_tokens(input_ids)
-        slots = input_ids == self.config.tokens.image_pad
-        count = int(slots.sum())
-        available = 0 if vision_tokens is None else vision_tokens.shape[0]
-        if count != available:
-            raise PlaceholderMismatchError(f"the prompt has {count} <|image_pad|> placeholders but the video gave "
-                                           f"{available} vision tokens")
-        if count:
-            embeds = embeds.masked_scatter(slots[..., None], vision_tokens.to(embeds.dtype))
-        return embeds
+        return fill_placeholders(self.language_model.embed_tokens(input_ids), input_ids, vision_tokens,
+                                 self.config.tokens.image_pad)
 
     def logits(self, inputs_embeds: torch.Tensor, cache: KVCache | None = None,
                segment_ids: torch.Tensor | None = None) -> torch.Tensor:

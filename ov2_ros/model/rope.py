@@ -34,10 +34,12 @@ def rotate_interleaved(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
 
 
-def apply_rope_3d(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """x (..., N, head_dim), angles (N, head_dim): rotated in fp32, returned in x's dtype."""
+def apply_rope_3d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (..., N, head_dim), cos/sin of the angles (N, head_dim) fp32 (broadcast against x):
+    rotated in fp32, returned in x's dtype. cos/sin come in precomputed so that every layer
+    shares them and an exported encoder can take them from the host."""
     x32 = x.to(torch.float32)
-    return (x32 * angles.cos() + rotate_interleaved(x32) * angles.sin()).to(x.dtype)
+    return (x32 * cos + rotate_interleaved(x32) * sin).to(x.dtype)
 
 
 def angles_1d(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
@@ -53,7 +55,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-second, first), dim=-1)
 
 
-def apply_rope_1d(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """x (B, H, L, head_dim), angles (L, head_dim)."""
+def apply_rope_1d(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, H, L, head_dim), cos/sin (L, head_dim) or (B, 1, L, head_dim) fp32."""
     x32 = x.to(torch.float32)
-    return (x32 * angles.cos() + rotate_half(x32) * angles.sin()).to(x.dtype)
+    return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)

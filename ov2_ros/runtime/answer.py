@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ov2_ros.model.generate import GenerationConfig
+from ov2_ros.model.generate import GenerationConfig, generate
 from ov2_ros.model.inputs import vision_input_from
 from ov2_ros.model.parsers import FrameSize, OutputParseError, infer_format, parse_output
 from ov2_ros.model.prompt import encode_prompt
@@ -63,8 +63,8 @@ def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.nda
     positions = vision.positions_thw.numpy()
     prompt = encode_prompt(backend.tokenizer, question, positions, fps)
     end_s = (int(positions[:, 0].max()) + 1) / fps + END_SLACK_S  # the last frame shown, and a little more
-    result = backend.generate(prompt.input_ids, tokens,
-                              dataclasses.replace(generation, output_format=output_format, max_time_s=end_s))
+    result = generate(backend.session(), backend.tokenizer, prompt.input_ids, tokens,
+                      dataclasses.replace(generation, output_format=output_format, max_time_s=end_s))
     timings.update(prefill_s=result.prefill_s, decode_s=result.decode_s)
     parsed, error = None, None
     if output_format is not None:

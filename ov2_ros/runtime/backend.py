@@ -1,25 +1,35 @@
-"""The interface every backend implements, and the PyTorch one."""
+"""One interface for every way of running the model: encode canvases into vision tokens, and
+open a decoding session (prefill, then one step per token). The generation loop
+(model/generate.py), prompts and parsers are shared; a backend only runs the network.
+
+Backends: `torch` (the PyTorch model, any dtype), `onnxruntime` (an exported ONNX folder, CPU;
+onnxruntime_backend.py) and `tensorrt` (engines built by trt_build/; tensorrt_backend.py).
+"""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from ov2_ros.model.generate import GenerationConfig, GenerationResult, generate
+from ov2_ros.model.config import Ov2Config
+from ov2_ros.model.generate import DecodingSession, TorchSession
 from ov2_ros.model.ov2 import Ov2Model, VisionInput
 from ov2_ros.model.prompt import TextTokenizer
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 class Backend(Protocol):
     name: str
+    config: Ov2Config
     tokenizer: TextTokenizer
 
     def vision_tokens(self, vision: VisionInput) -> torch.Tensor:
-        """(tokens, LLM hidden): one per non-padding 2x2 block."""
+        """(tokens, LLM hidden): one per non-padding 2x2 block, in canvas order."""
 
-    def generate(self, input_ids: list[int], vision_tokens: torch.Tensor | None,
-                 config: GenerationConfig) -> GenerationResult:
-        ...
+    def session(self) -> DecodingSession:
+        """A fresh sequence to generate."""
 
 
 class TorchBackend:
@@ -27,6 +37,7 @@ class TorchBackend:
 
     def __init__(self, model: Ov2Model, tokenizer: TextTokenizer):
         self.model = model.eval()
+        self.config = model.config
         self.tokenizer = tokenizer
 
     @property
@@ -38,5 +49,27 @@ class TorchBackend:
         vision = VisionInput(vision.pixel_values.to(self.dtype), vision.positions_thw, vision.grid_thw)
         return self.model.vision_tokens(vision)
 
-    def generate(self, input_ids, vision_tokens, config: GenerationConfig) -> GenerationResult:
-        return generate(self.model, self.tokenizer, input_ids, vision_tokens, config)
+    def session(self) -> DecodingSession:
+        return TorchSession(self.model)
+
+
+def open_backend(kind: str, path: str | Path | None = None, dtype: str = "fp32", threads: int | None = None) -> Backend:
+    """`torch`: a model folder (default: the embedded model); `onnxruntime`: a folder written by
+    `ov2 export-onnx`; `tensorrt`: such a folder, its engines built by `ov2 build-engines`."""
+    if kind == "torch":
+        from ov2_ros.model.checkpoint import DTYPE_NAMES, load_any
+        from ov2_ros.model.default import default_model_dir
+
+        model, tokenizer = load_any(path or default_model_dir(), DTYPE_NAMES[dtype])
+        return TorchBackend(model, tokenizer)
+    if path is None:
+        raise ValueError(f"the {kind} backend needs an exported ONNX folder (ov2 export-onnx)")
+    if kind == "onnxruntime":
+        from ov2_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, threads=threads)
+    if kind == "tensorrt":
+        from ov2_ros.runtime.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(path)
+    raise ValueError(f"unknown backend {kind!r}; one of {BACKENDS}")

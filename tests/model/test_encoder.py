@@ -35,14 +35,16 @@ def test_3d_rope_matches_the_formula_channel_by_channel():
     rng = np.random.default_rng(0)
     positions = torch.tensor([[0, 0, 0], [3, 7, 11], [63, 19, 35], [250, 1, 2]])
     x = torch.from_numpy(rng.standard_normal((4, 64))).float()
-    rotated = apply_rope_3d(x, angles_thw(positions, 64, 10000.0))
+    angles = angles_thw(positions, 64, 10000.0)
+    rotated = apply_rope_3d(x, angles.cos(), angles.sin())
     for row, (t, h, w) in enumerate(positions.tolist()):
         expected = plain_rope(x[row].double().tolist(), t, h, w)
         np.testing.assert_allclose(rotated[row].numpy(), expected, rtol=1e-5, atol=1e-5)
     # Pairing is interleaved, not split-half: a vector with only channel 1 set moves into channel 0.
     only_one = torch.zeros(1, 64)
     only_one[0, 1] = 1.0
-    moved = apply_rope_3d(only_one, angles_thw(torch.tensor([[5, 0, 0]]), 64, 10000.0))
+    angles = angles_thw(torch.tensor([[5, 0, 0]]), 64, 10000.0)
+    moved = apply_rope_3d(only_one, angles.cos(), angles.sin())
     assert moved[0, 0] != 0 and moved[0, 32] == 0
 
 
@@ -72,6 +74,20 @@ def test_windowed_attention_equals_each_window_alone():
         whole = encoder(pixels, positions, [168])  # no windows: must differ
     torch.testing.assert_close(together, torch.cat([first, second]), rtol=1e-5, atol=1e-5)
     assert (together[:96] - whole[:96]).abs().max() > 1e-3
+
+
+def test_a_short_window_padded_and_masked_equals_it_unpadded():
+    # The exported encoder batches windows padded to one length; masked keys must change nothing.
+    torch.manual_seed(2)
+    encoder = OneVisionEncoder(CONFIG).eval()
+    pixels, positions = _inputs(canvases=7)
+    angles = angles_thw(positions, CONFIG.head_dim, CONFIG.rope_theta)
+    padded = lambda t: torch.cat([t, torch.zeros(24, *t.shape[1:], dtype=t.dtype)]).view(2, 96, *t.shape[1:])
+    key_mask = torch.arange(96)[None] < torch.tensor([[96], [72]])
+    with torch.no_grad():
+        batched = encoder.encode_windows(padded(pixels), padded(angles.cos()), padded(angles.sin()), key_mask)
+        flat = encoder(pixels, positions, [96, 72])
+    torch.testing.assert_close(batched.flatten(0, 1)[:168], flat, rtol=1e-5, atol=1e-5)
 
 
 def test_a_patch_depends_on_its_position_not_its_canvas_slot():

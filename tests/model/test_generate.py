@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from ov2_ros.model.generate import GenerationConfig, generate
+from ov2_ros.model.generate import GenerationConfig, TorchSession, generate
 from ov2_ros.model.ov2 import PlaceholderMismatchError
 from ov2_ros.model.parsers import OUTPUT_PATTERNS, FrameSize, parse_output
 from ov2_ros.model.prompt import encode_prompt, timestamp_runs, video_text
@@ -27,8 +27,8 @@ def test_kv_cache_generation_equals_full_recomputation(tokenizer, temperature):
     model = tiny_model(tokenizer, seed=3)
     prompt = encode_prompt(tokenizer, "What happens in the video?", None, 30.0).input_ids
     config = GenerationConfig(max_new_tokens=24, temperature=temperature, top_k=40, seed=5)
-    cached = generate(model, tokenizer, prompt, None, config)
-    full = generate(model, tokenizer, prompt, None, GenerationConfig(**{**vars(config), "use_cache": False}))
+    cached = generate(TorchSession(model), tokenizer, prompt, None, config)
+    full = generate(TorchSession(model, use_cache=False), tokenizer, prompt, None, config)
     assert cached.token_ids == full.token_ids and len(cached.token_ids) > 0
     assert cached.text == tokenizer.decode(cached.token_ids)
 
@@ -38,9 +38,9 @@ def test_generation_stops_at_the_stop_token(tokenizer):
     assert model.config.tokens.end_of_text == 0
     with torch.no_grad():  # all logits equal: greedy takes the first id, <|endoftext|>
         model.lm_head.weight.zero_()
-    result = generate(model, tokenizer, [1, 9, 12], None, GenerationConfig(max_new_tokens=10))
+    result = generate(TorchSession(model), tokenizer, [1, 9, 12], None, GenerationConfig(max_new_tokens=10))
     assert result.stop_reason == "stop_token" and result.token_ids == []
-    free = generate(tiny_model(tokenizer, seed=4), tokenizer, [1, 9, 12], None, GenerationConfig(max_new_tokens=7))
+    free = generate(TorchSession(tiny_model(tokenizer, seed=4)), tokenizer, [1, 9, 12], None, GenerationConfig(max_new_tokens=7))
     assert len(free.token_ids) <= 7
 
 
@@ -54,7 +54,7 @@ def test_constrained_decoding_always_parses(tokenizer, output_format, seed):
     prompt = encode_prompt(tokenizer, "When does the gripper grasp the cube?", None, 30.0).input_ids
     config = GenerationConfig(max_new_tokens=4, temperature=0.0 if seed == 0 else 1.0, seed=seed,
                               output_format=output_format)
-    result = generate(model, tokenizer, prompt, None, config)
+    result = generate(TorchSession(model), tokenizer, prompt, None, config)
     assert result.stop_reason == "format_complete", result.text
     parse_output(result.text, output_format, FRAME)  # raises if it does not parse
 

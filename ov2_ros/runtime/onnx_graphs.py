@@ -1,0 +1,97 @@
+"""The exported model's contract: which graphs an ONNX folder holds, their inputs and outputs, and
+the folder's manifest (`onnx.json`). `ov2 export-onnx` writes it, the ONNX Runtime and TensorRT
+backends and trt_build/ read it.
+
+Graphs (B = 1 sequence; W windows of L patches; S prompt tokens; P cached positions):
+- vision:  pixel_values (W, L, C*P*P) fp32, rope_cos / rope_sin (W, L, head_dim) fp32 (the 3D
+           RoPE of each patch, computed on the host), valid_patches (W,) int64 (rows past it pad
+           a short window), [positions_thw (W, L, 3) int64 when the merger has position
+           embeddings] -> vision_tokens (W, L/4, hidden): one per 2x2 block.
+- embed:   input_ids (1, S) int64 -> inputs_embeds (1, S, hidden).
+- prefill: inputs_embeds (1, S, hidden) -> logits (1, vocab) of the last position,
+           present.{i}.key / present.{i}.value (1, kv_heads, S, head_dim) per layer.
+- decode:  inputs_embeds (1, 1, hidden), past.{i}.key / past.{i}.value (1, kv_heads, P, head_dim)
+           -> logits (1, vocab), present.{i}.key / .value (1, kv_heads, P + 1, head_dim).
+`hidden`, logits and the KV cache are in the export dtype (fp32 or fp16); RoPE inputs stay fp32.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ov2_ros.errors import MissingInputError, Ov2Error
+
+GRAPHS = ("vision", "embed", "prefill", "decode")
+MANIFEST_NAME = "onnx.json"
+FORMAT_VERSION = 1
+OPSET = 18  # TensorRT 10.3 (JetPack 6) parses opsets 9-20; 18 has LayerNormalization and no Attention op
+
+
+class OnnxFolderError(Ov2Error, ValueError):
+    """An ONNX folder that is incomplete, altered or of another format version."""
+
+
+def present_names(num_layers: int) -> list[str]:
+    return [f"present.{i}.{part}" for i in range(num_layers) for part in ("key", "value")]
+
+
+def past_names(num_layers: int) -> list[str]:
+    return [f"past.{i}.{part}" for i in range(num_layers) for part in ("key", "value")]
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class OnnxManifest:
+    """onnx.json: what was exported, from what, and how to check the files are the ones written."""
+
+    dtype: str  # "fp32" or "fp16"
+    opset: int
+    num_layers: int
+    merger_positions: bool  # the vision graph takes positions_thw
+    graphs: dict[str, dict] = field(default_factory=dict)  # name -> {"file", "sha256", "bytes"[, "data", "data_sha256"]}
+    source_model: str = ""
+    exporter: dict = field(default_factory=dict)  # torch / onnx versions
+    format_version: int = FORMAT_VERSION
+
+    def save(self, folder: Path) -> None:
+        (folder / MANIFEST_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "OnnxManifest":
+        folder = Path(folder)
+        path = folder / MANIFEST_NAME
+        if not path.is_file():
+            raise MissingInputError(f"{folder} is not an exported ONNX folder (no {MANIFEST_NAME}); "
+                                    "make one with `ov2 export-onnx`")
+        data = json.loads(path.read_text())
+        if data.get("format_version") != FORMAT_VERSION:
+            raise OnnxFolderError(f"{path} has format version {data.get('format_version')}, this ov2_ros reads "
+                                  f"{FORMAT_VERSION}; export the model again")
+        manifest = cls(**data)
+        missing = [name for name in GRAPHS if name not in manifest.graphs]
+        if missing:
+            raise OnnxFolderError(f"{path} lists no graph for {missing}")
+        return manifest
+
+    def graph_path(self, folder: Path, name: str) -> Path:
+        path = Path(folder) / self.graphs[name]["file"]
+        if not path.is_file():
+            raise MissingInputError(f"{path} is missing from the ONNX folder")
+        return path
+
+    def verify(self, folder: Path) -> None:
+        """Every graph file is the one exported (sha256 of the .onnx; a weights side file, for
+        models above 1 GiB, is hashed when engines are built, not at every load)."""
+        for name in GRAPHS:
+            path = self.graph_path(folder, name)
+            if sha256_file(path) != self.graphs[name]["sha256"]:
+                raise OnnxFolderError(f"{path} differs from the file exported (sha256 mismatch); export again")

@@ -1,0 +1,74 @@
+"""The exported ONNX graphs on ONNX Runtime (CPU): where there is no GPU.
+
+Vision: canvases' patch rows -> padded windows (windows.py) -> vision graph -> tokens. Text:
+the embed graph gives the prompt's embeddings, the vision tokens fill its <|image_pad|> slots
+(the same function the PyTorch model uses), the prefill graph returns the next-token logits and
+the KV cache, and each decode step feeds the cache back (explicit inputs and outputs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ov2_ros.model.ov2 import VisionInput, fill_placeholders
+from ov2_ros.model.prompt import TextTokenizer
+from ov2_ros.runtime.onnx_export import read_folder_config
+from ov2_ros.runtime.onnx_graphs import OnnxManifest, past_names, present_names
+from ov2_ros.runtime.windows import pack_windows, unpack_tokens
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, folder: str | Path, threads: int | None = None, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        folder = Path(folder)
+        self.manifest = OnnxManifest.load(folder)
+        self.manifest.verify(folder)
+        self.config = read_folder_config(folder)
+        self.tokenizer = TextTokenizer(folder / "tokenizer.json")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        providers = providers or ["CPUExecutionProvider"]
+        self.graphs = {name: ort.InferenceSession(str(self.manifest.graph_path(folder, name)), options,
+                                                  providers=providers)
+                       for name in self.manifest.graphs}
+        self.present = present_names(self.manifest.num_layers)
+        self.past = past_names(self.manifest.num_layers)
+
+    def vision_tokens(self, vision: VisionInput) -> torch.Tensor:
+        windows = pack_windows(vision, self.config.encoder, self.manifest.merger_positions)
+        (blocks,) = self.graphs["vision"].run(["vision_tokens"], windows.inputs)
+        return unpack_tokens(blocks, windows)
+
+    def embed(self, input_ids: list[int]) -> np.ndarray:
+        (embeds,) = self.graphs["embed"].run(["inputs_embeds"], {"input_ids": np.asarray([input_ids], dtype=np.int64)})
+        return embeds  # (1, S, hidden)
+
+    def session(self) -> "OnnxRuntimeSession":
+        return OnnxRuntimeSession(self)
+
+
+class OnnxRuntimeSession:
+    def __init__(self, backend: OnnxRuntimeBackend):
+        self.backend = backend
+        self.tokens = backend.config.tokens
+        self.cache: list[np.ndarray] = []
+
+    def prefill(self, input_ids, vision_tokens):
+        embeds = torch.from_numpy(self.backend.embed(input_ids))
+        embeds = fill_placeholders(embeds, torch.tensor([input_ids]), vision_tokens, self.tokens.image_pad)
+        logits, *self.cache = self.backend.graphs["prefill"].run(["logits", *self.backend.present],
+                                                                {"inputs_embeds": embeds.numpy()})
+        return torch.from_numpy(logits[0]).float()
+
+    def step(self, token):
+        feeds = {"inputs_embeds": self.backend.embed([token]), **dict(zip(self.backend.past, self.cache))}
+        logits, *self.cache = self.backend.graphs["decode"].run(["logits", *self.backend.present], feeds)
+        return torch.from_numpy(logits[0]).float()

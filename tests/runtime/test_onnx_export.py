@@ -1,0 +1,116 @@
+"""ONNX export: valid graphs TensorRT 10.3 can parse, and ONNX Runtime equal to PyTorch."""
+import json
+
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from ov2_ros.errors import MissingInputError
+from ov2_ros.model.generate import GenerationConfig, TorchSession, generate
+from ov2_ros.model.prompt import encode_prompt
+from ov2_ros.runtime.backend import TorchBackend
+from ov2_ros.runtime.onnx_graphs import GRAPHS, OnnxFolderError, OnnxManifest
+from ov2_ros.runtime.onnx_ops import check_graph, tensorrt_ops
+from ov2_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from tests.runtime.conftest import vision_input
+
+# Two groups of 4 canvases and a last group of 3: windows of unequal length, so the exported
+# encoder pads the short one and masks it.
+GRID = [[4, 4, 6], [4, 4, 6], [3, 4, 6]]
+
+
+@pytest.mark.parametrize("variant", ["fp32", "fp16", "positions"])
+def test_every_graph_is_valid_onnx_that_tensorrt_10_3_parses(exported, variant):
+    _, folder = exported[variant]
+    manifest = OnnxManifest.load(folder)
+    assert manifest.dtype == ("fp16" if variant == "fp16" else "fp32") and manifest.opset <= 20
+    for name in GRAPHS:
+        model = onnx.load(str(folder / f"{name}.onnx"))
+        onnx.checker.check_model(model, full_check=True)
+        assert check_graph(model) == [], name
+        ops = {node.op_type for node in model.graph.node}
+        assert not ops & {"Attention", "RotaryEmbedding", "RMSNormalization"}
+        assert all(node.domain in ("", "ai.onnx") for node in model.graph.node)
+        assert len(model.functions) == 0
+
+
+def test_the_op_check_names_what_tensorrt_10_3_cannot_parse():
+    floats = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 4, 8, 16])
+    axes = helper.make_tensor_value_info("axes", TensorProto.INT64, [1])
+    nodes = [helper.make_node("Attention", ["q", "k", "v"], ["a"]),
+             helper.make_node("Unsqueeze", ["a", "axes"], ["u"]),  # axes from a graph input: not a constant
+             helper.make_node("FusedMatMul", ["u", "u"], ["y"], domain="com.microsoft")]
+    graph = helper.make_graph(nodes, "g", [floats("q"), floats("k"), floats("v"), axes], [floats("y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("com.microsoft", 1)])
+    problems = " | ".join(check_graph(model))
+    assert "opset 23 is outside TensorRT 10.3's 9-20" in problems
+    assert "Attention x1 is not in TensorRT 10.3's ONNX operator list (supported only from TensorRT 10.14)" in problems
+    assert "com.microsoft::FusedMatMul" in problems
+    assert "Unsqueeze node" in problems and "needs a constant" in problems
+    table = tensorrt_ops()
+    assert table["sources"] and "RotaryEmbedding" not in table["supported"] and "MatMul" in table["supported"]
+
+
+@pytest.mark.parametrize("variant, tolerance", [("fp32", 1e-4), ("positions", 1e-4), ("fp16", 2e-2)])
+def test_onnxruntime_vision_tokens_equal_pytorch(exported, variant, tolerance):
+    model, folder = exported[variant]
+    vision = vision_input(GRID)
+    expected = TorchBackend(model, None).vision_tokens(vision).float()
+    got = OnnxRuntimeBackend(folder, threads=1).vision_tokens(vision)
+    assert got.shape == expected.shape == (sum(c * (r * w // 4 - 2) for c, r, w in GRID), 48)  # padding dropped
+    scale = expected.abs().max()
+    torch.testing.assert_close(got.float(), expected, rtol=0, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("variant, tolerance", [("fp32", 1e-4), ("fp16", 2e-2)])
+def test_onnxruntime_prefill_and_decode_logits_equal_pytorch(exported, tokenizer, variant, tolerance):
+    model, folder = exported[variant]
+    backend = OnnxRuntimeBackend(folder, threads=1)
+    vision = vision_input([[4, 4, 6]])
+    tokens = TorchBackend(model, tokenizer).vision_tokens(vision)
+    prompt = encode_prompt(tokenizer, "When does the gripper grasp the cube?", vision.positions_thw.numpy(), 30.0)
+    reference, session = TorchSession(model), backend.session()
+    pairs = [(reference.prefill(prompt.input_ids, tokens), session.prefill(prompt.input_ids, tokens))]
+    for token in [17, 40, 5, 99, 230]:
+        pairs.append((reference.step(token), session.step(token)))
+    assert len(session.cache) == 2 * model.config.llm.num_layers
+    assert session.cache[0].shape[2] == len(prompt.input_ids) + 5  # the cache grew by one per step
+    for expected, got in pairs:
+        expected = expected.float()
+        torch.testing.assert_close(got, expected, rtol=0, atol=tolerance * expected.abs().max())
+
+
+@pytest.mark.parametrize("output_format", [None, "events", "segment", "box", "trace2d"])
+def test_onnxruntime_generates_the_same_tokens_as_pytorch(exported, tokenizer, output_format):
+    model, folder = exported["fp32"]
+    backend = OnnxRuntimeBackend(folder, threads=1)
+    vision = vision_input([[4, 4, 6], [4, 4, 6]], seed=3)
+    prompt = encode_prompt(tokenizer, "List the start timestamps in s of each jump in the video.",
+                           vision.positions_thw.numpy(), 30.0).input_ids
+    config = GenerationConfig(max_new_tokens=24, output_format=output_format, max_time_s=12.0)
+    expected = generate(TorchSession(model), tokenizer, prompt, TorchBackend(model, tokenizer).vision_tokens(vision), config)
+    got = generate(backend.session(), tokenizer, prompt, backend.vision_tokens(vision), config)
+    assert got.token_ids == expected.token_ids and len(got.token_ids) > 0
+    assert got.stop_reason == expected.stop_reason
+
+
+def test_an_altered_or_incomplete_onnx_folder_is_refused(exported, tmp_path):
+    import shutil
+
+    _, folder = exported["fp32"]
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    with open(copy / "decode.onnx", "ab") as stream:
+        stream.write(b"\0")
+    with pytest.raises(OnnxFolderError, match="decode.onnx differs"):
+        OnnxRuntimeBackend(copy)
+    manifest = json.loads((copy / "onnx.json").read_text())
+    manifest["format_version"] = 99
+    (copy / "onnx.json").write_text(json.dumps(manifest))
+    with pytest.raises(OnnxFolderError, match="format version 99"):
+        OnnxRuntimeBackend(copy)
+    (copy / "onnx.json").unlink()
+    with pytest.raises(MissingInputError, match="ov2 export-onnx"):
+        OnnxRuntimeBackend(copy)
+    OnnxRuntimeBackend(folder)  # the original is untouched
