@@ -188,6 +188,13 @@ def _add_bench(commands) -> None:
     model.add_argument("--threads", type=int, default=1)
     model.add_argument("--repeats", type=int, default=3)
     model.set_defaults(handler=_run_bench_model)
+    runtime = benches.add_parser("runtime", help="ONNX Runtime vs PyTorch eager on this CPU (and PyTorch CUDA if any)")
+    runtime.add_argument("--out", default="out/bench_runtime.json", help="JSON results (default: %(default)s)")
+    runtime.add_argument("--model", default=None, help="model folder (default: the embedded model)")
+    runtime.add_argument("--onnx", default=None, help="an exported folder of that model (default: export it now)")
+    runtime.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    runtime.add_argument("--repeats", type=int, default=3)
+    runtime.set_defaults(handler=_run_bench_runtime)
 
 
 def _run_bench_ingest(args) -> int:
@@ -213,6 +220,13 @@ def _run_bench_model(args) -> int:
     from ov2_ros.model.bench import run_model_bench
 
     run_model_bench(args.out, args.presets, args.threads, args.repeats)
+    return 0
+
+
+def _run_bench_runtime(args) -> int:
+    from ov2_ros.runtime.bench import run_runtime_bench
+
+    run_runtime_bench(args.out, args.model, args.onnx, tuple(args.threads), args.repeats)
     return 0
 
 

@@ -132,9 +132,7 @@ def build_engines(onnx_folder: str | Path, profiles: ProfileConfig, precision: s
     with build_lock(destination.with_name(destination.name + ".lock")):
         if not force and not usable_engines(destination, onnx, hardware, precision):
             return destination, EngineManifest.load(destination), False
-        for name, entry in onnx.graphs.items():  # the weights side file too, once, before hours of building
-            if entry.get("data") and sha256_file(onnx_folder / entry["data"]) != entry["data_sha256"]:
-                raise EngineMismatchError(f"{entry['data']} differs from the file exported; export again")
+        onnx.verify(onnx_folder, weights_hash=True)  # the weights too, once, before building for an hour
         shapes = compute_profiles(profiles, read_folder_config(onnx_folder), onnx.merger_positions)
         staging = destination.with_name(destination.name + f".building-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)

@@ -159,19 +159,22 @@ class TorchSession:
         self.cache = model.new_cache() if use_cache else None
         self.embeds: torch.Tensor | None = None  # (1, L, hidden), kept only without a cache
 
+        self.device = model.lm_head.weight.device
+
     @torch.inference_mode()
     def prefill(self, input_ids, vision_tokens):
-        embeds = self.model.embed(torch.tensor([input_ids], dtype=torch.long), vision_tokens)  # (1, L, hidden)
+        ids = torch.tensor([input_ids], dtype=torch.long, device=self.device)
+        embeds = self.model.embed(ids, None if vision_tokens is None else vision_tokens.to(self.device))  # (1, L, hidden)
         self.embeds = None if self.use_cache else embeds
-        return self.model.logits(embeds, self.cache)[0, -1]
+        return self.model.logits(embeds, self.cache)[0, -1].cpu()  # the loop picks tokens on the CPU
 
     @torch.inference_mode()
     def step(self, token):
-        embeds = self.model.language_model.embed_tokens(torch.tensor([[token]]))  # (1, 1, hidden)
+        embeds = self.model.language_model.embed_tokens(torch.tensor([[token]], device=self.device))  # (1, 1, hidden)
         if self.use_cache:
-            return self.model.logits(embeds, self.cache)[0, -1]
+            return self.model.logits(embeds, self.cache)[0, -1].cpu()
         self.embeds = torch.cat([self.embeds, embeds], dim=1)
-        return self.model.logits(self.embeds)[0, -1]
+        return self.model.logits(self.embeds)[0, -1].cpu()
 
 
 def generate(session: DecodingSession, tokenizer: TextTokenizer, input_ids: list[int],

@@ -46,7 +46,8 @@ class TorchBackend:
 
     @torch.inference_mode()
     def vision_tokens(self, vision: VisionInput) -> torch.Tensor:
-        vision = VisionInput(vision.pixel_values.to(self.dtype), vision.positions_thw, vision.grid_thw)
+        device = self.model.lm_head.weight.device
+        vision = VisionInput(vision.pixel_values.to(device, self.dtype), vision.positions_thw.to(device), vision.grid_thw)
         return self.model.vision_tokens(vision)
 
     def session(self) -> DecodingSession:

@@ -93,10 +93,11 @@ def detect_hardware() -> HardwareIdentity:
 
 
 def onnx_folder_key(manifest: OnnxManifest) -> str:
-    """A short hash of every graph's sha256 (and weights side file): which ONNX engines come from."""
+    """A short hash of every graph's sha256 and the weights': which ONNX engines come from."""
     import hashlib
 
-    text = json.dumps({name: [entry["sha256"], entry.get("data_sha256")] for name, entry in sorted(manifest.graphs.items())})
+    text = json.dumps({"graphs": {name: entry["sha256"] for name, entry in sorted(manifest.graphs.items())},
+                       "weights": manifest.weights.get("sha256")})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

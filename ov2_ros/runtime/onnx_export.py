@@ -6,11 +6,12 @@ implementation): the encoder's `encode_windows` and the merger, the token embedd
 Qwen3 stack with an explicit KV cache. Exported with torch.export (dynamic windows, window
 length, prompt length and cache length) at opset 18, then constant-folded with
 onnx-graphsurgeon, checked with onnx.checker and against TensorRT 10.3's operator list
-(onnx_ops.py), and written with a manifest of sha256 hashes.
+(onnx_ops.py), and written with their weights in one shared file and a manifest of sha256 hashes.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -24,13 +25,14 @@ import torch.nn as nn
 from ov2_ros.model.config import Ov2Config
 from ov2_ros.model.llm import KVCache
 from ov2_ros.model.ov2 import Ov2Model
-from ov2_ros.runtime.onnx_graphs import GRAPHS, OPSET, OnnxManifest, past_names, present_names, sha256_file
+from ov2_ros.runtime.onnx_graphs import (GRAPHS, OPSET, WEIGHTS_FILE, OnnxManifest, past_names, present_names,
+                                         sha256_file)
 from ov2_ros.runtime.onnx_ops import check_graph
 
-EXTERNAL_DATA_BYTES = 1 << 30  # graphs above this keep their weights in a side file (protobuf caps at 2 GiB)
 MAX_WINDOWS = 256
 MAX_WINDOW_BLOCKS = 8192  # 2x2 blocks per window: 4 canvases of up to 2048 blocks
 MAX_SEQUENCE = 32768
+ORT_GRAPHS = ("vision", "prefill", "decode")  # the graphs with attention
 
 
 class VisionGraph(nn.Module):
@@ -112,7 +114,52 @@ def _examples(config: Ov2Config, dtype: torch.dtype) -> dict:
     }
 
 
-def _export_graph(module: nn.Module, names, args, outputs, dims, path: Path, opset: int) -> None:
+class SharedWeights:
+    """One weights file for every graph of the folder. prefill, decode and their ONNX Runtime
+    variants hold the same LLM weights (an 8B model: 16 GB each in fp16); each distinct tensor
+    (by content) is written once, 4 KiB-aligned, and every graph points into it as ONNX external
+    data, which TensorRT's parser and ONNX Runtime read relative to the .onnx file."""
+
+    MIN_BYTES = 1024  # smaller tensors stay inside the graph
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offsets: dict[str, tuple[int, int]] = {}  # content sha256 -> (offset, length)
+        self.stream = open(path, "wb")
+
+    def externalise(self, proto) -> None:
+        import onnx
+        from onnx import numpy_helper
+
+        for tensor in proto.graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                continue
+            raw = tensor.raw_data or numpy_helper.to_array(tensor).tobytes()
+            if len(raw) < self.MIN_BYTES:
+                continue
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest not in self.offsets:
+                offset = -(-self.stream.tell() // 4096) * 4096
+                self.stream.seek(offset)
+                self.stream.write(raw)
+                self.offsets[digest] = (offset, len(raw))
+            offset, length = self.offsets[digest]
+            for field_name in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                tensor.ClearField(field_name)
+            tensor.ClearField("raw_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            del tensor.external_data[:]
+            for key, value in (("location", self.path.name), ("offset", str(offset)), ("length", str(length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+
+    def close(self) -> dict:
+        self.stream.close()
+        return {"file": self.path.name, "sha256": sha256_file(self.path), "bytes": self.path.stat().st_size}
+
+
+def _export_graph(module: nn.Module, names, args, outputs, dims, path: Path, opset: int, weights: SharedWeights,
+                  translation: dict | None = None) -> None:
     import onnx
     import onnx_graphsurgeon as gs
 
@@ -125,25 +172,22 @@ def _export_graph(module: nn.Module, names, args, outputs, dims, path: Path, ops
             warnings.simplefilter("ignore")
             shapes = dims if isinstance(dims, tuple) else tuple(dims.get(name) for name in names)
             program = torch.onnx.export(module.eval(), tuple(args), dynamo=True, opset_version=opset,
-                                        input_names=names, output_names=outputs, dynamic_shapes=shapes)
+                                        input_names=names, output_names=outputs, dynamic_shapes=shapes,
+                                        custom_translation_table=translation)
     finally:
         registration_log.setLevel(level)
     graph = gs.import_onnx(program.model_proto)
     graph.fold_constants().cleanup().toposort()  # TensorRT wants shapes and axes as constants
     proto = gs.export_onnx(graph)
-    weight_bytes = sum(tensor.ByteSize() for tensor in proto.graph.initializer)
-    if weight_bytes > EXTERNAL_DATA_BYTES:
-        onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data")
-    else:
-        onnx.save_model(proto, path)
-    onnx.checker.check_model(str(path), full_check=True)
+    weights.externalise(proto)
+    onnx.save_model(proto, path)
 
 
 def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | None = None,
                 source_model: str = "", opset: int = OPSET) -> OnnxManifest:
-    """Write vision/embed/prefill/decode .onnx, config.json, tokenizer.json and onnx.json to `out`,
-    in the model's dtype (fp32, or fp16 for TensorRT's strongly typed networks)."""
+    """Write vision/embed/prefill/decode .onnx (+ .ort.onnx variants for fp32), their shared
+    weights.data, config.json, tokenizer.json and onnx.json to `out`, in the model's dtype (fp32,
+    or fp16 for TensorRT's strongly typed networks)."""
     import onnx
 
     torch_dtype = model.lm_head.weight.dtype
@@ -161,17 +205,26 @@ def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | N
                             source_model=source_model,
                             exporter={"torch": torch.__version__, "onnx": onnx.__version__})
     examples = _examples(config, torch_dtype)
-    for name in GRAPHS:
-        path = out / f"{name}.onnx"
-        _export_graph(modules[name], *examples[name], path, opset)
-        problems = check_graph(onnx.load(str(path), load_external_data=False))
-        if problems:
-            raise RuntimeError(f"{path} would not parse in TensorRT 10.3: " + "; ".join(problems))
-        entry = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
-        data = out / (path.name + ".data")
-        if data.is_file():
-            entry.update(data=data.name, data_sha256=sha256_file(data))
-        manifest.graphs[name] = entry
+    weights = SharedWeights(out / WEIGHTS_FILE)
+    try:
+        for name in GRAPHS:
+            path = out / f"{name}.onnx"
+            _export_graph(modules[name], *examples[name], path, opset, weights)
+            problems = check_graph(onnx.load(str(path), load_external_data=False))
+            if problems:
+                raise RuntimeError(f"{path} would not parse in TensorRT 10.3: " + "; ".join(problems))
+            manifest.graphs[name] = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+        if dtype == "fp32":  # ONNX Runtime's fused attention runs on CPUs in fp32
+            from ov2_ros.runtime.ort_attention import TRANSLATION
+
+            for name in ORT_GRAPHS:
+                path = out / f"{name}.ort.onnx"
+                _export_graph(modules[name], *examples[name], path, opset, weights, TRANSLATION)
+                manifest.ort_graphs[name] = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    finally:
+        manifest.weights = weights.close()
+    for entry in [*manifest.graphs.values(), *manifest.ort_graphs.values()]:
+        onnx.checker.check_model(str(out / entry["file"]), full_check=True)  # with the weights in place
     config.save(out / "config.json")
     if tokenizer_json is not None:
         shutil.copyfile(tokenizer_json, out / "tokenizer.json")

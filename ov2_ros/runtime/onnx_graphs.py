@@ -2,7 +2,8 @@
 the folder's manifest (`onnx.json`). `ov2 export-onnx` writes it, the ONNX Runtime and TensorRT
 backends and trt_build/ read it.
 
-Graphs (B = 1 sequence; W windows of L patches; S prompt tokens; P cached positions):
+Graphs (and, for fp32, `*.ort.onnx` variants of the three with attention, for ONNX Runtime only;
+ort_attention.py) (B = 1 sequence; W windows of L patches; S prompt tokens; P cached positions):
 - vision:  pixel_values (W, L, C*P*P) fp32, rope_cos / rope_sin (W, L, head_dim) fp32 (the 3D
            RoPE of each patch, computed on the host), valid_patches (W,) int64 (rows past it pad
            a short window), [positions_thw (W, L, 3) int64 when the merger has position
@@ -25,6 +26,7 @@ from ov2_ros.errors import MissingInputError, Ov2Error
 
 GRAPHS = ("vision", "embed", "prefill", "decode")
 MANIFEST_NAME = "onnx.json"
+WEIGHTS_FILE = "weights.data"  # every graph's large tensors, each written once (ONNX external data)
 FORMAT_VERSION = 1
 OPSET = 18  # TensorRT 10.3 (JetPack 6) parses opsets 9-20; 18 has LayerNormalization and no Attention op
 
@@ -57,7 +59,11 @@ class OnnxManifest:
     opset: int
     num_layers: int
     merger_positions: bool  # the vision graph takes positions_thw
-    graphs: dict[str, dict] = field(default_factory=dict)  # name -> {"file", "sha256", "bytes"[, "data", "data_sha256"]}
+    graphs: dict[str, dict] = field(default_factory=dict)  # name -> {"file", "sha256", "bytes"}
+    # The same graphs with attention as ONNX Runtime's fused contrib op (not for TensorRT;
+    # ort_attention.py): fp32 exports only.
+    ort_graphs: dict[str, dict] = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)  # {"file", "sha256", "bytes"} of the shared weights
     source_model: str = ""
     exporter: dict = field(default_factory=dict)  # torch / onnx versions
     format_version: int = FORMAT_VERSION
@@ -78,20 +84,30 @@ class OnnxManifest:
                                   f"{FORMAT_VERSION}; export the model again")
         manifest = cls(**data)
         missing = [name for name in GRAPHS if name not in manifest.graphs]
-        if missing:
-            raise OnnxFolderError(f"{path} lists no graph for {missing}")
+        if missing or not manifest.weights:
+            raise OnnxFolderError(f"{path} lists no graph for {missing} or no weights file")
         return manifest
 
-    def graph_path(self, folder: Path, name: str) -> Path:
-        path = Path(folder) / self.graphs[name]["file"]
+    def graph_path(self, folder: Path, name: str, ort: bool = False) -> Path:
+        """The graph's file; ort=True: its ONNX Runtime variant where there is one."""
+        entry = self.ort_graphs.get(name, self.graphs[name]) if ort else self.graphs[name]
+        path = Path(folder) / entry["file"]
         if not path.is_file():
             raise MissingInputError(f"{path} is missing from the ONNX folder")
         return path
 
-    def verify(self, folder: Path) -> None:
-        """Every graph file is the one exported (sha256 of the .onnx; a weights side file, for
-        models above 1 GiB, is hashed when engines are built, not at every load)."""
-        for name in GRAPHS:
-            path = self.graph_path(folder, name)
-            if sha256_file(path) != self.graphs[name]["sha256"]:
-                raise OnnxFolderError(f"{path} differs from the file exported (sha256 mismatch); export again")
+    def verify(self, folder: Path, weights_hash: bool = False) -> None:
+        """Every graph file is the one exported (sha256), and the shared weights file has its size
+        (its sha256 too with weights_hash: engine builds do it; 16 GB take a minute to hash)."""
+        for entries in (self.graphs, self.ort_graphs):
+            for entry in entries.values():
+                path = Path(folder) / entry["file"]
+                if not path.is_file():
+                    raise MissingInputError(f"{path} is missing from the ONNX folder")
+                if sha256_file(path) != entry["sha256"]:
+                    raise OnnxFolderError(f"{path} differs from the file exported (sha256 mismatch); export again")
+        weights = Path(folder) / self.weights["file"]
+        if not weights.is_file():
+            raise MissingInputError(f"{weights} is missing from the ONNX folder")
+        if weights.stat().st_size != self.weights["bytes"] or (weights_hash and sha256_file(weights) != self.weights["sha256"]):
+            raise OnnxFolderError(f"{weights} differs from the file exported; export again")

@@ -22,7 +22,8 @@ from ov2_ros.runtime.windows import pack_windows, unpack_tokens
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, folder: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, folder: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                 fused_attention: bool = True):
         import onnxruntime as ort
 
         folder = Path(folder)
@@ -36,8 +37,9 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         providers = providers or ["CPUExecutionProvider"]
-        self.graphs = {name: ort.InferenceSession(str(self.manifest.graph_path(folder, name)), options,
-                                                  providers=providers)
+        # fused_attention: the *.ort.onnx variants where the export has them (ort_attention.py)
+        self.graphs = {name: ort.InferenceSession(str(self.manifest.graph_path(folder, name, fused_attention)),
+                                                  options, providers=providers)
                        for name in self.manifest.graphs}
         self.present = present_names(self.manifest.num_layers)
         self.past = past_names(self.manifest.num_layers)

@@ -35,6 +35,27 @@ def test_every_graph_is_valid_onnx_that_tensorrt_10_3_parses(exported, variant):
         assert len(model.functions) == 0
 
 
+def test_fp32_exports_carry_onnx_runtime_variants_with_fused_attention(exported):
+    _, folder = exported["fp32"]
+    manifest = OnnxManifest.load(folder)
+    assert sorted(manifest.ort_graphs) == ["decode", "prefill", "vision"]
+    for name, entry in manifest.ort_graphs.items():
+        ops = [node.op_type for node in onnx.load(str(folder / entry["file"])).graph.node]
+        assert ops.count("MultiHeadAttention") == 2 and "Softmax" not in ops, name  # one per layer
+    assert OnnxManifest.load(exported["fp16"][1]).ort_graphs == {}
+
+
+def test_all_graphs_share_one_weights_file_holding_each_tensor_once(exported):
+    model, folder = exported["fp32"]
+    manifest = OnnxManifest.load(folder)
+    parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    # 7 graphs (prefill, decode and their variants all hold the LLM), yet about one copy of the
+    # weights (constant folding may add a few derived tensors).
+    assert parameter_bytes <= manifest.weights["bytes"] < 1.25 * parameter_bytes
+    graph_bytes = sum(entry["bytes"] for entry in [*manifest.graphs.values(), *manifest.ort_graphs.values()])
+    assert graph_bytes < 0.5 * parameter_bytes
+
+
 def test_the_op_check_names_what_tensorrt_10_3_cannot_parse():
     floats = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [2, 4, 8, 16])
     axes = helper.make_tensor_value_info("axes", TensorProto.INT64, [1])
@@ -52,21 +73,22 @@ def test_the_op_check_names_what_tensorrt_10_3_cannot_parse():
     assert table["sources"] and "RotaryEmbedding" not in table["supported"] and "MatMul" in table["supported"]
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("variant, tolerance", [("fp32", 1e-4), ("positions", 1e-4), ("fp16", 2e-2)])
-def test_onnxruntime_vision_tokens_equal_pytorch(exported, variant, tolerance):
+def test_onnxruntime_vision_tokens_equal_pytorch(exported, variant, tolerance, fused):
     model, folder = exported[variant]
     vision = vision_input(GRID)
     expected = TorchBackend(model, None).vision_tokens(vision).float()
-    got = OnnxRuntimeBackend(folder, threads=1).vision_tokens(vision)
+    got = OnnxRuntimeBackend(folder, threads=1, fused_attention=fused).vision_tokens(vision)
     assert got.shape == expected.shape == (sum(c * (r * w // 4 - 2) for c, r, w in GRID), 48)  # padding dropped
     scale = expected.abs().max()
     torch.testing.assert_close(got.float(), expected, rtol=0, atol=tolerance * scale)
 
 
-@pytest.mark.parametrize("variant, tolerance", [("fp32", 1e-4), ("fp16", 2e-2)])
-def test_onnxruntime_prefill_and_decode_logits_equal_pytorch(exported, tokenizer, variant, tolerance):
+@pytest.mark.parametrize("variant, tolerance, fused", [("fp32", 1e-4, True), ("fp32", 1e-4, False), ("fp16", 2e-2, False)])
+def test_onnxruntime_prefill_and_decode_logits_equal_pytorch(exported, tokenizer, variant, tolerance, fused):
     model, folder = exported[variant]
-    backend = OnnxRuntimeBackend(folder, threads=1)
+    backend = OnnxRuntimeBackend(folder, threads=1, fused_attention=fused)
     vision = vision_input([[4, 4, 6]])
     tokens = TorchBackend(model, tokenizer).vision_tokens(vision)
     prompt = encode_prompt(tokenizer, "When does the gripper grasp the cube?", vision.positions_thw.numpy(), 30.0)
@@ -104,6 +126,11 @@ def test_an_altered_or_incomplete_onnx_folder_is_refused(exported, tmp_path):
     with open(copy / "decode.onnx", "ab") as stream:
         stream.write(b"\0")
     with pytest.raises(OnnxFolderError, match="decode.onnx differs"):
+        OnnxRuntimeBackend(copy)
+    (copy / "decode.onnx").write_bytes((folder / "decode.onnx").read_bytes())
+    with open(copy / "weights.data", "ab") as stream:
+        stream.write(b"\0")
+    with pytest.raises(OnnxFolderError, match="weights.data differs"):
         OnnxRuntimeBackend(copy)
     manifest = json.loads((copy / "onnx.json").read_text())
     manifest["format_version"] = 99

@@ -1,0 +1,40 @@
+"""`ov2 export-onnx` then `ov2 generate --backend onnxruntime`: the same answer as PyTorch."""
+import json
+
+import pytest
+
+from ov2_ros.cli import main
+from ov2_ros.model.checkpoint import save_model
+from tests.model.conftest import tiny_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tokenizer, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    save_model(tiny_model(tokenizer, seed=2), folder, tokenizer.path)
+    return folder
+
+
+def test_export_then_generate_with_onnxruntime_answers_as_torch(model_dir, p_stream, tmp_path, capsys):
+    out = tmp_path / "onnx"
+    assert main(["export-onnx", "--model", str(model_dir), "--out", str(out)]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["dtype"] == "fp32" and sorted(exported["graphs"]) == ["decode", "embed", "prefill", "vision"]
+    answers = {}
+    for backend, folder in (("torch", model_dir), ("onnxruntime", out)):
+        for question in ("Where is the red cube? Give its bounding box.", "When does the gripper grasp the cube?"):
+            assert main(["generate", str(p_stream.mp4_path), "--backend", backend, "--model", str(folder),
+                         "--prompt", question, "--budget", "4"]) == 0
+            answers[backend, question] = json.loads(capsys.readouterr().out)
+    for question in ("Where is the red cube? Give its bounding box.", "When does the gripper grasp the cube?"):
+        torch_answer, ort_answer = answers["torch", question], answers["onnxruntime", question]
+        assert ort_answer["text"] == torch_answer["text"] and ort_answer["parsed"] == torch_answer["parsed"]
+        assert ort_answer["vision_tokens"] == torch_answer["vision_tokens"] > 0
+
+
+def test_onnxruntime_backend_without_a_folder_or_with_a_model_folder_says_what_to_do(model_dir, p_stream, capsys):
+    assert main(["generate", str(p_stream.mp4_path), "--backend", "onnxruntime", "--prompt", "x"]) == 2
+    assert "needs an exported ONNX folder" in capsys.readouterr().err
+    assert main(["generate", str(p_stream.mp4_path), "--backend", "onnxruntime", "--model", str(model_dir),
+                 "--prompt", "x"]) == 2
+    assert "not an exported ONNX folder" in capsys.readouterr().err
