@@ -22,8 +22,7 @@ from pathlib import Path
 
 from ov2_ros.runtime.engines import (BUILD_MANIFEST, EngineManifest, EngineMismatchError, HardwareIdentity,
                                      detect_hardware, engine_cache_root, engine_dir, import_tensorrt)
-from ov2_ros.runtime.onnx_export import read_folder_config
-from ov2_ros.runtime.onnx_graphs import GRAPHS, OnnxManifest, sha256_file
+from ov2_ros.runtime.onnx_graphs import GRAPHS, OnnxManifest, read_folder_config, sha256_file
 from trt_build.profiles import ProfileConfig, compute_profiles
 
 

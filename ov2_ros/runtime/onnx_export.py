@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import shutil
 import warnings
@@ -230,7 +229,3 @@ def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | N
         shutil.copyfile(tokenizer_json, out / "tokenizer.json")
     manifest.save(out)
     return manifest
-
-
-def read_folder_config(folder: str | Path) -> Ov2Config:
-    return Ov2Config.from_dict(json.loads((Path(folder) / "config.json").read_text()))

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ov2_ros.errors import MissingInputError, Ov2Error
+from ov2_ros.model.config import Ov2Config
 
 GRAPHS = ("vision", "embed", "prefill", "decode")
 MANIFEST_NAME = "onnx.json"
@@ -111,3 +112,8 @@ class OnnxManifest:
             raise MissingInputError(f"{weights} is missing from the ONNX folder")
         if weights.stat().st_size != self.weights["bytes"] or (weights_hash and sha256_file(weights) != self.weights["sha256"]):
             raise OnnxFolderError(f"{weights} differs from the file exported; export again")
+
+
+def read_folder_config(folder: str | Path) -> Ov2Config:
+    """The model config an export carries (config.json, our format)."""
+    return Ov2Config.from_dict(json.loads((Path(folder) / "config.json").read_text()))

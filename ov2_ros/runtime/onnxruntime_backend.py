@@ -14,8 +14,7 @@ import torch
 
 from ov2_ros.model.ov2 import VisionInput, fill_placeholders
 from ov2_ros.model.prompt import TextTokenizer
-from ov2_ros.runtime.onnx_export import read_folder_config
-from ov2_ros.runtime.onnx_graphs import OnnxManifest, past_names, present_names
+from ov2_ros.runtime.onnx_graphs import OnnxManifest, past_names, present_names, read_folder_config
 from ov2_ros.runtime.windows import pack_windows, unpack_tokens
 
 

@@ -17,8 +17,7 @@ from ov2_ros.model.ov2 import VisionInput, fill_placeholders
 from ov2_ros.model.prompt import TextTokenizer
 from ov2_ros.runtime.engines import (EngineManifest, EngineMismatchError, detect_hardware, engine_cache_root,
                                      engine_dir, import_tensorrt)
-from ov2_ros.runtime.onnx_export import read_folder_config
-from ov2_ros.runtime.onnx_graphs import OnnxManifest, past_names, present_names
+from ov2_ros.runtime.onnx_graphs import OnnxManifest, past_names, present_names, read_folder_config
 from ov2_ros.runtime.windows import pack_windows, unpack_tokens
 
 
