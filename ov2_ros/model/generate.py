@@ -7,9 +7,9 @@ most likely token (greedy) or a sampled token whose text keeps the prefix valid 
 stop token is allowed only once the whole pattern matches, and every pattern ends in a literal,
 so a complete answer stops there. Patterns are bounded and every allowed token adds at least one
 character, so the answer completes within parsers.OUTPUT_MAX_CHARS tokens: the budget is raised
-to that when a format is requested. Event lists must also increase strictly and stay within the
-video (`max_time_s`); a list can always close with "]", so this never leaves the model without a
-valid token.
+to that when a format is requested. Times stay within the video (`max_time_s`): event lists
+increase strictly, a segment ends at or after its start; a list can always close with "]" and a
+segment's end can always equal its start, so this never leaves the model without a valid token.
 
 The loop is written once, against `DecodingSession` (prefill a prompt, then one token at a
 time); every runtime backend (PyTorch, ONNX Runtime, TensorRT) only provides sessions.
@@ -54,25 +54,39 @@ class GenerationResult:
         return (len(self.token_ids) - 1) / self.decode_s if len(self.token_ids) > 1 and self.decode_s > 0 else 0.0
 
 
-_FINISHED_NUMBER = regex.compile(r"(\d+\.\d+)(?=,|\])")
+@dataclass(frozen=True)
+class _TimeRule:
+    """How the times of one format are written and ordered."""
+
+    finished: regex.Pattern  # a number that is complete (what follows it is not part of it)
+    decimals: int
+    strictly_increasing: bool  # events: each after the last; a segment: end >= start
+
+
+_TIME_RULES = {
+    "events": _TimeRule(regex.compile(r"(\d+\.\d{2})(?=,|\])"), 2, True),
+    "segment": _TimeRule(regex.compile(r"(\d+\.\d)(?= )"), 1, False),
+}
 _PARTIAL_NUMBER = regex.compile(r"(\d+\.?\d*)$")
 
 
-def _completion_ranges(partial: str) -> list[tuple[float, float]]:
-    """Intervals of the event times (at most 4 integer digits, 2 decimals) a started number can
-    still become: "1" -> 1.00-1.99, 10.00-19.99, 100.00-199.99, 1000.00-1999.99."""
-    whole, dot, decimals = partial.partition(".")
+def _completion_ranges(partial: str, decimals: int) -> list[tuple[float, float]]:
+    """Intervals of the times (at most 4 integer digits, `decimals` decimals) a started number
+    can still become: "1" with 2 decimals -> 1.00-1.99, 10.00-19.99, 100.00-199.99, 1000.00-1999.99."""
+    whole, dot, digits = partial.partition(".")
     if dot:
-        low = float(f"{whole}.{decimals.ljust(2, '0')}")
-        return [(low, float(f"{whole}.{decimals.ljust(2, '9')}"))]
-    return [(float(whole + "0" * extra), float(whole + "9" * extra) + 0.99) for extra in range(0, 5 - len(whole))]
+        low = float(f"{whole}.{digits.ljust(decimals, '0')}")
+        return [(low, float(f"{whole}.{digits.ljust(decimals, '9')}"))]
+    top = 1.0 - 10.0 ** -decimals
+    return [(float(whole + "0" * extra), float(whole + "9" * extra) + top) for extra in range(0, 5 - len(whole))]
 
 
-def _events_allowed(text: str, max_time_s: float | None) -> bool:
-    """Start times strictly increase and stay at or below max_time_s, and whatever has been
-    started can still be finished that way (so the list can always go on or close)."""
-    done = [float(v) for v in _FINISHED_NUMBER.findall(text)]
-    if any(a >= b for a, b in zip(done, done[1:])):
+def _times_allowed(text: str, max_time_s: float | None, rule: _TimeRule) -> bool:
+    """Times stay at or below max_time_s and in order (strictly for events), and whatever has
+    been started can still be finished that way (so the answer can always go on or close)."""
+    done = [float(v) for v in rule.finished.findall(text)]
+    out_of_order = (lambda a, b: a >= b) if rule.strictly_increasing else (lambda a, b: a > b)
+    if any(out_of_order(a, b) for a, b in zip(done, done[1:])):
         return False
     ceiling = float("inf") if max_time_s is None else max_time_s
     if done and done[-1] > ceiling:
@@ -80,9 +94,10 @@ def _events_allowed(text: str, max_time_s: float | None) -> bool:
     floor = done[-1] if done else -1.0
     partial = _PARTIAL_NUMBER.search(text)
     if partial:
-        return any(high > floor and low <= ceiling for low, high in _completion_ranges(partial.group(1)))
-    if text.rstrip().endswith(","):  # committed to one more number
-        return round(floor + 0.01, 2) <= ceiling
+        reachable = (lambda high: high > floor) if rule.strictly_increasing else (lambda high: high >= floor)
+        return any(reachable(high) and low <= ceiling for low, high in _completion_ranges(partial.group(1), rule.decimals))
+    if rule.strictly_increasing and text.rstrip().endswith(","):  # committed to one more, later, number
+        return round(floor + 10.0 ** -rule.decimals, rule.decimals) <= ceiling
     return True
 
 
@@ -102,8 +117,9 @@ class FormatConstraint:
         piece = self.texts[token] if token < len(self.texts) else ""
         if not piece or self.pattern.fullmatch(prefix + piece, partial=True) is None:
             return False
-        if self.output_format == "events":
-            return _events_allowed(prefix + piece, self.max_time_s)
+        rule = _TIME_RULES.get(self.output_format)
+        if rule is not None:
+            return _times_allowed(prefix + piece, self.max_time_s, rule)
         return True
 
     def complete(self, text: str) -> bool:

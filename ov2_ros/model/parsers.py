@@ -239,3 +239,8 @@ def infer_format(question: str) -> str | None:
                 return "trace2d"  # waypoints with depth only when the question asks for it
             return output_format
     return None
+
+
+def asks_for_plan(question: str) -> bool:
+    """A trace question about where the gripper should go (a prediction), not where it went."""
+    return re.search(r"\bshould\b|\bplan\b|\bpredict|\bwill\b", question.lower()) is not None

@@ -6,3 +6,12 @@ H264_TOPIC = "image_raw/h264"  # sensor_msgs/CompressedImage, format "h264", one
 DIAGNOSTICS_TOPIC = "/diagnostics"
 H264_FORMAT = "h264"
 DIAGNOSTIC_NAME_SUFFIX = "h264 ingest"
+
+# Perception: results (typed and raw text), questions in (topic and service).
+TEXT_TOPIC = "ov2/text"  # ov2_ros/ModelText, one per answer
+SEGMENTS_TOPIC = "ov2/segments"  # ov2_ros/TemporalSegmentArray (segment and event answers)
+GROUNDINGS_TOPIC = "ov2/groundings"  # ov2_ros/SpatialGroundingArray (boxes)
+TRACKS_TOPIC = "ov2/tracks"  # ov2_ros/PointTrackArray
+TRACE_TOPIC = "ov2/trace"  # ov2_ros/ManipulationTrace
+PROMPT_TOPIC = "ov2/prompt"  # std_msgs/String: a one-shot question, answered on the topics above
+QUERY_SERVICE = "ov2/query"  # ov2_ros/srv/Query: a one-shot question, answered in the response

@@ -1,14 +1,22 @@
-"""ov2_node: watches a camera's H.264 topic, decodes it and cuts it live into OV2 temporal
-groups of salient canvases (the model's input).
+"""ov2_node: watches a camera's H.264 topic, decodes it, cuts it live into OV2 temporal groups
+of salient canvases and answers questions about them with the OV2 model, publishing typed
+grounding and trace messages stamped with the frames they describe.
 
 Threads (all visible here):
-  executor thread  - subscription callback: copies the message into the decode queue, nothing
-                     more; the diagnostics timer formats counters.
+  executor threads - callbacks only copy: an access unit into the decode queue, a question into
+                     the query queue; the Query service callback (its own callback group) waits
+                     for its answer without blocking the others; the diagnostics timer formats
+                     counters.
   "ov2-decode"     - takes access units from the queue and runs the offline StreamIngest
                      (parsing, loss detection, PyAV decoding), then the StreamingTokenizer on
                      each decoded frame; keeps the newest frames and groups.
-The queue is bounded; an access unit that does not fit is counted as dropped and the ingest
-restarts at the next IDR (a lost picture corrupts the rest of its GOP).
+  "ov2-infer"      - answers queued questions first, else the standing `default_prompt` on the
+                     newest groups whenever a group has completed since its last run (latest
+                     wins: groups completed while it was busy are covered by the next window,
+                     never queued); runs runtime.perception.Perception and publishes.
+The decode queue is bounded; an access unit that does not fit is counted as dropped and the
+ingest restarts at the next IDR (a lost picture corrupts the rest of its GOP). Inference never
+blocks intake.
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ import collections
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
@@ -28,18 +36,25 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
+from std_msgs.msg import String
+
+from ov2_ros.msg import ManipulationTrace, ModelText, PointTrackArray, SpatialGroundingArray, TemporalSegmentArray
+from ov2_ros.srv import Query as QueryService
 
 from ov2_ros.codec.ingest import FrameRecord, PushResult, StreamIngest
 from ov2_ros.codec.saliency import SCORERS
 from ov2_ros.tokenizer.canvas import TokenizedGroup
 from ov2_ros.tokenizer.groups import GroupingConfig
 from ov2_ros.tokenizer.pipeline import StreamingTokenizer, TokenizerConfig
-from ov2_ros.ros import names
+from ov2_ros.ros import names, results
 from ov2_ros.ros.conversions import key_values, time_to_ns
+from ov2_ros.runtime.backend import BACKENDS, open_backend
+from ov2_ros.runtime.perception import Perception, PerceptionResult, Query
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,18 @@ class _Received:
     fmt: str
     receive_ns: int
     frame_id: str
+
+
+@dataclass
+class _Job:
+    """One question for the inference thread; `done` is set when `result` or `error` is."""
+
+    query: Query
+    publish: bool
+    kind: str = "query"  # or "standing": the default_prompt on new groups
+    done: threading.Event = field(default_factory=threading.Event)
+    result: PerceptionResult | None = None
+    error: str = ""
 
 
 class RollingWindow:
@@ -132,14 +159,50 @@ class Ov2Node(Node):
             CompressedImage, names.H264_TOPIC, self._on_access_unit, qos)
         self._diagnostics = self.create_publisher(DiagnosticArray, names.DIAGNOSTICS_TOPIC, 10)
         self._timer = self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
+
+        # The model (configure): loaded before anything is subscribed, so a bad path fails at start.
+        started = time.perf_counter()
+        backend = open_backend(p["backend"], p["model_path"] or None, threads=p["inference_threads"])
+        if p["backend"] == "torch":
+            import torch
+            torch.set_num_threads(p["inference_threads"])
+        self._model_id = f"{p['backend']}:{p['model_path'] or 'embedded default'}"
+        self._perception = Perception(backend, p["budget_canvases"], p["window_s"], p["max_new_tokens"])
+        self.get_logger().info(f"model {self._model_id} loaded in {time.perf_counter() - started:.1f} s")
+        # Guards the inference thread's inputs: questions, the standing prompt, group arrivals.
+        self._work = threading.Condition()
+        self._queries: collections.deque[_Job] = collections.deque()
+        self._query_queue_size, self._query_timeout_s = p["query_queue_size"], p["query_timeout_s"]
+        self._default_prompt, self._output_format = p["default_prompt"], p["output_format"]
+        self._groups_seen = 0  # groups completed; the standing question last ran at _standing_seen
+        self._standing_seen = 0
+        self._answers = collections.Counter()  # standing, query, refused, failed
+        self._inference_ms = RollingWindow()
+        self._last_stage_s: dict = {}
+        self._last_answer = ""
+
+        self._results = {
+            "text": self.create_publisher(ModelText, names.TEXT_TOPIC, 10),
+            "segments": self.create_publisher(TemporalSegmentArray, names.SEGMENTS_TOPIC, 10),
+            "groundings": self.create_publisher(SpatialGroundingArray, names.GROUNDINGS_TOPIC, 10),
+            "tracks": self.create_publisher(PointTrackArray, names.TRACKS_TOPIC, 10),
+            "trace": self.create_publisher(ManipulationTrace, names.TRACE_TOPIC, 10),
+        }
+        self._prompts = self.create_subscription(String, names.PROMPT_TOPIC, self._on_prompt, 10)
+        # Its own group: a service call waits for its answer while the other callbacks go on.
+        self._query_service = self.create_service(QueryService, names.QUERY_SERVICE, self._on_query,
+                                                  callback_group=MutuallyExclusiveCallbackGroup())
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._decode_loop, name="ov2-decode", daemon=True)
         self._worker.start()
+        self._inference = threading.Thread(target=self._infer_loop, name="ov2-infer", daemon=True)
+        self._inference.start()
         self.get_logger().info(
             f"listening on {self._subscription.topic_name} ({p['qos_reliability']}, depth "
-            f"{p['qos_depth']}); diagnostics on {names.DIAGNOSTICS_TOPIC}")
+            f"{p['qos_depth']}); questions on {self._query_service.srv_name} and {self._prompts.topic_name}; "
+            f"diagnostics on {names.DIAGNOSTICS_TOPIC}")
 
     # --- parameters -----------------------------------------------------------------------
 
@@ -195,6 +258,36 @@ class Ov2Node(Node):
             "log_gop_summaries": (True, _descriptor(
                 "Log one line per decoded GOP (size, bits, motion vectors) and per temporal group.",
                 bool_t)),
+            "backend": ("torch", _descriptor(
+                f"Model runtime: {', '.join(BACKENDS)} (docs/deployment.md).", str_t, read_only=True)),
+            "model_path": ("", _descriptor(
+                "torch: a model folder (ours or a released LLaVA-OneVision-2), empty for the embedded "
+                "default model; onnxruntime / tensorrt: a folder written by `ov2 export-onnx`.", str_t,
+                read_only=True)),
+            "inference_threads": (1, _descriptor(
+                "CPU threads for the model (torch / onnxruntime).", int_t, read_only=True, int_range=(1, 64))),
+            "default_prompt": ("", _descriptor(
+                "Standing question answered on the newest video whenever a temporal group completes "
+                "(e.g. 'Where is the gripper going? Give the trace.'); empty: none. Settable at run time.",
+                str_t)),
+            "output_format": ("auto", _descriptor(
+                "Answer format of the standing question: auto (from its wording), segment, events, box, "
+                "tracks, trace, trace2d or text.", str_t)),
+            "budget_canvases": (16, _descriptor(
+                "At most this many canvases (newest groups first) per question.", int_t, read_only=True,
+                int_range=(1, 256))),
+            "window_s": (10.0, _descriptor(
+                "At most this much video (seconds, by header stamps) per question, unless the query "
+                "asks otherwise.", float_t, read_only=True, float_range=(0.1, 3600.0))),
+            "max_new_tokens": (64, _descriptor(
+                "Generated tokens per free-text answer (formatted answers stop when complete).", int_t,
+                read_only=True, int_range=(1, 4096))),
+            "query_queue_size": (8, _descriptor(
+                "Questions waiting for the inference thread; beyond it they are refused.", int_t,
+                read_only=True, int_range=(1, 1024))),
+            "query_timeout_s": (120.0, _descriptor(
+                "The Query service gives up waiting for an answer after this long.", float_t,
+                read_only=True, float_range=(1.0, 3600.0))),
             "log_throttle_s": (5.0, _descriptor(
                 "At most one warning per this many seconds for each kind of bad input.", float_t,
                 read_only=True, float_range=(0.0, 3600.0))),
@@ -210,6 +303,11 @@ class Ov2Node(Node):
         if values["qos_reliability"] not in ("reliable", "best_effort"):
             raise ValueError(f"qos_reliability must be 'reliable' or 'best_effort', got "
                              f"'{values['qos_reliability']}'")
+        if values["backend"] not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got '{values['backend']}'")
+        if values["output_format"] not in results.SERVICE_FORMATS:
+            raise ValueError(f"output_format must be one of {sorted(results.SERVICE_FORMATS)}, got "
+                             f"'{values['output_format']}'")
         self._log_throttle_s = values["log_throttle_s"]
         return values
 
@@ -220,6 +318,14 @@ class Ov2Node(Node):
                     self._ingest.max_stamp_gap_ns = int(parameter.value * 1e9)
             elif parameter.name == "log_gop_summaries":
                 self._gop_summaries = bool(parameter.value)
+            elif parameter.name == "output_format" and parameter.value not in results.SERVICE_FORMATS:
+                return SetParametersResult(successful=False, reason=f"output_format must be one of "
+                                                                    f"{sorted(results.SERVICE_FORMATS)}")
+        for parameter in parameters:
+            if parameter.name in ("default_prompt", "output_format"):
+                with self._work:
+                    setattr(self, f"_{parameter.name}", parameter.value)
+                    self._work.notify()
         return SetParametersResult(successful=True)
 
     # --- executor thread ------------------------------------------------------------------
@@ -290,7 +396,11 @@ class Ov2Node(Node):
                     self._kept_fractions.append(group.kept_fraction)
                     self._last_group = (f"t {group.first_t}-{group.last_t} ({group.frame_count} frames, "
                                         f"{group.canvases.shape[0]} canvases, {group.stop_reason})")
-            self.groups.extend(groups)
+                self.groups.extend(groups)
+            if groups:
+                with self._work:
+                    self._groups_seen += len(groups)
+                    self._work.notify()
             if self._gop_summaries:
                 for group in groups:
                     self.get_logger().info(
@@ -347,10 +457,106 @@ class Ov2Node(Node):
         else:
             self.get_logger().warning(message)
 
+    # --- questions: executor threads ------------------------------------------------------
+
+    def _submit(self, job: _Job) -> bool:
+        with self._work:
+            if len(self._queries) >= self._query_queue_size:
+                self._answers["refused"] += 1
+                return False
+            self._queries.append(job)
+            self._work.notify()
+        return True
+
+    def _on_prompt(self, message: String) -> None:
+        if not self._submit(_Job(Query(message.data).with_id(), publish=True)):
+            self.get_logger().warning(f"query queue full ({self._query_queue_size}); question refused",
+                                      throttle_duration_sec=self._log_throttle_s)
+
+    def _on_query(self, request, response):
+        output_format = results.SERVICE_FORMATS.get(request.output_format.strip().lower(), "unknown")
+        if output_format == "unknown":
+            response.success = False
+            response.message = (f"output_format '{request.output_format}' is not one of "
+                                f"{sorted(results.SERVICE_FORMATS)}")
+            return response
+        job = _Job(Query(request.prompt, output_format, request.window_s, request.max_new_tokens).with_id(),
+                   publish=request.publish)
+        response.request_id = job.query.request_id
+        if not self._submit(job):
+            response.success, response.message = False, f"query queue full ({self._query_queue_size})"
+        elif not job.done.wait(self._query_timeout_s):
+            response.success, response.message = False, f"no answer within {self._query_timeout_s} s"
+        elif job.error:
+            response.success, response.message = False, job.error
+        else:
+            result, frame_id = job.result, self._frame_id
+            response.success, response.message = True, ""
+            response.header = results.header(result, frame_id)
+            response.text = result.answer.text
+            response.segments = results.segments(result, frame_id)
+            response.groundings = results.groundings(result, frame_id)
+            response.tracks = results.tracks(result)
+            response.traces = results.traces(result, frame_id)
+        return response
+
+    # --- inference thread -----------------------------------------------------------------
+
+    def _next_job(self) -> _Job | None:
+        """Under self._work: a waiting question, else the standing one if a group completed."""
+        if self._queries:
+            return self._queries.popleft()
+        if self._default_prompt and self._groups_seen > self._standing_seen:
+            self._standing_seen = self._groups_seen
+            output_format = results.SERVICE_FORMATS[self._output_format]
+            return _Job(Query(self._default_prompt, output_format).with_id(), publish=True, kind="standing")
+        return None
+
+    def _infer_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._work:
+                job = self._next_job()
+                if job is None:
+                    self._work.wait(0.2)
+                    continue
+            self._answer(job)
+
+    def _answer(self, job: _Job) -> None:
+        with self._lock:
+            groups = list(self.groups)
+            geometry = self._tokenizer.geometry
+            frame_id = self._frame_id
+        started = time.perf_counter()
+        try:
+            if geometry is None:
+                raise ValueError("no temporal group has been completed yet: no video to answer about")
+            job.result = self._perception.answer(groups, (geometry.source_height, geometry.source_width), job.query)
+        except Exception as error:  # the inference thread outlives any one question
+            job.error = f"{type(error).__name__}: {error}"
+            with self._work:
+                self._answers["failed"] += 1
+            self.get_logger().warning(f"question {job.query.request_id} failed: {job.error}",
+                                      throttle_duration_sec=self._log_throttle_s)
+            job.done.set()
+            return
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        answer = job.result.answer
+        with self._work:
+            self._answers[job.kind] += 1
+            self._inference_ms.add(elapsed_ms)
+            self._last_stage_s = dict(answer.timings_s)
+            self._last_answer = f"{job.query.request_id} [{answer.output_format}] {answer.text[:80]}"
+        if job.publish and self.context.ok():  # not once shutdown has begun
+            self._results["text"].publish(results.model_text(job.result, frame_id, self._model_id))
+            for role, message in results.arrays(job.result, frame_id).items():
+                self._results[role].publish(message)
+        job.done.set()
+
     # --- diagnostics ----------------------------------------------------------------------
 
     def ingest_snapshot(self) -> dict:
-        """Counters and rates, consistent with each other (taken under the decode lock)."""
+        """Counters and rates, consistent with each other (ingest ones taken under the decode lock,
+        perception ones under the inference lock)."""
         with self._lock:
             counters = self._ingest.counters.to_dict()
             now_ns = time.time_ns()
@@ -389,7 +595,21 @@ class Ov2Node(Node):
                 "last_problem": self._last_problem,
             }
             idle_s = (now_ns - self._last_receive_ns) / 1e9 if self._last_receive_ns else None
-            return {"values": values, "frame_id": self._frame_id, "idle_s": idle_s}
+            frame_id = self._frame_id
+        with self._work:
+            values.update({
+                "model": self._model_id,
+                "answers_standing": self._answers["standing"],
+                "answers_query": self._answers["query"],
+                "queries_refused": self._answers["refused"],
+                "answers_failed": self._answers["failed"],
+                "queries_pending": len(self._queries),
+                "inference_ms_p50": self._inference_ms.percentile(50),
+                "inference_ms_p99": self._inference_ms.percentile(99),
+                **{f"last_{stage}_ms": seconds * 1e3 for stage, seconds in self._last_stage_s.items()},
+                "last_answer": self._last_answer,
+            })
+        return {"values": values, "frame_id": frame_id, "idle_s": idle_s}
 
     def _groups_per_second(self, now_ns: int) -> float:
         recent = [t for t in self._group_times_ns if now_ns - t < 10_000_000_000]
@@ -417,6 +637,7 @@ class Ov2Node(Node):
     def destroy_node(self) -> None:
         self._stop.set()
         self._worker.join(timeout=2.0)
+        self._inference.join(timeout=30.0)  # an answer in progress finishes
         super().destroy_node()
 
 
@@ -425,7 +646,7 @@ def main(args=None) -> None:
     node = None
     try:
         node = Ov2Node()
-        executor = SingleThreadedExecutor()
+        executor = MultiThreadedExecutor(num_threads=3)  # intake, timer/prompts, a waiting Query call
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

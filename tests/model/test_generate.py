@@ -130,3 +130,26 @@ def test_constrained_events_never_reach_a_dead_end(tokenizer):
             text += texts[int(rng.choice(allowed))]
         times = parse_output(text, "events", FRAME).times_s
         assert list(times) == sorted(set(times)) and all(t <= constraint.max_time_s for t in times)
+
+
+def test_constrained_segments_end_after_they_start_within_the_video(tokenizer):
+    """Random walks: a segment's times never pass max_time_s, its end is never before its start,
+    and a walk never finds itself without an allowed token."""
+    from ov2_ros.model.generate import FormatConstraint
+    rng = np.random.default_rng(1)
+    texts = tokenizer.token_texts()
+    useful = [i for i, t in enumerate(texts) if t]
+    for walk in range(15):
+        constraint = FormatConstraint("segment", tokenizer, max_time_s=float(rng.uniform(0.3, 4.0)))
+        text = ""
+        while not constraint.complete(text):
+            allowed = [i for i in useful if constraint.allows(text, i)]
+            assert allowed, text
+            text += texts[int(rng.choice(allowed))]
+        segment = parse_output(text, "segment", FRAME)
+        assert 0 <= segment.start_s <= segment.end_s <= constraint.max_time_s, text
+    bounded = FormatConstraint("segment", tokenizer, max_time_s=2.5)
+    three = next(i for i, t in enumerate(texts) if t == "3")
+    one = next(i for i, t in enumerate(texts) if t == "1")
+    assert not bounded.allows("The event happens in ", three) and bounded.allows("The event happens in ", one)
+    assert not bounded.allows("The event happens in 2.0 - ", one)  # an end before the start

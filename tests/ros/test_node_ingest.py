@@ -5,42 +5,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import rclpy
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
 
 from ov2_ros.codec.container import H264File
-from ov2_ros.ros.harness import DiagnosticsWatcher, SpinningNode, counter, start_node_process, stop_process
-from ov2_ros.ros.publisher import AccessUnitPublisher, play, use_prompt_acknowledgements
+from ov2_ros.ros.harness import counter, start_node_process, stop_process
+from ov2_ros.ros.publisher import AccessUnitPublisher, play
 from tests.conftest import media_file
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def ros():
-    use_prompt_acknowledgements()
-    rclpy.init()
-    spinning = SpinningNode("ov2_test_driver")
-    watcher = DiagnosticsWatcher(spinning.node)
-    yield spinning.node, watcher
-    spinning.close()
-    rclpy.try_shutdown()
-
-
-@pytest.fixture
-def node_under_test(request):
-    """Start ov2_node in namespace /<test name>; yields (namespace, process)."""
-    processes = []
-
-    def start(namespace, **parameters):
-        process = start_node_process({"diagnostics_period_s": 0.2, **parameters}, namespace=namespace)
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        stop_process(process)
 
 
 def _publisher(node, namespace):

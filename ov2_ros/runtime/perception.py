@@ -1,0 +1,137 @@
+"""Live perception without ROS: the newest temporal groups of a stream + a question -> an answer
+whose times are the stream's own stamps. The node (ros/node.py) and offline replay call this.
+
+Which video the model sees: the newest groups that fit `budget_canvases` and span at most
+`window_s`. Their frame indices are re-based so the clip starts at t = 0 (the model reads
+timestamps t / fps as seconds from the start of what it is shown); fps comes from the groups'
+header stamps, so an answer's second s maps back to the stamp `window_start + s`. Boxes, tracks
+and traces are already in source pixels (model/parsers.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+
+from ov2_ros.model.generate import GenerationConfig
+from ov2_ros.model.parsers import Box, EventTimes, PointTrack, TemporalSegment, Trace
+from ov2_ros.runtime.answer import Answer, ask
+from ov2_ros.runtime.backend import Backend
+from ov2_ros.tokenizer.canvas import TokenizedGroup
+
+_request_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Query:
+    prompt: str
+    output_format: str | None = "auto"  # "auto": from the prompt's wording; None: free text
+    window_s: float = 0.0  # 0: the perception's default
+    max_new_tokens: int = 0  # 0: the perception's default
+    request_id: str = ""
+
+    def with_id(self) -> "Query":
+        return self if self.request_id else dataclasses.replace(self, request_id=f"q{next(_request_ids)}")
+
+
+@dataclass
+class StampedSegment:
+    label: str
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class StampedTrackPoint:
+    stamp_ns: int
+    x: float
+    y: float
+
+
+@dataclass
+class StampedTrack:
+    track_id: int
+    label: str
+    points: list[StampedTrackPoint]
+
+
+@dataclass
+class PerceptionResult:
+    query: Query
+    answer: Answer
+    window_start_ns: int  # stamp of the first frame shown to the model
+    window_end_ns: int  # stamp of the last frame shown (results describe up to here)
+    group_indices: list[int]
+    image_size: tuple[int, int]  # source (height, width): pixel coordinates refer to it
+    segments: list[StampedSegment] = field(default_factory=list)  # segment and events answers
+    boxes: list[Box] = field(default_factory=list)
+    tracks: list[StampedTrack] = field(default_factory=list)
+    trace: Trace | None = None
+
+    @property
+    def parsed(self) -> bool:
+        return self.answer.output_format is not None and self.answer.parse_error is None
+
+
+class Perception:
+    def __init__(self, backend: Backend, budget_canvases: int = 16, window_s: float = 10.0,
+                 max_new_tokens: int = 64, nominal_fps: float = 30.0):
+        if budget_canvases < 1 or window_s <= 0:
+            raise ValueError("budget_canvases must be >= 1 and window_s > 0")
+        self.backend, self.budget_canvases, self.window_s = backend, budget_canvases, window_s
+        self.max_new_tokens, self.nominal_fps = max_new_tokens, nominal_fps
+
+    def select(self, groups: list[TokenizedGroup], window_s: float) -> list[TokenizedGroup]:
+        """The newest groups within the canvas budget and the time window (at least the newest)."""
+        chosen, canvases = [], 0
+        newest = groups[-1]
+        for group in reversed(groups):
+            canvases += group.canvases.shape[0]
+            span_ns = newest.last_stamp_ns - group.first_stamp_ns
+            if chosen and (canvases > self.budget_canvases or span_ns > window_s * 1e9):
+                break
+            chosen.append(group)
+        return chosen[::-1]
+
+    def fps(self, groups: list[TokenizedGroup]) -> float:
+        frames = groups[-1].last_t - groups[0].first_t
+        span_ns = groups[-1].last_stamp_ns - groups[0].first_stamp_ns
+        if frames > 0 and span_ns > 0 and groups[0].first_stamp_ns > 0:
+            return frames / (span_ns / 1e9)
+        return self.nominal_fps  # stamps unknown (0) or a single frame
+
+    def answer(self, groups: list[TokenizedGroup], image_size: tuple[int, int], query: Query) -> PerceptionResult:
+        """groups: the stream's completed groups, oldest first; image_size: source (h, w)."""
+        if not groups:
+            raise ValueError("no temporal group has been completed yet: no video to answer about")
+        query = query.with_id()
+        chosen = self.select(groups, query.window_s or self.window_s)
+        base_t, base_ns = chosen[0].first_t, chosen[0].first_stamp_ns
+        positions = []
+        for group in chosen:
+            rebased = group.positions_thw.copy()
+            real = rebased[:, 0] >= 0
+            rebased[real, 0] -= base_t
+            positions.append(rebased)
+        fps = self.fps(chosen)
+        generation = GenerationConfig(max_new_tokens=query.max_new_tokens or self.max_new_tokens)
+        answer = ask(self.backend, [g.canvases for g in chosen], positions, fps, image_size, query.prompt,
+                     query.output_format, generation)
+        result = PerceptionResult(query, answer, base_ns, chosen[-1].last_stamp_ns, [g.index for g in chosen],
+                                  image_size)
+        stamp = lambda seconds: base_ns + int(round(seconds * 1e9))
+        parsed = answer.parsed
+        if isinstance(parsed, TemporalSegment):
+            result.segments = [StampedSegment(query.prompt, stamp(parsed.start_s), stamp(parsed.end_s))]
+        elif isinstance(parsed, EventTimes):
+            result.segments = [StampedSegment(query.prompt, stamp(t), stamp(t)) for t in parsed.times_s]
+        elif isinstance(parsed, Box):
+            result.boxes = [parsed]
+        elif isinstance(parsed, list) and all(isinstance(track, PointTrack) for track in parsed):
+            result.tracks = [StampedTrack(track.track_id, track.label,
+                                          [StampedTrackPoint(stamp(p.t_s), p.x, p.y) for p in track.points])
+                             for track in parsed]
+        elif isinstance(parsed, Trace):
+            result.trace = parsed
+        return result
+

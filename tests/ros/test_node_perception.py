@@ -1,0 +1,128 @@
+"""The real ov2_node with the embedded default model, in its own process, fed a synthetic H.264
+episode over ROS 2: standing questions, the Query service and the prompt topic answer with typed
+messages stamped with the frames the model saw."""
+import threading
+import time
+
+import pytest
+
+from ov2_ros.codec.container import H264File
+from ov2_ros.msg import ModelText, SpatialGroundingArray, TemporalSegmentArray
+from ov2_ros.ros.conversions import time_to_ns
+from ov2_ros.ros.harness import counter
+from ov2_ros.ros.publisher import AccessUnitPublisher, play
+from ov2_ros.srv import Query
+from std_msgs.msg import String
+from tests.conftest import make_stream
+
+GRASP = "When does the gripper grasp the cube?"
+BOX = "Where is the red cube? Give its bounding box."
+
+
+@pytest.fixture(scope="module")
+def episode(tmp_path_factory):
+    """320x240, 4 s at 30 fps: several temporal groups."""
+    return make_stream(tmp_path_factory.mktemp("episode"), "episode", duration_s=4.0)
+
+
+class Collector:
+    def __init__(self, node, namespace):
+        self.messages: dict[str, list] = {"text": [], "segments": [], "groundings": []}
+        self._condition = threading.Condition()
+        for role, kind in (("text", ModelText), ("segments", TemporalSegmentArray),
+                           ("groundings", SpatialGroundingArray)):
+            node.create_subscription(kind, f"{namespace}/ov2/{role}", lambda m, r=role: self._add(r, m), 10)
+
+    def _add(self, role, message):
+        with self._condition:
+            self.messages[role].append(message)
+            self._condition.notify_all()
+
+    def wait(self, predicate, timeout_s):
+        deadline = time.monotonic() + timeout_s
+        with self._condition:
+            while not predicate(self.messages):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+            return True
+
+
+def _stream(node, namespace, episode):
+    publisher = AccessUnitPublisher(node, f"{namespace}/image_raw/h264", frame_id="tabletop_camera")
+    assert publisher.wait_for_subscribers(1, timeout_s=60.0), "ov2_node never subscribed"
+    before = time.time_ns()
+    report = play(publisher, H264File(episode.mp4_path), pacing="realtime")
+    return before, report
+
+
+def test_standing_question_answers_on_new_groups_with_frame_stamps(ros, node_under_test, episode):
+    node, watcher = ros
+    node_under_test("/standing", default_prompt=GRASP, budget_canvases=4)
+    collector = Collector(node, "/standing")
+    before, report = _stream(node, "/standing", episode)
+    after = time.time_ns()
+    assert collector.wait(lambda m: len(m["text"]) >= 1 and len(m["segments"]) >= 1, 120.0), watcher.latest("/standing")
+    text = collector.messages["text"][0]
+    assert text.prompt == GRASP and text.parsed and text.parse_error == ""
+    assert text.model_id == "torch:embedded default" and text.header.frame_id == "tabletop_camera"
+    start, end = time_to_ns(text.window_start), time_to_ns(text.window_end)
+    assert before <= start < end <= after  # the frames the model saw were published in this run
+    assert time_to_ns(text.header.stamp) == end
+    segments = collector.messages["segments"][0]
+    assert segments.request_id == text.request_id and len(segments.segments) == 1
+    segment = segments.segments[0]
+    assert start <= time_to_ns(segment.start) <= time_to_ns(segment.end) <= end + 2_000_000_000  # END_SLACK_S
+    values = watcher.wait_for(lambda v: counter(v, "answers_standing") >= 1, 30.0, name_prefix="/standing/ov2_node")
+    assert values is not None and counter(values, "answers_failed") == 0
+    assert float(values["inference_ms_p50"]) > 0 and float(values["last_vision_s_ms"]) > 0
+
+
+def test_query_service_and_prompt_topic(ros, node_under_test, episode):
+    node, watcher = ros
+    node_under_test("/asked", budget_canvases=4)
+    collector = Collector(node, "/asked")
+    client = node.create_client(Query, "/asked/ov2/query")
+    assert client.wait_for_service(timeout_sec=60.0)
+    early = client.call_async(Query.Request(prompt=BOX, output_format="auto"))
+    while not early.done():
+        time.sleep(0.05)
+    assert not early.result().success and "no temporal group" in early.result().message  # no video yet
+
+    before, report = _stream(node, "/asked", episode)
+    assert watcher.wait_for(lambda v: counter(v, "groups_emitted") >= 1, 30.0, name_prefix="/asked/ov2_node")
+    future = client.call_async(Query.Request(prompt=BOX, output_format="auto", publish=True))
+    while not future.done():
+        time.sleep(0.05)
+    response = future.result()
+    assert response.success, response.message
+    assert response.request_id and response.header.frame_id == "tabletop_camera"
+    assert before <= time_to_ns(response.header.stamp) <= time.time_ns()
+    assert len(response.groundings) == 1
+    box = response.groundings[0]
+    assert 0 <= box.x_min <= box.x_max <= 320 and 0 <= box.y_min <= box.y_max <= 240
+    assert (box.image_width, box.image_height) == (320, 240)
+    assert collector.wait(lambda m: any(g.request_id == response.request_id for g in m["groundings"]), 30.0)
+
+    bad = client.call_async(Query.Request(prompt=BOX, output_format="hologram"))
+    while not bad.done():
+        time.sleep(0.05)
+    assert not bad.result().success and "hologram" in bad.result().message
+
+    prompts = node.create_publisher(String, "/asked/ov2/prompt", 10)
+    prompts.publish(String(data=GRASP))
+    assert collector.wait(lambda m: any(t.prompt == GRASP for t in m["text"]), 60.0)
+    values = watcher.wait_for(lambda v: counter(v, "answers_query") >= 2, 30.0, name_prefix="/asked/ov2_node")
+    assert values is not None and counter(values, "answers_failed") == 1  # the question before any video
+
+
+def test_a_model_path_that_does_not_exist_stops_the_node_with_the_reason(tmp_path):
+    import subprocess
+
+    from ov2_ros.ros.harness import start_node_process
+
+    process = start_node_process({"model_path": str(tmp_path / "nowhere")}, namespace="/nomodel",
+                                 stdout=subprocess.PIPE)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0 and b"nowhere" in output and b"does not exist" in output
