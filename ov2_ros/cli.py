@@ -151,9 +151,9 @@ def _run_publish(args) -> int:
 
 def _add_demo(commands) -> None:
     parser = commands.add_parser(
-        "demo", help="stream a synthetic H.264 scene through the real ov2_node and show what it decoded")
+        "demo", help="stream a synthetic pick-and-place episode through the real ov2_node and print its answers")
     parser.add_argument("--out", default="out/demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds of video")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of video")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start-frame", type=int, default=0, help="join the stream mid-GOP")
     parser.set_defaults(handler=_run_demo)

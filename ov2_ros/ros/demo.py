@@ -1,50 +1,144 @@
-"""`ov2 demo`: the README's main job. Renders a synthetic tabletop scene, encodes it to H.264,
-starts the real `ov2_node` in its own process, streams the scene to it over ROS 2 like a camera
-(realtime, one access unit per message) and reports what the node decoded and how it cut the
-stream into temporal groups of canvases."""
+"""`ov2 demo`: the README's main job. Renders a held-out synthetic pick-and-place episode,
+encodes it to H.264, starts the real `ov2_node` (embedded default model) in its own process,
+streams the episode to it over ROS 2 like a camera (realtime, one access unit per message) with a
+standing trace question, then asks it over the Query service when the gripper grasped the object
+and where the plate is. Prints every answer next to the world's ground truth, and what the node
+decoded and tokenized (its /diagnostics)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+
+import numpy as np
+import rclpy
 
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig
-from ov2_ros.ros.harness import counter, stream_file_through_node
-from ov2_ros.synth.scene import SceneConfig
-from ov2_ros.synth.stream import write_synthetic_stream
+from ov2_ros.msg import ManipulationTrace, ModelText
+from ov2_ros.ros.conversions import time_to_ns
+from ov2_ros.ros.harness import DiagnosticsWatcher, SpinningNode, counter, start_node_process, stop_process
+from ov2_ros.ros.publisher import AccessUnitPublisher, play
+from ov2_ros.srv import Query
+from ov2_ros.synth.stream import write_world_stream
+from ov2_ros.synth.worlds import PickPlaceWorld, Variation, WorldConfig
 
+HELDOUT_SEED = 100_000  # as training/evaluate.py: seeds no training clip used
+TRACE_PROMPT = "Trace where the gripper moved."
 _REPORTED = (
     "frames_received", "frames_decoded", "frames_pending_in_decoder", "frames_dropped_waiting_for_idr",
-    "decode_errors", "frames_dropped_queue_full", "width", "height", "input_rate_hz",
-    "decode_ms_mean", "decode_ms_p99", "stamp_to_decoded_ms_p50", "stamp_to_decoded_ms_p99",
-    "groups_emitted", "kept_fraction", "tokenizer_ms_mean", "last_group",
+    "decode_errors", "frames_dropped_queue_full", "width", "height", "input_rate_hz", "decode_ms_p99",
+    "groups_emitted", "kept_fraction", "tokenizer_ms_mean", "answers_standing", "answers_query",
+    "answers_failed", "inference_ms_p50", "inference_ms_p99",
 )
 
 
-def run_demo(out_dir: str | Path, duration_s: float = 6.0, seed: int = 0, width: int = 640,
-             height: int = 480, start_frame: int = 0) -> int:
-    out_dir = Path(out_dir)
-    stream = write_synthetic_stream(
-        SceneConfig(width=width, height=height, duration_s=duration_s, seed=seed),
-        H264EncoderConfig(width=width, height=height), out_dir, "demo_scene")
-    source = H264File(stream.h264_path)
-    print(f"scene: {stream.h264_path} ({source.info.frame_count} access units, ground truth in "
-          f"{stream.truth_path.name})", flush=True)
+def _iou(a, b) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - width * height
+    return width * height / union if union > 0 else 0.0
 
+
+def _call(client, request, timeout_s: float):
+    future = client.call_async(request)
+    deadline = time.monotonic() + timeout_s
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return future.result() if future.done() else None
+
+
+def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_frame: int = 0,
+             node_parameters: dict | None = None) -> int:
+    out_dir = Path(out_dir)
+    world = PickPlaceWorld(WorldConfig(duration_s=duration_s, seed=HELDOUT_SEED + seed, variation=Variation("heldout")))
+    config = world.config
+    stream = write_world_stream(world, H264EncoderConfig(width=config.width, height=config.height, fps=config.fps),
+                                out_dir, "demo_episode")
+    truth = world.episode_truth()
+    source = H264File(stream.h264_path)
+    print(f"episode: {truth['instruction']} ({source.info.frame_count} access units, {config.width}x{config.height}; "
+          f"ground truth {stream.truth_path})", flush=True)
+
+    parameters = {"diagnostics_period_s": 0.5, "default_prompt": TRACE_PROMPT, "log_gop_summaries": False,
+                  **(node_parameters or {})}
+    node_process = start_node_process(parameters, namespace="/demo")
+    traces, texts = [], []  # appended by the spin thread, read once it has stopped
+    rclpy.init()
     try:
-        report, final = stream_file_through_node(source, {"diagnostics_period_s": 0.5}, "ov2_demo",
-                                                 "demo_camera", start_frame, timeout_s=30.0)
-    except RuntimeError as error:
-        print(error)
-        return 1
+        spinning = SpinningNode("ov2_demo")
+        try:
+            node = spinning.node
+            watcher = DiagnosticsWatcher(node)
+            node.create_subscription(ManipulationTrace, "/demo/ov2/trace", traces.append, 10)
+            node.create_subscription(ModelText, "/demo/ov2/text", texts.append, 10)
+            publisher = AccessUnitPublisher(node, "/demo/image_raw/h264", frame_id="demo_camera")
+            if not publisher.wait_for_subscribers(1, 120.0):
+                print("ov2_node did not subscribe within 120 s (see its log above)")
+                return 1
+            base_ns = time.time_ns()
+            report = play(publisher, source, pacing="realtime", start_frame=start_frame)
+            client = node.create_client(Query, "/demo/ov2/query")
+            client.wait_for_service(timeout_sec=30.0)
+            grasp = next(s for s in truth["segments"] if s["phase"] == "grasp")
+            questions = {"grasp": f"When does the gripper grasp the {truth['target']}?",
+                         "plate": f"Where is the {truth['plate']}? Give its bounding box."}
+            answers = {key: _call(client, Query.Request(prompt=q, window_s=duration_s + 1.0,
+                                                        max_new_tokens=64), 300.0)
+                       for key, q in questions.items()}
+            asked = sum(r is not None and r.success for r in answers.values())
+            final = watcher.wait_for(lambda v: counter(v, "frames_received") >= report.sent and counter(v, "queue_depth") == 0
+                                     and counter(v, "answers_query") >= asked, 30.0, name_prefix="/demo/ov2_node")
+        finally:
+            spinning.close()
+    finally:
+        rclpy.try_shutdown()
+        stop_process(node_process)
+
+    # The episode's clock: the publisher stamped frame 0 at base_ns.
+    seconds = lambda stamp: (time_to_ns(stamp) - base_ns) / 1e9
+    summary = {"instruction": truth["instruction"], "published": report.sent, "answers": {}}
+    print(f"\nstanding question '{TRACE_PROMPT}': {len(texts)} answers; the last trace:")
+    if traces:
+        last = traces[-1]
+        points = [[round(p.x, 1), round(p.y, 1)] for p in last.waypoints]
+        truth_path = np.asarray(truth["gripper_path"])
+        model_path = np.asarray(points)
+        resampled = np.stack([np.interp(np.linspace(0, 1, len(truth_path)), np.linspace(0, 1, len(model_path)),
+                                        model_path[:, axis]) for axis in (0, 1)], 1)
+        ade = float(np.linalg.norm(resampled - truth_path, axis=1).mean() / np.hypot(config.width, config.height))
+        print(f"  model  {points}\n  truth  {truth['gripper_path']}\n  ADE {ade:.3f} of the image diagonal")
+        summary["answers"]["trace"] = {"waypoints": points, "ade_fraction_of_diagonal": round(ade, 3)}
+    response = answers["grasp"]
+    if response is not None and response.success and response.segments:
+        segment = response.segments[0]
+        start, end = seconds(segment.start), seconds(segment.end)
+        overlap = max(0.0, min(end, grasp["end_s"]) - max(start, grasp["start_s"]))
+        union = max(end, grasp["end_s"]) - min(start, grasp["start_s"])
+        print(f"\n'{questions['grasp']}'\n  model  {start:.2f}-{end:.2f} s ({response.text!r})\n"
+              f"  truth  {grasp['start_s']:.2f}-{grasp['end_s']:.2f} s   IoU {overlap / union if union > 0 else 0:.2f}")
+        summary["answers"]["grasp"] = {"model_s": [round(start, 2), round(end, 2)],
+                                       "truth_s": [grasp["start_s"], grasp["end_s"]]}
+    else:
+        print(f"\n'{questions['grasp']}': no answer ({getattr(response, 'message', 'timed out')})")
+    response = answers["plate"]
+    if response is not None and response.success and response.groundings:
+        box = response.groundings[0]
+        model_box = [round(v, 1) for v in (box.x_min, box.y_min, box.x_max, box.y_max)]
+        print(f"\n'{questions['plate']}'\n  model  {model_box} ({response.text!r})\n"
+              f"  truth  {truth['plate_box_xyxy']}   IoU {_iou(model_box, truth['plate_box_xyxy']):.2f}")
+        summary["answers"]["plate_box"] = {"model": model_box, "truth": truth["plate_box_xyxy"]}
+    else:
+        print(f"\n'{questions['plate']}': no answer ({getattr(response, 'message', 'timed out')})")
     if final is None:
-        print("no final diagnostics from ov2_node")
+        print("\nno final diagnostics from ov2_node")
         return 1
-    summary = {"published": report.sent, **{key: final[key] for key in _REPORTED}}
-    (out_dir / "demo_diagnostics.json").write_text(json.dumps(final, indent=1))
-    print("\nwhat ov2_node decoded and tokenized (from its /diagnostics):")
-    for key, value in summary.items():
-        print(f"  {key:28s} {value}")
-    print(f"full diagnostics: {out_dir / 'demo_diagnostics.json'}")
+    print("\nwhat ov2_node did (from its /diagnostics):")
+    for key in _REPORTED:
+        print(f"  {key:28s} {final.get(key)}")
+    summary["diagnostics"] = final
+    (out_dir / "demo_results.json").write_text(json.dumps(summary, indent=1))
+    print(f"results: {out_dir / 'demo_results.json'}")
     decoded_all = counter(final, "frames_decoded") + counter(final, "frames_pending_in_decoder")
-    return 0 if decoded_all + counter(final, "frames_dropped_waiting_for_idr") == report.sent else 1
+    answered = all(r is not None and r.success for r in answers.values()) and traces
+    return 0 if answered and decoded_all + counter(final, "frames_dropped_waiting_for_idr") == report.sent else 1
