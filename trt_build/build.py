@@ -13,47 +13,16 @@ is the precision (export with --dtype fp16 for fp16 engines).
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from ov2_ros.runtime.engines import (BUILD_MANIFEST, EngineManifest, EngineMismatchError, HardwareIdentity,
                                      detect_hardware, engine_cache_root, engine_dir, import_tensorrt)
+from ov2_ros.runtime.folders import exclusive_lock, publish_folder
 from ov2_ros.runtime.onnx_graphs import GRAPHS, OnnxManifest, read_folder_config, sha256_file
 from trt_build.profiles import ProfileConfig, compute_profiles
-
-
-@contextmanager
-def build_lock(path: Path, timeout_s: float = 3600.0):
-    """An exclusive lock on `path` (a file), waiting up to timeout_s for another builder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"another build holds {path} for over {timeout_s:.0f} s") from None
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def publish_folder(staging: Path, destination: Path) -> None:
-    """Move a finished build into place atomically (rename), replacing an older one."""
-    old = destination.with_name(destination.name + ".old")
-    if destination.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(destination, old)
-    os.replace(staging, destination)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def strongly_typed_for(tensorrt_version: str, onnx_dtype: str, precision: str) -> bool:
@@ -128,7 +97,7 @@ def build_engines(onnx_folder: str | Path, profiles: ProfileConfig, precision: s
     strongly_typed = strongly_typed_for(hardware.tensorrt, onnx.dtype, precision)
     root = Path(cache_root) if cache_root else engine_cache_root(onnx_folder)
     destination = engine_dir(root, onnx, hardware, precision)
-    with build_lock(destination.with_name(destination.name + ".lock")):
+    with exclusive_lock(destination.with_name(destination.name + ".lock")):
         if not force and not usable_engines(destination, onnx, hardware, precision):
             return destination, EngineManifest.load(destination), False
         onnx.verify(onnx_folder, weights_hash=True)  # the weights too, once, before building for an hour

@@ -261,8 +261,9 @@ class Ov2Node(Node):
             "backend": ("torch", _descriptor(
                 f"Model runtime: {', '.join(BACKENDS)} (docs/deployment.md).", str_t, read_only=True)),
             "model_path": ("", _descriptor(
-                "torch: a model folder (ours or a released LLaVA-OneVision-2), empty for the embedded "
-                "default model; onnxruntime / tensorrt: a folder written by `ov2 export-onnx`.", str_t,
+                "torch: a model folder (ours or a released LLaVA-OneVision-2); onnxruntime / tensorrt: a "
+                "folder written by `ov2 export-onnx`; empty: the embedded default model (exported once "
+                "into $OV2_CACHE or ~/.cache/ov2_ros for onnxruntime / tensorrt).", str_t,
                 read_only=True)),
             "inference_threads": (1, _descriptor(
                 "CPU threads for the model (torch / onnxruntime).", int_t, read_only=True, int_range=(1, 64))),

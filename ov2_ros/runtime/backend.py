@@ -55,22 +55,29 @@ class TorchBackend:
 
 
 def open_backend(kind: str, path: str | Path | None = None, dtype: str = "fp32", threads: int | None = None) -> Backend:
-    """`torch`: a model folder (default: the embedded model); `onnxruntime`: a folder written by
-    `ov2 export-onnx`; `tensorrt`: such a folder, its engines built by `ov2 build-engines`."""
+    """`torch`: a model folder; `onnxruntime`: a folder written by `ov2 export-onnx`; `tensorrt`:
+    such a folder, its engines built by `ov2 build-engines`. Without a path: the embedded default
+    model (for onnxruntime / tensorrt exported once into the cache, onnx_export.exported_default_model)."""
     if kind == "torch":
         from ov2_ros.model.checkpoint import DTYPE_NAMES, load_any
         from ov2_ros.model.default import default_model_dir
 
         model, tokenizer = load_any(path or default_model_dir(), DTYPE_NAMES[dtype])
         return TorchBackend(model, tokenizer)
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}; one of {BACKENDS}")
+    if kind == "tensorrt":
+        from ov2_ros.runtime.engines import import_tensorrt
+
+        import_tensorrt()  # a clear error now, not after exporting
     if path is None:
-        raise ValueError(f"the {kind} backend needs an exported ONNX folder (ov2 export-onnx)")
+        from ov2_ros.runtime.onnx_export import exported_default_model
+
+        path = exported_default_model("fp32" if kind == "onnxruntime" else dtype)
     if kind == "onnxruntime":
         from ov2_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, threads=threads)
-    if kind == "tensorrt":
-        from ov2_ros.runtime.tensorrt_backend import TensorRTBackend
+    from ov2_ros.runtime.tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(path)
-    raise ValueError(f"unknown backend {kind!r}; one of {BACKENDS}")
+    return TensorRTBackend(path)

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -229,3 +230,32 @@ def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | N
         shutil.copyfile(tokenizer_json, out / "tokenizer.json")
     manifest.save(out)
     return manifest
+
+
+def cache_root() -> Path:
+    """$OV2_CACHE, else ~/.cache/ov2_ros: exports made on demand live here."""
+    return Path(os.environ.get("OV2_CACHE") or Path.home() / ".cache" / "ov2_ros")
+
+
+def exported_default_model(dtype: str = "fp32") -> Path:
+    """The embedded default model as an ONNX folder, exported on first use (about 30 s on a
+    CPU) into the cache, keyed by the weights' hash; later calls, and other processes, reuse it."""
+    from ov2_ros.model.checkpoint import DTYPE_NAMES, load_any_model
+    from ov2_ros.model.default import default_model_dir
+    from ov2_ros.runtime.folders import exclusive_lock, publish_folder
+    from ov2_ros.runtime.onnx_graphs import MANIFEST_NAME
+
+    model_dir = default_model_dir()
+    key = sha256_file(model_dir / "model.safetensors")[:16]
+    destination = cache_root() / "onnx" / f"default-{key}-{dtype}"
+    with exclusive_lock(destination.with_name(destination.name + ".lock")):
+        if not (destination / MANIFEST_NAME).is_file():
+            staging = destination.with_name(destination.name + f".exporting-{os.getpid()}")
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                export_onnx(load_any_model(model_dir, DTYPE_NAMES[dtype]), staging, model_dir / "tokenizer.json",
+                            source_model=str(model_dir))
+                publish_folder(staging, destination)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return destination

@@ -32,9 +32,25 @@ def test_export_then_generate_with_onnxruntime_answers_as_torch(model_dir, p_str
         assert ort_answer["vision_tokens"] == torch_answer["vision_tokens"] > 0
 
 
-def test_onnxruntime_backend_without_a_folder_or_with_a_model_folder_says_what_to_do(model_dir, p_stream, capsys):
-    assert main(["generate", str(p_stream.mp4_path), "--backend", "onnxruntime", "--prompt", "x"]) == 2
-    assert "needs an exported ONNX folder" in capsys.readouterr().err
+def test_onnxruntime_without_a_folder_exports_the_default_model_once(p_stream, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OV2_CACHE", str(tmp_path / "cache"))
+    question = ["generate", str(p_stream.mp4_path), "--prompt", "Where is the red cube? Give its bounding box.",
+                "--budget", "4"]
+    assert main(question) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert main([*question, "--backend", "onnxruntime"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["text"] == expected["text"] and got["parsed"] == expected["parsed"]
+    (exported,) = (tmp_path / "cache" / "onnx").glob("default-*-fp32")
+    manifest = exported / "onnx.json"
+    written = manifest.stat().st_mtime_ns
+    assert main([*question, "--backend", "onnxruntime"]) == 0  # reused, not exported again
+    assert json.loads(capsys.readouterr().out)["text"] == expected["text"]
+    assert manifest.stat().st_mtime_ns == written
+    assert not list((tmp_path / "cache" / "onnx").glob("*.exporting-*"))
+
+
+def test_onnxruntime_with_a_model_folder_says_what_to_do(model_dir, p_stream, capsys):
     assert main(["generate", str(p_stream.mp4_path), "--backend", "onnxruntime", "--model", str(model_dir),
                  "--prompt", "x"]) == 2
     assert "not an exported ONNX folder" in capsys.readouterr().err

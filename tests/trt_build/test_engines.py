@@ -13,7 +13,8 @@ from ov2_ros.errors import MissingInputError
 from ov2_ros.runtime.engines import (EngineManifest, EngineMismatchError, HardwareIdentity, TensorRTUnavailableError,
                                      engine_dir, import_tensorrt, onnx_folder_key)
 from ov2_ros.runtime.onnx_graphs import GRAPHS, OnnxManifest, past_names
-from trt_build.build import build_lock, publish_folder, strongly_typed_for
+from ov2_ros.runtime.folders import exclusive_lock, publish_folder
+from trt_build.build import strongly_typed_for
 from trt_build.profiles import ProfileConfig, compute_profiles, patches_per_canvas
 from tests.model.conftest import tiny_config
 
@@ -95,7 +96,7 @@ def test_profile_config_file_loads_and_refuses_unknown_settings(tmp_path):
 
 
 def _hold_lock(path, seconds):
-    with build_lock(path):
+    with exclusive_lock(path):
         time.sleep(seconds)
 
 
@@ -106,11 +107,11 @@ def test_the_build_lock_makes_a_second_builder_wait(tmp_path):
     while not lock.exists():
         time.sleep(0.05)
     time.sleep(0.3)
-    with pytest.raises(TimeoutError, match="another build"):
-        with build_lock(lock, timeout_s=0.5):
+    with pytest.raises(TimeoutError, match="another process"):
+        with exclusive_lock(lock, timeout_s=0.5):
             pass
     started = time.monotonic()
-    with build_lock(lock, timeout_s=30):
+    with exclusive_lock(lock, timeout_s=30):
         waited = time.monotonic() - started
     holder.join()
     assert waited > 0.5
