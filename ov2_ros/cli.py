@@ -195,6 +195,15 @@ def _add_bench(commands) -> None:
     runtime.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     runtime.add_argument("--repeats", type=int, default=3)
     runtime.set_defaults(handler=_run_bench_runtime)
+    node = benches.add_parser("node", help="the real node's latency, message in to result out, and losses")
+    node.add_argument("--out", default="out/bench_node.json", help="JSON results (default: %(default)s)")
+    node.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
+    node.add_argument("--sizes", nargs="+", default=["640x480", "1280x720"], help="WxH of the streams")
+    node.add_argument("--cameras", type=int, nargs="+", default=[1, 2])
+    node.add_argument("--duration", type=float, default=20.0, help="seconds of 30 fps video per stream")
+    node.add_argument("--budget", type=int, default=4, help="canvases per answer")
+    node.add_argument("--threads", type=int, default=1, help="model threads per node")
+    node.set_defaults(handler=_run_bench_node)
 
 
 def _run_bench_ingest(args) -> int:
@@ -227,6 +236,14 @@ def _run_bench_runtime(args) -> int:
     from ov2_ros.runtime.bench import run_runtime_bench
 
     run_runtime_bench(args.out, args.model, args.onnx, tuple(args.threads), args.repeats)
+    return 0
+
+
+def _run_bench_node(args) -> int:
+    from ov2_ros.ros.node_bench import run_node_bench
+
+    sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes]
+    run_node_bench(args.out, args.backend, sizes, tuple(args.cameras), args.duration, args.budget, args.threads)
     return 0
 
 
@@ -311,6 +328,36 @@ def _run_forward(args) -> int:
     return 0
 
 
+def _add_replay(commands) -> None:
+    parser = commands.add_parser("replay", help="the node's pipeline offline on a recording: answers as JSON, "
+                                                "an annotated video")
+    parser.add_argument("file", help="H.264 recording: MP4, MKV or raw Annex-B .h264")
+    parser.add_argument("--prompt", required=True, help="the question (answered on every new temporal group)")
+    parser.add_argument("--once", action="store_true", help="answer once, at the end of the recording")
+    parser.add_argument("--format", default="auto",
+                        choices=("auto", "text", "segment", "events", "box", "tracks", "trace", "trace2d"))
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
+    parser.add_argument("--model", default=None, help="as for `ov2 generate` (default: the embedded model)")
+    parser.add_argument("--budget", type=int, default=16, help="canvases per answer (newest first)")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds of video per answer")
+    parser.add_argument("--out", default="out/replay", help="folder for results.json and annotated.mp4")
+    parser.set_defaults(handler=_run_replay)
+
+
+def _run_replay(args) -> int:
+    from ov2_ros.runtime.backend import open_backend
+    from ov2_ros.runtime.replay import replay
+
+    backend = open_backend(args.backend, args.model)
+    document = replay(args.file, args.prompt, backend, args.out, None if args.format == "text" else args.format,
+                      args.once, args.budget, args.window)
+    for answer in document["answers"]:
+        print(json.dumps({key: answer[key] for key in ("from_frame", "window_s", "text", "parsed")}))
+    print(json.dumps({"results": f"{args.out}/results.json", "video": f"{args.out}/annotated.mp4",
+                      "answers": len(document["answers"])}))
+    return 0
+
+
 def _add_export_onnx(commands) -> None:
     parser = commands.add_parser("export-onnx", help="export the model as ONNX graphs (vision, embed, prefill, "
                                                      "decode) for ONNX Runtime and TensorRT")
@@ -359,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_forward(commands)
     _add_export_onnx(commands)
+    _add_replay(commands)
     _add_plugins(commands)
     return parser
 

@@ -1,0 +1,141 @@
+"""`ov2 bench node`: end-to-end latency of the real node, message in to result out.
+
+For each resolution and camera count: synthetic H.264 streams at 30 fps are played in real time
+to that many ov2_node processes (one namespace each) running a standing question on every new
+temporal group. A result's latency = when this process receives its ModelText - the header stamp
+of the newest frame the answer describes (the publisher stamps each frame as it sends it, on the
+same clock), so it covers transport, decoding, the wait for the group to close, tokenizing and the
+model. p50/p99 per configuration, plus whether every access unit was accounted for (none dropped).
+Baseline from the same run: the same question answered offline (runtime.perception, same backend)
+on the same kind of group; the ratio says what the live pipeline adds to the model itself.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+
+from ov2_ros.codec.container import H264File
+from ov2_ros.codec.encoder import H264EncoderConfig
+from ov2_ros.msg import ModelText
+from ov2_ros.ros.conversions import time_to_ns
+from ov2_ros.ros.harness import DiagnosticsWatcher, SpinningNode, counter, start_node_process, stop_process
+from ov2_ros.ros.publisher import AccessUnitPublisher, play
+from ov2_ros.synth.scene import SceneConfig
+from ov2_ros.synth.stream import write_synthetic_stream
+
+PROMPT = "Trace where the gripper moved."
+
+
+def _offline_answer_ms(stream_path: Path, backend: str, budget: int, threads: int) -> float:
+    """The model alone: the standing question on the first groups of the stream, offline."""
+    from ov2_ros.runtime.backend import open_backend
+    from ov2_ros.runtime.perception import Perception, Query
+    from ov2_ros.tokenizer.files import tokenize_file
+
+    video, _, _, _ = tokenize_file(stream_path, "stream")
+    perception = Perception(open_backend(backend, threads=threads), budget_canvases=budget)
+    size = (video.geometry.source_height, video.geometry.source_width)
+    groups = video.groups[:4]
+    perception.answer(groups[:1], size, Query(PROMPT))  # warm-up
+    times = []
+    for end in range(1, len(groups) + 1):
+        started = time.perf_counter()
+        perception.answer(groups[:end], size, Query(PROMPT))
+        times.append((time.perf_counter() - started) * 1e3)
+    return float(np.median(times))
+
+
+def _measure(streams: list[Path], backend: str, budget: int, threads: int, duration_s: float) -> dict:
+    namespaces = [f"/bench_cam{index}" for index in range(len(streams))]
+    processes = [start_node_process({"backend": backend, "default_prompt": PROMPT, "budget_canvases": budget,
+                                     "inference_threads": threads, "log_gop_summaries": False,
+                                     "diagnostics_period_s": 0.5}, namespace=namespace)
+                 for namespace in namespaces]
+    latencies_ms: dict[str, list[float]] = {namespace: [] for namespace in namespaces}
+    rclpy.init()
+    try:
+        spinning = SpinningNode("ov2_bench_node")
+        try:
+            node = spinning.node
+            watcher = DiagnosticsWatcher(node)
+
+            def on_text(namespace):
+                def record(message: ModelText):
+                    latencies_ms[namespace].append((time.time_ns() - time_to_ns(message.header.stamp)) / 1e6)
+                return record
+
+            for namespace in namespaces:
+                node.create_subscription(ModelText, f"{namespace}/ov2/text", on_text(namespace), 50)
+            publishers = [AccessUnitPublisher(node, f"{namespace}/image_raw/h264", frame_id=namespace[1:])
+                          for namespace in namespaces]
+            for publisher in publishers:
+                if not publisher.wait_for_subscribers(1, 300.0):
+                    raise RuntimeError("a node never subscribed (model loading or export failed?)")
+            reports = [None] * len(streams)
+
+            def stream_to(index):
+                reports[index] = play(publishers[index], H264File(streams[index]), pacing="realtime")
+
+            players = [threading.Thread(target=stream_to, args=(i,)) for i in range(len(streams))]
+            for player in players:
+                player.start()
+            for player in players:
+                player.join()
+            finals = [watcher.wait_for(lambda v, sent=report.sent: counter(v, "frames_received") >= sent
+                                       and counter(v, "queue_depth") == 0, 60.0, name_prefix=f"{namespace}/ov2_node")
+                      for namespace, report in zip(namespaces, reports)]
+            time.sleep(2.0)  # answers still in flight
+        finally:
+            spinning.close()
+    finally:
+        rclpy.try_shutdown()
+        for process in processes:
+            stop_process(process, timeout_s=30.0)
+    all_latencies = [value for values in latencies_ms.values() for value in values]
+    lost = []
+    for report, final in zip(reports, finals):
+        if final is None:
+            lost.append(None)
+            continue
+        accounted = counter(final, "frames_decoded") + counter(final, "frames_pending_in_decoder")
+        lost.append(report.sent - accounted)
+    return {"answers": len(all_latencies),
+            "latency_ms_p50": round(float(np.percentile(all_latencies, 50)), 1) if all_latencies else None,
+            "latency_ms_p99": round(float(np.percentile(all_latencies, 99)), 1) if all_latencies else None,
+            "answers_per_camera": [len(v) for v in latencies_ms.values()],
+            "frames_sent": [r.sent for r in reports], "frames_lost": lost,
+            "dropped_queue_full": [counter(f, "frames_dropped_queue_full") if f else None for f in finals],
+            "groups_emitted": [counter(f, "groups_emitted") if f else None for f in finals]}
+
+
+def run_node_bench(out_path: str | Path | None, backend: str = "onnxruntime", sizes=((640, 480), (1280, 720)),
+                   cameras=(1, 2), duration_s: float = 20.0, budget: int = 4, threads: int = 1) -> dict:
+    work = Path(out_path).parent / "bench_node_streams" if out_path else Path("out/bench_node_streams")
+    if backend != "torch":  # export the default model once, before timing anything
+        from ov2_ros.runtime.backend import open_backend
+
+        open_backend(backend)
+    rows = []
+    for width, height in sizes:
+        streams = [write_synthetic_stream(SceneConfig(width=width, height=height, duration_s=duration_s, seed=seed),
+                                          H264EncoderConfig(width=width, height=height), work, f"{width}x{height}_{seed}",
+                                          progress=False).mp4_path for seed in range(max(cameras))]
+        baseline_ms = _offline_answer_ms(streams[0], backend, budget, threads)
+        for count in cameras:
+            row = {"width": width, "height": height, "cameras": count, "backend": backend, "budget_canvases": budget,
+                   "offline_answer_ms": round(baseline_ms, 1), **_measure(streams[:count], backend, budget, threads,
+                                                                         duration_s)}
+            if row["latency_ms_p50"] is not None:
+                row["p50_vs_offline_answer"] = round(row["latency_ms_p50"] / baseline_ms, 2)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    document = {"benchmark": "node", "unix_time": time.time(), "prompt": PROMPT, "duration_s": duration_s, "rows": rows}
+    if out_path:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_path).write_text(json.dumps(document, indent=1))
+    return document
