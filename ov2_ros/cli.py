@@ -204,6 +204,13 @@ def _add_bench(commands) -> None:
     node.add_argument("--budget", type=int, default=4, help="canvases per answer")
     node.add_argument("--threads", type=int, default=1, help="model threads per node")
     node.set_defaults(handler=_run_bench_node)
+    fuzz = benches.add_parser("fuzz", help="mutated access units through ingest and tokenizer: nothing may escape")
+    fuzz.add_argument("--out", default="out/fuzz.json", help="JSON results (default: %(default)s)")
+    fuzz.add_argument("--count", type=int, default=100_000, help="access units to push")
+    fuzz.add_argument("--seed", type=int, default=0)
+    fuzz.add_argument("--max-seconds", type=float, default=900.0, help="stop after this long")
+    fuzz.add_argument("--mutation-rate", type=float, default=0.3)
+    fuzz.set_defaults(handler=_run_bench_fuzz)
 
 
 def _run_bench_ingest(args) -> int:
@@ -245,6 +252,18 @@ def _run_bench_node(args) -> int:
     sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes]
     run_node_bench(args.out, args.backend, sizes, tuple(args.cameras), args.duration, args.budget, args.threads)
     return 0
+
+
+def _run_bench_fuzz(args) -> int:
+    from pathlib import Path
+
+    from ov2_ros.tokenizer.fuzz import run_fuzz
+
+    document = run_fuzz(args.count, args.seed, args.max_seconds, args.mutation_rate, Path(args.out).parent / "fuzz",
+                        args.out)
+    print(json.dumps({key: document[key] for key in ("access_units", "sessions", "seconds", "outcomes",
+                                                     "frames_decoded", "groups", "failure_count")}))
+    return 0 if document["failure_count"] == 0 else 1
 
 
 def _add_study(commands) -> None:

@@ -13,5 +13,7 @@ SEGMENTS_TOPIC = "ov2/segments"  # ov2_ros/TemporalSegmentArray (segment and eve
 GROUNDINGS_TOPIC = "ov2/groundings"  # ov2_ros/SpatialGroundingArray (boxes)
 TRACKS_TOPIC = "ov2/tracks"  # ov2_ros/PointTrackArray
 TRACE_TOPIC = "ov2/trace"  # ov2_ros/ManipulationTrace
+ANNOTATED_TOPIC = "ov2/annotated"  # sensor_msgs/Image: the newest frame with the answer drawn (visualize)
+MARKERS_TOPIC = "ov2/markers"  # visualization_msgs/MarkerArray (visualize)
 PROMPT_TOPIC = "ov2/prompt"  # std_msgs/String: a one-shot question, answered on the topics above
 QUERY_SERVICE = "ov2/query"  # ov2_ros/srv/Query: a one-shot question, answered in the response

@@ -40,8 +40,9 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage
-from std_msgs.msg import String
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header, String
+from visualization_msgs.msg import MarkerArray
 
 from ov2_ros.msg import ManipulationTrace, ModelText, PointTrackArray, SpatialGroundingArray, TemporalSegmentArray
 from ov2_ros.srv import Query as QueryService
@@ -52,7 +53,8 @@ from ov2_ros.tokenizer.canvas import TokenizedGroup
 from ov2_ros.tokenizer.groups import GroupingConfig
 from ov2_ros.tokenizer.pipeline import StreamingTokenizer, TokenizerConfig
 from ov2_ros.ros import names, results
-from ov2_ros.ros.conversions import key_values, time_to_ns
+from ov2_ros.ros.conversions import key_values, ns_to_time, time_to_ns
+from ov2_ros.runtime.annotate import annotate
 from ov2_ros.runtime.backend import BACKENDS, open_backend
 from ov2_ros.runtime.perception import Perception, PerceptionResult, Query
 
@@ -188,6 +190,9 @@ class Ov2Node(Node):
             "tracks": self.create_publisher(PointTrackArray, names.TRACKS_TOPIC, 10),
             "trace": self.create_publisher(ManipulationTrace, names.TRACE_TOPIC, 10),
         }
+        if p["visualize"]:
+            self._results["annotated"] = self.create_publisher(Image, names.ANNOTATED_TOPIC, 2)
+            self._results["markers"] = self.create_publisher(MarkerArray, names.MARKERS_TOPIC, 10)
         self._prompts = self.create_subscription(String, names.PROMPT_TOPIC, self._on_prompt, 10)
         # Its own group: a service call waits for its answer while the other callbacks go on.
         self._query_service = self.create_service(QueryService, names.QUERY_SERVICE, self._on_query,
@@ -283,6 +288,9 @@ class Ov2Node(Node):
             "max_new_tokens": (64, _descriptor(
                 "Generated tokens per free-text answer (formatted answers stop when complete).", int_t,
                 read_only=True, int_range=(1, 4096))),
+            "visualize": (False, _descriptor(
+                "Also publish each answer drawn on the newest frame (ov2/annotated, sensor_msgs/Image) and "
+                "as markers (ov2/markers, visualization_msgs/MarkerArray).", bool_t, read_only=True)),
             "query_queue_size": (8, _descriptor(
                 "Questions waiting for the inference thread; beyond it they are refused.", int_t,
                 read_only=True, int_range=(1, 1024))),
@@ -551,7 +559,18 @@ class Ov2Node(Node):
             self._results["text"].publish(results.model_text(job.result, frame_id, self._model_id))
             for role, message in results.arrays(job.result, frame_id).items():
                 self._results[role].publish(message)
+            if "annotated" in self._results:
+                self._publish_visualisation(job.result, frame_id)
         job.done.set()
+
+    def _publish_visualisation(self, result: PerceptionResult, frame_id: str) -> None:
+        with self._lock:
+            newest = self.frames[-1] if self.frames else None
+        if newest is not None:
+            drawn = annotate(newest.rgb(), result, newest.stamp_ns)
+            self._results["annotated"].publish(results.image_message(
+                drawn, Header(stamp=ns_to_time(newest.stamp_ns), frame_id=frame_id)))
+        self._results["markers"].publish(results.markers(result, frame_id))
 
     # --- diagnostics ----------------------------------------------------------------------
 

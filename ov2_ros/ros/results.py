@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import math
 
-from std_msgs.msg import Header
+import numpy as np
+from geometry_msgs.msg import Point
+from sensor_msgs.msg import Image
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
 
 from ov2_ros.model.parsers import asks_for_plan
 from ov2_ros.msg import (ManipulationTrace, ModelText, PointTrack, PointTrackArray, SpatialGrounding,
@@ -76,3 +80,43 @@ def arrays(result: PerceptionResult, frame_id: str) -> dict[str, object]:
     for trace in traces(result, frame_id):
         out["trace"] = trace
     return out
+
+
+def image_message(rgb: np.ndarray, header_: Header) -> Image:
+    """An rgb8 sensor_msgs/Image: cv_bridge where it is installed (every ROS machine), else the
+    same message built from the array."""
+    try:
+        from cv_bridge import CvBridge
+    except ImportError:
+        height, width = rgb.shape[:2]
+        return Image(header=header_, height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3,
+                     data=np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
+    message = CvBridge().cv2_to_imgmsg(np.ascontiguousarray(rgb), encoding="rgb8")
+    message.header = header_
+    return message
+
+
+def markers(result: PerceptionResult, frame_id: str) -> MarkerArray:
+    """Boxes and the trace as line strips on a virtual image plane 1 m in front of the camera
+    (optical frame: x right, y down, z forward; pixel (u, v) -> ((u - W/2) / W, (v - H/2) / W, 1)),
+    so they show in RViz without camera intrinsics. Each answer replaces the previous markers."""
+    height, width = result.image_size
+    plane = lambda u, v: Point(x=(u - width / 2) / width, y=(v - height / 2) / width, z=1.0)
+    head = header(result, frame_id)
+    out = [Marker(header=head, ns="ov2", id=0, action=Marker.DELETEALL)]
+    for index, box in enumerate(result.boxes):
+        corners = [(box.x1, box.y1), (box.x2, box.y1), (box.x2, box.y2), (box.x1, box.y2), (box.x1, box.y1)]
+        out.append(Marker(header=head, ns="ov2/boxes", id=index, type=Marker.LINE_STRIP, action=Marker.ADD,
+                          points=[plane(u, v) for u, v in corners], color=ColorRGBA(r=1.0, g=0.3, b=0.15, a=1.0),
+                          text=result.query.prompt))
+    for marker in out[1:]:
+        marker.scale.x = 0.005
+        marker.pose.orientation.w = 1.0
+    if result.trace is not None:
+        trace = Marker(header=head, ns="ov2/trace", id=0, type=Marker.LINE_STRIP, action=Marker.ADD,
+                       points=[plane(w.x, w.y) for w in result.trace.waypoints],
+                       color=ColorRGBA(r=0.15, g=0.8, b=1.0, a=1.0))
+        trace.scale.x = 0.005
+        trace.pose.orientation.w = 1.0
+        out.append(trace)
+    return MarkerArray(markers=out)

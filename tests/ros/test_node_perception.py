@@ -8,6 +8,8 @@ import pytest
 
 from ov2_ros.codec.container import H264File
 from ov2_ros.msg import ModelText, SpatialGroundingArray, TemporalSegmentArray
+from sensor_msgs.msg import Image
+from visualization_msgs.msg import Marker, MarkerArray
 from ov2_ros.ros.conversions import time_to_ns
 from ov2_ros.ros.harness import counter
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
@@ -27,10 +29,10 @@ def episode(tmp_path_factory):
 
 class Collector:
     def __init__(self, node, namespace):
-        self.messages: dict[str, list] = {"text": [], "segments": [], "groundings": []}
+        self.messages: dict[str, list] = {"text": [], "segments": [], "groundings": [], "annotated": [], "markers": []}
         self._condition = threading.Condition()
         for role, kind in (("text", ModelText), ("segments", TemporalSegmentArray),
-                           ("groundings", SpatialGroundingArray)):
+                           ("groundings", SpatialGroundingArray), ("annotated", Image), ("markers", MarkerArray)):
             node.create_subscription(kind, f"{namespace}/ov2/{role}", lambda m, r=role: self._add(r, m), 10)
 
     def _add(self, role, message):
@@ -81,7 +83,7 @@ def test_standing_question_answers_on_new_groups_with_frame_stamps(ros, node_und
 
 def test_query_service_and_prompt_topic(ros, node_under_test, episode):
     node, watcher = ros
-    node_under_test("/asked", budget_canvases=4)
+    node_under_test("/asked", budget_canvases=4, visualize=True)
     collector = Collector(node, "/asked")
     client = node.create_client(Query, "/asked/ov2/query")
     assert client.wait_for_service(timeout_sec=60.0)
@@ -104,6 +106,15 @@ def test_query_service_and_prompt_topic(ros, node_under_test, episode):
     assert 0 <= box.x_min <= box.x_max <= 320 and 0 <= box.y_min <= box.y_max <= 240
     assert (box.image_width, box.image_height) == (320, 240)
     assert collector.wait(lambda m: any(g.request_id == response.request_id for g in m["groundings"]), 30.0)
+    # visualize: the answer drawn on the newest frame, and as markers
+    assert collector.wait(lambda m: m["annotated"] and m["markers"], 30.0)
+    image = collector.messages["annotated"][-1]
+    assert (image.width, image.height, image.encoding, image.step) == (320, 240, "rgb8", 960)
+    assert len(image.data) == 320 * 240 * 3 and image.header.frame_id == "tabletop_camera"
+    assert time_to_ns(image.header.stamp) >= time_to_ns(response.header.stamp)  # the newest frame, not older
+    boxes = [m for m in collector.messages["markers"][-1].markers if m.ns == "ov2/boxes"]
+    assert len(boxes) == 1 and boxes[0].type == Marker.LINE_STRIP and len(boxes[0].points) == 5
+    assert all(abs(p.x) <= 0.5 and p.z == 1.0 for p in boxes[0].points)
 
     bad = client.call_async(Query.Request(prompt=BOX, output_format="hologram"))
     while not bad.done():
