@@ -80,3 +80,36 @@ def encode_mp4(frames_rgb: Iterable[np.ndarray], path: str | Path, config: H264E
             count += 1
         container.mux(stream.encode(None))
     return count
+
+
+class LiveEncoder:
+    """Frames in, one Annex-B access unit out per frame, immediately: what a camera with a
+    hardware encoder would send. Used by the node for cameras that publish raw images.
+
+    No B-frames and no lookahead (config.b_frames must be 0), so every frame leaves the encoder
+    as it goes in; SPS/PPS are repeated in front of every IDR (a late start or a loss recovers at
+    the next IDR, as with a real camera)."""
+
+    def __init__(self, config: H264EncoderConfig):
+        if config.b_frames:
+            raise ValueError("a live encoder sends every frame at once: b_frames must be 0")
+        self.config = config
+        self._context = av.CodecContext.create("libx264", "w")
+        self._context.width, self._context.height = config.width, config.height
+        self._context.pix_fmt = "yuv420p"
+        self._context.time_base = 1 / config.frame_rate
+        self._context.framerate = config.frame_rate
+        self._context.bit_rate = config.bitrate_bps
+        self._context.options = {"preset": config.preset, "tune": "zerolatency",
+                                 "x264-params": config.x264_params() + ":repeat-headers=1:annexb=1"}
+        self._index = 0
+
+    def encode(self, rgb: np.ndarray) -> bytes:
+        """rgb (H, W, 3) uint8 of the configured size -> its access unit (Annex-B)."""
+        if rgb.shape != (self.config.height, self.config.width, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"expected a {self.config.height}x{self.config.width} RGB uint8 image, got "
+                             f"{rgb.shape} {rgb.dtype}")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+        frame.pts = self._index
+        self._index += 1
+        return b"".join(bytes(packet) for packet in self._context.encode(frame))

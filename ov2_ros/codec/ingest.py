@@ -132,6 +132,14 @@ class StreamIngest:
     def awaiting_idr(self) -> bool:
         return self._awaiting_idr
 
+    def reject_format(self, detail: str) -> PushResult:
+        """Count a message that never became an access unit (a raw image that could not be
+        encoded) like one of the wrong format, so every message still lands in one counter."""
+        self.counters.frames_received += 1
+        self._next_decode_index += 1
+        self.counters.frames_rejected_format += 1
+        return PushResult("rejected_format", detail=detail)
+
     def mark_discontinuity(self) -> list[FrameRecord]:
         """The caller lost access units (e.g. its queue overflowed): wait for the next IDR."""
         self.counters.reported_discontinuities += 1

@@ -4,6 +4,7 @@ namespace, so several cameras run side by side under namespaces)."""
 NODE_NAME = "ov2_node"
 H264_TOPIC = "image_raw/h264"  # sensor_msgs/CompressedImage, format "h264", one access unit each
 DIAGNOSTICS_TOPIC = "/diagnostics"
+IMAGE_TOPIC = "image_raw"  # sensor_msgs/Image, when the node's input is "image" (it encodes them)
 H264_FORMAT = "h264"
 DIAGNOSTIC_NAME_SUFFIX = "h264 ingest"
 

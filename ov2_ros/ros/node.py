@@ -47,13 +47,14 @@ from visualization_msgs.msg import MarkerArray
 from ov2_ros.msg import ManipulationTrace, ModelText, PointTrackArray, SpatialGroundingArray, TemporalSegmentArray
 from ov2_ros.srv import Query as QueryService
 
+from ov2_ros.codec.encoder import H264EncoderConfig, LiveEncoder
 from ov2_ros.codec.ingest import FrameRecord, PushResult, StreamIngest
 from ov2_ros.codec.saliency import SCORERS
 from ov2_ros.tokenizer.canvas import TokenizedGroup
 from ov2_ros.tokenizer.groups import GroupingConfig
 from ov2_ros.tokenizer.pipeline import StreamingTokenizer, TokenizerConfig
 from ov2_ros.ros import names, results
-from ov2_ros.ros.conversions import key_values, ns_to_time, time_to_ns
+from ov2_ros.ros.conversions import image_to_rgb, key_values, ns_to_time, time_to_ns
 from ov2_ros.runtime.annotate import annotate
 from ov2_ros.runtime.backend import BACKENDS, open_backend
 from ov2_ros.runtime.perception import Perception, PerceptionResult, Query
@@ -66,6 +67,7 @@ class _Received:
     fmt: str
     receive_ns: int
     frame_id: str
+    image: Image | None = None  # a raw camera image, to encode before ingest (input "image")
 
 
 @dataclass
@@ -157,8 +159,15 @@ class Ov2Node(Node):
             reliability=ReliabilityPolicy.BEST_EFFORT if p["qos_reliability"] == "best_effort"
             else ReliabilityPolicy.RELIABLE,
         )
-        self._subscription = self.create_subscription(
-            CompressedImage, names.H264_TOPIC, self._on_access_unit, qos)
+        if p["input"] == "image":
+            self._encoder_settings = (p["encoder_gop_frames"], p["encoder_bitrate_bps"])
+            self._live_encoder: LiveEncoder | None = None  # made for the first image's size
+            self._encode_ms = RollingWindow()
+            self._subscription = self.create_subscription(Image, names.IMAGE_TOPIC, self._on_image, qos)
+        else:
+            self._subscription = self.create_subscription(
+                CompressedImage, names.H264_TOPIC, self._on_access_unit, qos)
+        self._input = p["input"]
         self._diagnostics = self.create_publisher(DiagnosticArray, names.DIAGNOSTICS_TOPIC, 10)
         self._timer = self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
 
@@ -225,6 +234,17 @@ class Ov2Node(Node):
                 "Access units waiting for the decode thread; beyond it they are dropped and "
                 "decoding restarts at the next IDR.", int_t, read_only=True,
                 int_range=(1, 10000))),
+            "input": ("h264", _descriptor(
+                "'h264': sensor_msgs/CompressedImage access units on image_raw/h264; 'image': raw "
+                "sensor_msgs/Image on image_raw (rgb8, bgr8, rgba8, bgra8, mono8), encoded here with libx264 "
+                "like a camera (no B-frames, fixed GOP, zero latency) so any camera works.", str_t,
+                read_only=True)),
+            "encoder_gop_frames": (30, _descriptor(
+                "input 'image': frames between IDRs of the encoder (a loss recovers at the next one).", int_t,
+                read_only=True, int_range=(1, 600))),
+            "encoder_bitrate_bps": (2_000_000, _descriptor(
+                "input 'image': target bitrate of the encoder.", int_t, read_only=True,
+                int_range=(10_000, 200_000_000))),
             "frame_buffer_size": (128, _descriptor(
                 "Newest decoded frames kept for the tokenizer (720p: 1.4 MB each).", int_t,
                 read_only=True, int_range=(1, 4096))),
@@ -312,6 +332,8 @@ class Ov2Node(Node):
         if values["qos_reliability"] not in ("reliable", "best_effort"):
             raise ValueError(f"qos_reliability must be 'reliable' or 'best_effort', got "
                              f"'{values['qos_reliability']}'")
+        if values["input"] not in ("h264", "image"):
+            raise ValueError(f"input must be 'h264' or 'image', got '{values['input']}'")
         if values["backend"] not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got '{values['backend']}'")
         if values["output_format"] not in results.SERVICE_FORMATS:
@@ -340,8 +362,15 @@ class Ov2Node(Node):
     # --- executor thread ------------------------------------------------------------------
 
     def _on_access_unit(self, message: CompressedImage) -> None:
-        received = _Received(bytes(message.data), time_to_ns(message.header.stamp), message.format,
-                             time.time_ns(), message.header.frame_id)
+        self._enqueue(_Received(bytes(message.data), time_to_ns(message.header.stamp), message.format,
+                                time.time_ns(), message.header.frame_id))
+
+    def _on_image(self, message: Image) -> None:
+        # The message object itself is kept (rclpy hands it over); encoding is the decode thread's.
+        self._enqueue(_Received(b"", time_to_ns(message.header.stamp), names.H264_FORMAT, time.time_ns(),
+                                message.header.frame_id, image=message))
+
+    def _enqueue(self, received: _Received) -> None:
         with self._lock:
             self._messages_received += 1
             self._receive_times.append(received.receive_ns)
@@ -373,14 +402,36 @@ class Ov2Node(Node):
                 self.get_logger().error(f"internal error on an access unit, restarting at the next "
                                         f"IDR: {error!r}")
 
+    def _encode(self, image: Image) -> bytes:
+        """A raw image -> one access unit, like a camera's encoder (input 'image')."""
+        started = time.perf_counter()
+        rgb = image_to_rgb(image)
+        rgb = rgb[:rgb.shape[0] // 2 * 2, :rgb.shape[1] // 2 * 2]  # 4:2:0 needs even sizes
+        if self._live_encoder is None or (self._live_encoder.config.height, self._live_encoder.config.width) != rgb.shape[:2]:
+            gop, bitrate = self._encoder_settings
+            self._live_encoder = LiveEncoder(H264EncoderConfig(width=rgb.shape[1], height=rgb.shape[0],
+                                                               gop_frames=gop, bitrate_bps=bitrate))
+        access_unit = self._live_encoder.encode(rgb)
+        with self._lock:
+            self._encode_ms.add((time.perf_counter() - started) * 1e3)
+        return access_unit
+
     def _ingest_one(self, received: _Received) -> None:
+        payload, refused = received.payload, ""
+        if received.image is not None:
+            try:
+                payload = self._encode(received.image)
+            except Exception as error:  # an image that cannot be encoded is refused, not fatal
+                refused = f"raw image not encodable: {error}"
         with self._lock:
             frames = []
             if self._overflow_pending:
                 self._overflow_pending = False
                 frames += self._ingest.mark_discontinuity()
-            result = self._ingest.push(received.payload, received.stamp_ns, received.fmt,
-                                       received.receive_ns)
+            if refused:
+                result = self._ingest.reject_format(refused)
+            else:
+                result = self._ingest.push(payload, received.stamp_ns, received.fmt, received.receive_ns)
             frames += result.frames
             self._record(received, result, frames)
             restarted = self._ingest.counters.decoder_resets != self._seen_resets
@@ -614,6 +665,8 @@ class Ov2Node(Node):
                 "last_group": self._last_group,
                 "last_problem": self._last_problem,
             }
+            if self._input == "image":
+                values.update(encode_ms_mean=self._encode_ms.mean(), encode_ms_p99=self._encode_ms.percentile(99))
             idle_s = (now_ns - self._last_receive_ns) / 1e9 if self._last_receive_ns else None
             frame_id = self._frame_id
         with self._work:

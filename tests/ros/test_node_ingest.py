@@ -2,8 +2,10 @@
 process; every check reads the node's /diagnostics."""
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
@@ -172,3 +174,34 @@ def test_node_cuts_the_live_stream_into_groups(ros, node_under_test, b_stream):
     assert 0 < float(values["kept_fraction"]) <= 1.0
     assert float(values["tokenizer_ms_mean"]) > 0
     assert "canvases" in values["last_group"]
+
+
+def test_raw_images_are_encoded_like_a_camera_and_tokenized(ros, node_under_test, p_stream):
+    """input 'image': a camera without an encoder. Every raw frame becomes an access unit here,
+    is decoded and tokenized; an image in an encoding the node cannot take is refused and counted."""
+    from sensor_msgs.msg import Image
+
+    from ov2_ros.ros.conversions import ns_to_time
+    from ov2_ros.tokenizer.files import decode_file
+
+    node, watcher = ros
+    node_under_test("/raw", input="image", encoder_gop_frames=15)
+    publisher = node.create_publisher(Image, "/raw/image_raw", 300)
+    deadline = time.monotonic() + 30
+    while publisher.get_subscription_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _, frames, _ = decode_file(p_stream.mp4_path, export_macroblocks=False)
+    start_ns = time.time_ns()
+    for index, frame in enumerate(frames):
+        bgr = np.ascontiguousarray(frame.rgb()[:, :, ::-1])
+        message = Image(height=240, width=320, encoding="bgr8", step=960, data=bgr.tobytes())
+        message.header.stamp = ns_to_time(start_ns + index * 33_333_333)
+        message.header.frame_id = "raw_camera"
+        publisher.publish(message)
+        time.sleep(1 / 30)
+    publisher.publish(Image(height=2, width=2, encoding="32FC1", step=16, data=bytes(16)))
+    values = _settled(watcher, "/raw", len(frames) + 1)
+    assert counter(values, "frames_decoded") == len(frames) and counter(values, "frames_rejected_format") == 1
+    assert counter(values, "groups_emitted") >= 1 and (values["width"], values["height"]) == ("320", "240")
+    assert 0 < float(values["encode_ms_mean"]) < 100
+    assert "not encodable" in values["last_problem"] and "32FC1" in values["last_problem"]
