@@ -38,7 +38,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
@@ -110,7 +110,7 @@ def _descriptor(description: str, kind: int, read_only: bool = False,
     )
 
 
-class Ov2Node(Node):
+class Ov2Node(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(names.NODE_NAME, **kwargs)
         p = self._declare_parameters()
@@ -154,32 +154,19 @@ class Ov2Node(Node):
         self._last_problem = ""
         self._last_warned: dict[str, float] = {}
 
-        qos = QoSProfile(
+        self._qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=p["qos_depth"],
             reliability=ReliabilityPolicy.BEST_EFFORT if p["qos_reliability"] == "best_effort"
             else ReliabilityPolicy.RELIABLE,
         )
-        if p["input"] == "image":
+        self._input = p["input"]
+        if self._input == "image":
             self._encoder_settings = (p["encoder_gop_frames"], p["encoder_bitrate_bps"])
             self._live_encoder: LiveEncoder | None = None  # made for the first image's size
             self._encode_ms = RollingWindow()
-            self._subscription = self.create_subscription(Image, names.IMAGE_TOPIC, self._on_image, qos)
-        else:
-            self._subscription = self.create_subscription(
-                CompressedImage, names.H264_TOPIC, self._on_access_unit, qos)
-        self._input = p["input"]
         self._diagnostics = self.create_publisher(DiagnosticArray, names.DIAGNOSTICS_TOPIC, 10)
         self._timer = self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
 
-        # The model (configure): loaded before anything is subscribed, so a bad path fails at start.
-        started = time.perf_counter()
-        backend = open_backend(p["backend"], p["model_path"] or None, threads=p["inference_threads"])
-        if p["backend"] == "torch":
-            import torch
-            torch.set_num_threads(p["inference_threads"])
-        self._model_id = f"{p['backend']}:{p['model_path'] or 'embedded default'}"
-        self._perception = Perception(backend, p["budget_canvases"], p["window_s"], p["max_new_tokens"])
-        self.get_logger().info(f"model {self._model_id} loaded in {time.perf_counter() - started:.1f} s")
         # Guards the inference thread's inputs: questions, the standing prompt, group arrivals.
         self._work = threading.Condition()
         self._queries: collections.deque[_Job] = collections.deque()
@@ -191,7 +178,38 @@ class Ov2Node(Node):
         self._inference_ms = RollingWindow()
         self._last_stage_s: dict = {}
         self._last_answer = ""
+        self._model_id = ""
+        self._perception: Perception | None = None
+        self._results: dict = {}
+        self._subscription = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._settings = p
+        self._lifecycle = "unconfigured"
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if p["autostart"]:
+            self.trigger_configure()
+            if self._lifecycle != "inactive":
+                raise RuntimeError(f"ov2_node could not configure: {self._last_problem}")
+            self.trigger_activate()
 
+    # --- lifecycle: configure loads the model, activate subscribes ------------------------
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        p = self._settings
+        started = time.perf_counter()
+        try:
+            backend = open_backend(p["backend"], p["model_path"] or None, threads=p["inference_threads"])
+        except Exception as error:  # a bad path or export: say why, stay unconfigured
+            self._last_problem = f"model not loaded: {error}"
+            self.get_logger().error(self._last_problem)
+            return TransitionCallbackReturn.FAILURE
+        if p["backend"] == "torch":
+            import torch
+            torch.set_num_threads(p["inference_threads"])
+        self._model_id = f"{p['backend']}:{p['model_path'] or 'embedded default'}"
+        self._perception = Perception(backend, p["budget_canvases"], p["window_s"], p["max_new_tokens"])
+        self.get_logger().info(f"model {self._model_id} loaded in {time.perf_counter() - started:.1f} s")
         self._results = {
             "text": self.create_publisher(ModelText, names.TEXT_TOPIC, 10),
             "segments": self.create_publisher(TemporalSegmentArray, names.SEGMENTS_TOPIC, 10),
@@ -206,17 +224,58 @@ class Ov2Node(Node):
         # Its own group: a service call waits for its answer while the other callbacks go on.
         self._query_service = self.create_service(QueryService, names.QUERY_SERVICE, self._on_query,
                                                   callback_group=MutuallyExclusiveCallbackGroup())
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._decode_loop, name="ov2-decode", daemon=True),
+                         threading.Thread(target=self._infer_loop, name="ov2-infer", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        self._lifecycle = "inactive"
+        return TransitionCallbackReturn.SUCCESS
 
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._decode_loop, name="ov2-decode", daemon=True)
-        self._worker.start()
-        self._inference = threading.Thread(target=self._infer_loop, name="ov2-infer", daemon=True)
-        self._inference.start()
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        if self._input == "image":
+            self._subscription = self.create_subscription(Image, names.IMAGE_TOPIC, self._on_image, self._qos)
+        else:
+            self._subscription = self.create_subscription(CompressedImage, names.H264_TOPIC, self._on_access_unit,
+                                                          self._qos)
+        self._lifecycle = "active"
         self.get_logger().info(
-            f"listening on {self._subscription.topic_name} ({p['qos_reliability']}, depth "
-            f"{p['qos_depth']}); questions on {self._query_service.srv_name} and {self._prompts.topic_name}; "
-            f"diagnostics on {names.DIAGNOSTICS_TOPIC}")
+            f"listening on {self._subscription.topic_name} ({self._settings['qos_reliability']}, depth "
+            f"{self._settings['qos_depth']}); questions on {self._query_service.srv_name} and "
+            f"{self._prompts.topic_name}; diagnostics on {names.DIAGNOSTICS_TOPIC}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self.destroy_subscription(self._subscription)  # intake stops; what is queued is still decoded
+        self._subscription = None
+        self._lifecycle = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Back to unconfigured: threads stopped, the model and its interfaces gone."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30.0)  # an answer in progress finishes
+        self._threads = []
+        for publisher in self._results.values():
+            self.destroy_publisher(publisher)
+        self._results = {}
+        if self._perception is not None:
+            self.destroy_subscription(self._prompts)
+            self.destroy_service(self._query_service)
+        self._perception = None
+        self._lifecycle = "unconfigured"
 
     # --- parameters -----------------------------------------------------------------------
 
@@ -317,6 +376,9 @@ class Ov2Node(Node):
             "query_timeout_s": (120.0, _descriptor(
                 "The Query service gives up waiting for an answer after this long.", float_t,
                 read_only=True, float_range=(1.0, 3600.0))),
+            "autostart": (True, _descriptor(
+                "Configure (load the model) and activate (subscribe) at start; false: wait for a "
+                "lifecycle manager (ros2 lifecycle set ... configure / activate).", bool_t, read_only=True)),
             "log_throttle_s": (5.0, _descriptor(
                 "At most one warning per this many seconds for each kind of bad input.", float_t,
                 read_only=True, float_range=(0.0, 3600.0))),
@@ -671,6 +733,7 @@ class Ov2Node(Node):
             frame_id = self._frame_id
         with self._work:
             values.update({
+                "lifecycle_state": self._lifecycle,
                 "model": self._model_id,
                 "answers_standing": self._answers["standing"],
                 "answers_query": self._answers["query"],
@@ -709,8 +772,8 @@ class Ov2Node(Node):
 
     def destroy_node(self) -> None:
         self._stop.set()
-        self._worker.join(timeout=2.0)
-        self._inference.join(timeout=30.0)  # an answer in progress finishes
+        for thread in self._threads:
+            thread.join(timeout=30.0)
         super().destroy_node()
 
 

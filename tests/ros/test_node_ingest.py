@@ -205,3 +205,36 @@ def test_raw_images_are_encoded_like_a_camera_and_tokenized(ros, node_under_test
     assert counter(values, "groups_emitted") >= 1 and (values["width"], values["height"]) == ("320", "240")
     assert 0 < float(values["encode_ms_mean"]) < 100
     assert "not encodable" in values["last_problem"] and "32FC1" in values["last_problem"]
+
+
+def test_lifecycle_configure_loads_activate_subscribes_deactivate_stops_intake(ros, node_under_test, p_stream):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    node, watcher = ros
+    node_under_test("/managed", autostart=False)
+    change = node.create_client(ChangeState, "/managed/ov2_node/change_state")
+    get_state = node.create_client(GetState, "/managed/ov2_node/get_state")
+    assert change.wait_for_service(timeout_sec=30.0) and get_state.wait_for_service(timeout_sec=10.0)
+    state = lambda: get_state.call(GetState.Request(), timeout_sec=10.0).current_state.label
+    publisher = AccessUnitPublisher(node, "/managed/image_raw/h264", frame_id="managed_camera")
+    assert state() == "unconfigured" and publisher.publisher.get_subscription_count() == 0
+
+    def transition(kind):
+        return change.call(ChangeState.Request(transition=Transition(id=kind)), timeout_sec=120.0).success
+
+    assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+    assert publisher.publisher.get_subscription_count() == 0  # the model is loaded; intake waits for activate
+    assert transition(Transition.TRANSITION_ACTIVATE) and state() == "active"
+    assert publisher.wait_for_subscribers(1, 30.0)
+    report = play(publisher, H264File(p_stream.mp4_path), pacing="acked")
+    values = _settled(watcher, "/managed", report.sent)
+    assert counter(values, "frames_decoded") == report.sent and values["lifecycle_state"] == "active"
+    assert transition(Transition.TRANSITION_DEACTIVATE) and state() == "inactive"
+    deadline = time.monotonic() + 10
+    while publisher.publisher.get_subscription_count() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert publisher.publisher.get_subscription_count() == 0
+    assert transition(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
+    values = watcher.wait_for(lambda v: v["lifecycle_state"] == "unconfigured", 10.0, name_prefix="/managed/ov2_node")
+    assert values is not None and counter(values, "frames_received") == report.sent  # counters outlive the model
