@@ -350,7 +350,8 @@ def _run_forward(args) -> int:
 def _add_replay(commands) -> None:
     parser = commands.add_parser("replay", help="the node's pipeline offline on a recording: answers as JSON, "
                                                 "an annotated video")
-    parser.add_argument("file", help="H.264 recording: MP4, MKV or raw Annex-B .h264")
+    parser.add_argument("file", help="recording: MP4, MKV, raw Annex-B .h264, or a rosbag2 (folder, .db3 or .mcap)")
+    parser.add_argument("--topic", default=None, help="rosbag2: the CompressedImage H.264 topic (default: the only one)")
     parser.add_argument("--prompt", required=True, help="the question (answered on every new temporal group)")
     parser.add_argument("--once", action="store_true", help="answer once, at the end of the recording")
     parser.add_argument("--format", default="auto",
@@ -369,7 +370,7 @@ def _run_replay(args) -> int:
 
     backend = open_backend(args.backend, args.model)
     document = replay(args.file, args.prompt, backend, args.out, None if args.format == "text" else args.format,
-                      args.once, args.budget, args.window)
+                      args.once, args.budget, args.window, topic=args.topic)
     for answer in document["answers"]:
         print(json.dumps({key: answer[key] for key in ("from_frame", "window_s", "text", "parsed")}))
     print(json.dumps({"results": f"{args.out}/results.json", "video": f"{args.out}/annotated.mp4",
