@@ -211,6 +211,15 @@ def _add_bench(commands) -> None:
     fuzz.add_argument("--max-seconds", type=float, default=900.0, help="stop after this long")
     fuzz.add_argument("--mutation-rate", type=float, default=0.3)
     fuzz.set_defaults(handler=_run_bench_fuzz)
+    faults = benches.add_parser("faults", help="the real node under packet loss, late join, stamp regression, "
+                                               "resolution change and publisher restart")
+    faults.add_argument("--out", default="out/faults.json", help="JSON results (default: %(default)s)")
+    faults.set_defaults(handler=_run_bench_faults)
+    soak = benches.add_parser("soak", help="two cameras for N minutes: memory growth and survival")
+    soak.add_argument("--out", default="out/soak.json", help="JSON results (default: %(default)s)")
+    soak.add_argument("--minutes", type=float, default=10.0)
+    soak.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
+    soak.set_defaults(handler=_run_bench_soak)
 
 
 def _run_bench_ingest(args) -> int:
@@ -264,6 +273,27 @@ def _run_bench_fuzz(args) -> int:
     print(json.dumps({key: document[key] for key in ("access_units", "sessions", "seconds", "outcomes",
                                                      "frames_decoded", "groups", "failure_count")}))
     return 0 if document["failure_count"] == 0 else 1
+
+
+def _run_bench_faults(args) -> int:
+    from pathlib import Path
+
+    from ov2_ros.ros.robustness import run_faults
+
+    document = run_faults(args.out, Path(args.out).parent / "robustness")
+    for row in document["faults"]:
+        print(json.dumps(row))
+    return 0 if document["all_ok"] else 1
+
+
+def _run_bench_soak(args) -> int:
+    from pathlib import Path
+
+    from ov2_ros.ros.robustness import run_soak
+
+    document = run_soak(args.out, args.minutes, args.backend, Path(args.out).parent / "robustness")
+    print(json.dumps(document["nodes"]))
+    return 0 if document["all_ok"] else 1
 
 
 def _add_study(commands) -> None:
