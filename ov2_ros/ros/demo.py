@@ -3,7 +3,8 @@ encodes it to H.264, starts the real `ov2_node` (embedded default model) in its 
 streams the episode to it over ROS 2 like a camera (realtime, one access unit per message) with a
 standing trace question, then asks it over the Query service when the gripper grasped the object
 and where the plate is. Prints every answer next to the world's ground truth, and what the node
-decoded and tokenized (its /diagnostics)."""
+decoded and tokenized (its /diagnostics); writes the node's annotated images (one per answer,
+from ov2/annotated) as annotated.mp4."""
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ import numpy as np
 import rclpy
 
 from ov2_ros.codec.container import H264File
-from ov2_ros.codec.encoder import H264EncoderConfig
+from ov2_ros.codec.encoder import H264EncoderConfig, encode_mp4
 from ov2_ros.msg import ManipulationTrace, ModelText
+from sensor_msgs.msg import Image
 from ov2_ros.ros.conversions import time_to_ns
 from ov2_ros.ros.harness import DiagnosticsWatcher, SpinningNode, counter, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
@@ -61,9 +63,9 @@ def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_
           f"ground truth {stream.truth_path})", flush=True)
 
     parameters = {"diagnostics_period_s": 0.5, "default_prompt": TRACE_PROMPT, "log_gop_summaries": False,
-                  **(node_parameters or {})}
+                  "visualize": True, **(node_parameters or {})}
     node_process = start_node_process(parameters, namespace="/demo")
-    traces, texts = [], []  # appended by the spin thread, read once it has stopped
+    traces, texts, annotated = [], [], []  # appended by the spin thread, read once it has stopped
     rclpy.init()
     try:
         spinning = SpinningNode("ov2_demo")
@@ -72,6 +74,7 @@ def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_
             watcher = DiagnosticsWatcher(node)
             node.create_subscription(ManipulationTrace, "/demo/ov2/trace", traces.append, 10)
             node.create_subscription(ModelText, "/demo/ov2/text", texts.append, 10)
+            node.create_subscription(Image, "/demo/ov2/annotated", annotated.append, 10)
             publisher = AccessUnitPublisher(node, "/demo/image_raw/h264", frame_id="demo_camera")
             if not publisher.wait_for_subscribers(1, 120.0):
                 print("ov2_node did not subscribe within 120 s (see its log above)")
@@ -137,6 +140,11 @@ def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_
     for key in _REPORTED:
         print(f"  {key:28s} {final.get(key)}")
     summary["diagnostics"] = final
+    if annotated:
+        frames = [np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width, 3) for m in annotated]
+        encode_mp4(frames, out_dir / "annotated.mp4", H264EncoderConfig(width=annotated[0].width,
+                                                                        height=annotated[0].height, fps=2.0))
+        print(f"annotated answers ({len(frames)} frames, one per answer, 2 fps): {out_dir / 'annotated.mp4'}")
     (out_dir / "demo_results.json").write_text(json.dumps(summary, indent=1))
     print(f"results: {out_dir / 'demo_results.json'}")
     decoded_all = counter(final, "frames_decoded") + counter(final, "frames_pending_in_decoder")
