@@ -264,34 +264,27 @@ def _run_bench_node(args) -> int:
 
 
 def _run_bench_fuzz(args) -> int:
-    from pathlib import Path
-
     from ov2_ros.tokenizer.fuzz import run_fuzz
 
-    document = run_fuzz(args.count, args.seed, args.max_seconds, args.mutation_rate, Path(args.out).parent / "fuzz",
-                        args.out)
+    document = run_fuzz(args.count, args.seed, args.max_seconds, args.mutation_rate, args.out)
     print(json.dumps({key: document[key] for key in ("access_units", "sessions", "seconds", "outcomes",
                                                      "frames_decoded", "groups", "failure_count")}))
     return 0 if document["failure_count"] == 0 else 1
 
 
 def _run_bench_faults(args) -> int:
-    from pathlib import Path
-
     from ov2_ros.ros.robustness import run_faults
 
-    document = run_faults(args.out, Path(args.out).parent / "robustness")
+    document = run_faults(args.out)
     for row in document["faults"]:
         print(json.dumps(row))
     return 0 if document["all_ok"] else 1
 
 
 def _run_bench_soak(args) -> int:
-    from pathlib import Path
-
     from ov2_ros.ros.robustness import run_soak
 
-    document = run_soak(args.out, args.minutes, args.backend, Path(args.out).parent / "robustness")
+    document = run_soak(args.out, args.minutes, args.backend)
     print(json.dumps(document["nodes"]))
     return 0 if document["all_ok"] else 1
 

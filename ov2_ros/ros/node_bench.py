@@ -12,6 +12,7 @@ on the same kind of group; the ratio says what the live pipeline adds to the mod
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -115,7 +116,11 @@ def _measure(streams: list[Path], backend: str, budget: int, threads: int, durat
 
 def run_node_bench(out_path: str | Path | None, backend: str = "onnxruntime", sizes=((640, 480), (1280, 720)),
                    cameras=(1, 2), duration_s: float = 20.0, budget: int = 4, threads: int = 1) -> dict:
-    work = Path(out_path).parent / "bench_node_streams" if out_path else Path("out/bench_node_streams")
+    with tempfile.TemporaryDirectory(prefix="ov2_bench_node_") as scratch:  # the streams, for the run
+        return _node_bench(Path(scratch), out_path, backend, sizes, cameras, duration_s, budget, threads)
+
+
+def _node_bench(work: Path, out_path, backend, sizes, cameras, duration_s, budget, threads) -> dict:
     if backend != "torch":  # export the default model once, before timing anything
         from ov2_ros.runtime.backend import open_backend
 

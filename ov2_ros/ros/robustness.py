@@ -15,6 +15,7 @@ fed looping streams in real time for `minutes`; each node's resident memory is s
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -60,10 +61,10 @@ def _publish(publisher: AccessUnitPublisher, units, stamp_ns: int, skip=()) -> t
     return sent, stamp_ns
 
 
-def run_faults(out_path: str | Path | None, work: str | Path = "out/robustness") -> dict:
-    work = Path(work)
-    main = list(_stream(work, "faults_main", 320, 240, 4.0, 1))
-    other = list(_stream(work, "faults_other", 480, 272, 2.0, 2))
+def run_faults(out_path: str | Path | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="ov2_faults_") as scratch:  # the streams, read into memory
+        main = list(_stream(Path(scratch), "faults_main", 320, 240, 4.0, 1))
+        other = list(_stream(Path(scratch), "faults_other", 480, 272, 2.0, 2))
     process = start_node_process({"diagnostics_period_s": 0.2, "log_gop_summaries": False}, namespace="/faults")
     rows, sent_total = [], 0
     use_prompt_acknowledgements()  # each access unit is acknowledged before the next goes out
@@ -139,9 +140,12 @@ def run_faults(out_path: str | Path | None, work: str | Path = "out/robustness")
     return document
 
 
-def run_soak(out_path: str | Path | None, minutes: float = 10.0, backend: str = "onnxruntime",
-             work: str | Path = "out/robustness") -> dict:
-    work = Path(work)
+def run_soak(out_path: str | Path | None, minutes: float = 10.0, backend: str = "onnxruntime") -> dict:
+    with tempfile.TemporaryDirectory(prefix="ov2_soak_") as scratch:  # the looping streams, for the run
+        return _soak(Path(scratch), out_path, minutes, backend)
+
+
+def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str) -> dict:
     streams = [_stream(work, f"soak_{index}", 640, 480, 30.0, 10 + index) for index in range(2)]
     if backend != "torch":  # the default model's export, once, before the clock starts
         from ov2_ros.runtime.backend import open_backend

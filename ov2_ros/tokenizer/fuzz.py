@@ -15,6 +15,7 @@ sent with a stamp that jumps or goes back. Invariants checked on every push:
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import traceback
 from collections import Counter
@@ -84,9 +85,9 @@ def _mutate(data: bytes, kind: str, rng: np.random.Generator, other: list[bytes]
 
 
 def run_fuzz(count: int = 100_000, seed: int = 0, max_seconds: float = 600.0, mutation_rate: float = 0.3,
-             work: str | Path = "out/fuzz", out_path: str | Path | None = None) -> dict:
-    work = Path(work)
-    streams = _base_streams(work)
+             out_path: str | Path | None = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="ov2_fuzz_") as scratch:  # the base streams, read into memory
+        streams = _base_streams(Path(scratch))
     rng = np.random.default_rng(seed)
     outcomes, mutations, failures = Counter(), Counter(), []
     frames_out = groups_out = 0

@@ -3,8 +3,8 @@ message is accounted for, and groups keep their positions inside their frames an
 from ov2_ros.tokenizer.fuzz import MUTATIONS, run_fuzz
 
 
-def test_mutated_access_units_break_nothing(tmp_path):
-    document = run_fuzz(count=1500, seed=3, max_seconds=300, mutation_rate=0.3, work=tmp_path)
+def test_mutated_access_units_break_nothing():
+    document = run_fuzz(count=1500, seed=3, max_seconds=300, mutation_rate=0.3)
     assert document["failure_count"] == 0, document["failures"][:3]
     assert document["access_units"] == 1500 == sum(document["outcomes"].values())
     assert set(document["mutations"]) >= set(MUTATIONS) - {"stamp_back"} | {"none"}  # most kinds were tried
