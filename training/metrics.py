@@ -13,6 +13,9 @@ import re
 
 import numpy as np
 
+# Answer-vs-truth geometry lives in ov2_ros (the demo scores with it too); part of these metrics.
+from ov2_ros.model.scoring import box_iou, temporal_iou, trace_errors  # noqa: F401
+
 JUMPSCORE_TOLERANCES_S = (0.1, 0.2, 0.3)
 
 
@@ -63,12 +66,6 @@ def jumpscore(predictions: list[list[float]], truths: list[list[float]]) -> floa
     return 100.0 * float(np.mean([jumpscore_video(p, t) for p, t in zip(predictions, truths, strict=True)]))
 
 
-def temporal_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else float(a == b)
-
-
 def grounding_scores(predicted: list[tuple[float, float] | None], truth: list[tuple[float, float]]) -> dict:
     """R@{0.3, 0.5, 0.7} and mIoU; a missing prediction (parse failure) counts as IoU 0."""
     ious = np.array([0.0 if p is None else temporal_iou(p, t) for p, t in zip(predicted, truth, strict=True)])
@@ -76,31 +73,6 @@ def grounding_scores(predicted: list[tuple[float, float] | None], truth: list[tu
             "R@0.7": float((ious >= 0.7).mean()), "mIoU": float(ious.mean())}
 
 
-def box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def box_accuracy(predicted: list, truth: list, threshold: float = 0.5) -> float:
     """Share of boxes with IoU >= threshold (None = parse failure = miss)."""
     return float(np.mean([p is not None and box_iou(p, t) >= threshold for p, t in zip(predicted, truth, strict=True)]))
-
-
-def _resample(points: np.ndarray, count: int) -> np.ndarray:
-    """A polyline's points at `count` evenly spaced positions of its index."""
-    if len(points) == 1:
-        return np.repeat(points, count, axis=0)
-    where = np.linspace(0, len(points) - 1, count)
-    return np.stack([np.interp(where, np.arange(len(points)), points[:, k]) for k in range(2)], axis=1)
-
-
-def trace_errors(predicted: list, truth: list, diagonal_px: float) -> tuple[float, float]:
-    """(ADE, FDE) of one trace as fractions of the image diagonal; the prediction is resampled to
-    the truth's number of waypoints (both are spaced evenly in time)."""
-    truth_xy = np.asarray(truth, float)[:, :2]
-    predicted_xy = _resample(np.asarray(predicted, float)[:, :2], len(truth_xy))
-    distances = np.linalg.norm(predicted_xy - truth_xy, axis=1) / diagonal_px
-    return float(distances.mean()), float(distances[-1])

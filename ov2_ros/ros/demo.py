@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from sensor_msgs.msg import Image
 
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig, encode_mp4
+from ov2_ros.model.scoring import box_iou, temporal_iou, trace_errors
 from ov2_ros.msg import ManipulationTrace, ModelText
-from sensor_msgs.msg import Image
 from ov2_ros.ros.conversions import time_to_ns
 from ov2_ros.ros.harness import DiagnosticsWatcher, SpinningNode, counter, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
@@ -33,13 +34,6 @@ _REPORTED = (
     "groups_emitted", "kept_fraction", "tokenizer_ms_mean", "answers_standing", "answers_query",
     "answers_failed", "inference_ms_p50", "inference_ms_p99",
 )
-
-
-def _iou(a, b) -> float:
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - width * height
-    return width * height / union if union > 0 else 0.0
 
 
 def _call(client, request, timeout_s: float):
@@ -105,21 +99,16 @@ def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_
     if traces:
         last = traces[-1]
         points = [[round(p.x, 1), round(p.y, 1)] for p in last.waypoints]
-        truth_path = np.asarray(truth["gripper_path"])
-        model_path = np.asarray(points)
-        resampled = np.stack([np.interp(np.linspace(0, 1, len(truth_path)), np.linspace(0, 1, len(model_path)),
-                                        model_path[:, axis]) for axis in (0, 1)], 1)
-        ade = float(np.linalg.norm(resampled - truth_path, axis=1).mean() / np.hypot(config.width, config.height))
+        ade, _ = trace_errors(points, truth["gripper_path"], float(np.hypot(config.width, config.height)))
         print(f"  model  {points}\n  truth  {truth['gripper_path']}\n  ADE {ade:.3f} of the image diagonal")
         summary["answers"]["trace"] = {"waypoints": points, "ade_fraction_of_diagonal": round(ade, 3)}
     response = answers["grasp"]
     if response is not None and response.success and response.segments:
         segment = response.segments[0]
         start, end = seconds(segment.start), seconds(segment.end)
-        overlap = max(0.0, min(end, grasp["end_s"]) - max(start, grasp["start_s"]))
-        union = max(end, grasp["end_s"]) - min(start, grasp["start_s"])
+        segment_iou = temporal_iou((start, end), (grasp["start_s"], grasp["end_s"]))
         print(f"\n'{questions['grasp']}'\n  model  {start:.2f}-{end:.2f} s ({response.text!r})\n"
-              f"  truth  {grasp['start_s']:.2f}-{grasp['end_s']:.2f} s   IoU {overlap / union if union > 0 else 0:.2f}")
+              f"  truth  {grasp['start_s']:.2f}-{grasp['end_s']:.2f} s   IoU {segment_iou:.2f}")
         summary["answers"]["grasp"] = {"model_s": [round(start, 2), round(end, 2)],
                                        "truth_s": [grasp["start_s"], grasp["end_s"]]}
     else:
@@ -129,7 +118,7 @@ def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_
         box = response.groundings[0]
         model_box = [round(v, 1) for v in (box.x_min, box.y_min, box.x_max, box.y_max)]
         print(f"\n'{questions['plate']}'\n  model  {model_box} ({response.text!r})\n"
-              f"  truth  {truth['plate_box_xyxy']}   IoU {_iou(model_box, truth['plate_box_xyxy']):.2f}")
+              f"  truth  {truth['plate_box_xyxy']}   IoU {box_iou(model_box, truth['plate_box_xyxy']):.2f}")
         summary["answers"]["plate_box"] = {"model": model_box, "truth": truth["plate_box_xyxy"]}
     else:
         print(f"\n'{questions['plate']}': no answer ({getattr(response, 'message', 'timed out')})")
