@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from sensor_msgs.msg import Image
 
 from ov2_ros.codec.container import H264File
@@ -20,7 +19,7 @@ from ov2_ros.codec.encoder import H264EncoderConfig, encode_mp4
 from ov2_ros.model.scoring import box_iou, temporal_iou, trace_errors
 from ov2_ros.msg import ManipulationTrace, ModelText
 from ov2_ros.ros.conversions import time_to_ns
-from ov2_ros.ros.harness import DiagnosticsWatcher, SpinningNode, counter, start_node_process, stop_process
+from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
 from ov2_ros.srv import Query
 from ov2_ros.synth.stream import write_world_stream
@@ -60,11 +59,8 @@ def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_
                   "visualize": True, **(node_parameters or {})}
     node_process = start_node_process(parameters, namespace="/demo")
     traces, texts, annotated = [], [], []  # appended by the spin thread, read once it has stopped
-    rclpy.init()
     try:
-        spinning = SpinningNode("ov2_demo")
-        try:
-            node = spinning.node
+        with ros_client("ov2_demo") as node:
             watcher = DiagnosticsWatcher(node)
             node.create_subscription(ManipulationTrace, "/demo/ov2/trace", traces.append, 10)
             node.create_subscription(ModelText, "/demo/ov2/text", texts.append, 10)
@@ -86,10 +82,7 @@ def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_
             asked = sum(r is not None and r.success for r in answers.values())
             final = watcher.wait_for(lambda v: counter(v, "frames_received") >= report.sent and counter(v, "queue_depth") == 0
                                      and counter(v, "answers_query") >= asked, 30.0, name_prefix="/demo/ov2_node")
-        finally:
-            spinning.close()
     finally:
-        rclpy.try_shutdown()
         stop_process(node_process)
 
     # The episode's clock: the publisher stamped frame 0 at base_ns.

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import rclpy
@@ -105,6 +106,21 @@ class SpinningNode:
         self._thread.join(timeout=2.0)
 
 
+@contextmanager
+def ros_client(name: str):
+    """This process's rclpy context with one node spun on a background thread (yielded), for
+    scripts that talk to ov2_node processes; both are closed on exit."""
+    rclpy.init()
+    try:
+        spinning = SpinningNode(name)
+        try:
+            yield spinning.node
+        finally:
+            spinning.close()
+    finally:
+        rclpy.try_shutdown()
+
+
 def counter(values: dict, key: str) -> int:
     return int(values.get(key, "0"))
 
@@ -115,20 +131,15 @@ def stream_file_through_node(source, node_parameters: dict, client_name: str, fr
     camera, and return (PlaybackReport, the node's final ingest diagnostics, or None if they never
     accounted for every message sent). Raises RuntimeError if the node never subscribes."""
     node_process = start_node_process(node_parameters)
-    rclpy.init()
     try:
-        spinning = SpinningNode(client_name)
-        try:
-            watcher = DiagnosticsWatcher(spinning.node)
-            publisher = AccessUnitPublisher(spinning.node, frame_id=frame_id)
+        with ros_client(client_name) as node:
+            watcher = DiagnosticsWatcher(node)
+            publisher = AccessUnitPublisher(node, frame_id=frame_id)
             if not publisher.wait_for_subscribers(1, timeout_s):
                 raise RuntimeError(f"ov2_node did not subscribe within {timeout_s} s")
             report = play(publisher, source, pacing="realtime", start_frame=start_frame)
             final = watcher.wait_for(lambda v: counter(v, "frames_received") >= report.sent
                                      and counter(v, "queue_depth") == 0, timeout_s)
-        finally:
-            spinning.close()
     finally:
-        rclpy.try_shutdown()
         stop_process(node_process)
     return report, final

@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig
 from ov2_ros.msg import ModelText
 from ov2_ros.ros.conversions import time_to_ns
-from ov2_ros.ros.harness import DiagnosticsWatcher, SpinningNode, counter, start_node_process, stop_process
+from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
@@ -58,11 +57,8 @@ def _measure(streams: list[Path], backend: str, budget: int, threads: int, durat
                                      "diagnostics_period_s": 0.5}, namespace=namespace)
                  for namespace in namespaces]
     latencies_ms: dict[str, list[float]] = {namespace: [] for namespace in namespaces}
-    rclpy.init()
     try:
-        spinning = SpinningNode("ov2_bench_node")
-        try:
-            node = spinning.node
+        with ros_client("ov2_bench_node") as node:
             watcher = DiagnosticsWatcher(node)
 
             def on_text(namespace):
@@ -91,10 +87,7 @@ def _measure(streams: list[Path], backend: str, budget: int, threads: int, durat
                                        and counter(v, "queue_depth") == 0, 60.0, name_prefix=f"{namespace}/ov2_node")
                       for namespace, report in zip(namespaces, reports)]
             time.sleep(2.0)  # answers still in flight
-        finally:
-            spinning.close()
     finally:
-        rclpy.try_shutdown()
         for process in processes:
             stop_process(process, timeout_s=30.0)
     all_latencies = [value for values in latencies_ms.values() for value in values]

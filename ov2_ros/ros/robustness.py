@@ -20,11 +20,10 @@ import threading
 import time
 from pathlib import Path
 
-import rclpy
 
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig
-from ov2_ros.ros.harness import DiagnosticsWatcher, SpinningNode, counter, start_node_process, stop_process
+from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play, use_prompt_acknowledgements
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
@@ -68,11 +67,8 @@ def run_faults(out_path: str | Path | None) -> dict:
     process = start_node_process({"diagnostics_period_s": 0.2, "log_gop_summaries": False}, namespace="/faults")
     rows, sent_total = [], 0
     use_prompt_acknowledgements()  # each access unit is acknowledged before the next goes out
-    rclpy.init()
     try:
-        spinning = SpinningNode("ov2_faults")
-        try:
-            node = spinning.node
+        with ros_client("ov2_faults") as node:
             watcher = DiagnosticsWatcher(node)
             topic = "/faults/image_raw/h264"
             publisher = AccessUnitPublisher(node, topic, frame_id="faults")
@@ -126,10 +122,7 @@ def run_faults(out_path: str | Path | None) -> dict:
             restarted.wait_for_subscribers(1, 30.0)
             sent, stamp = _publish(restarted, main[4:], stamp + 1_000_000_000)
             settle("publisher restart (resumes at frame 4, 1 s later)", sent, GOP)
-        finally:
-            spinning.close()
     finally:
-        rclpy.try_shutdown()
         alive = process.poll() is None
         stop_process(process)
     document = {"benchmark": "faults", "gop": GOP, "node_alive_at_end": alive, "faults": rows,
@@ -156,12 +149,10 @@ def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str)
                                      "budget_canvases": 4, "log_gop_summaries": False}, namespace=namespace)
                  for namespace in namespaces]
     samples: list[list[float]] = [[] for _ in namespaces]
-    rclpy.init()
     try:
-        spinning = SpinningNode("ov2_soak")
-        try:
-            watcher = DiagnosticsWatcher(spinning.node)
-            publishers = [AccessUnitPublisher(spinning.node, f"{namespace}/image_raw/h264", frame_id=namespace[1:])
+        with ros_client("ov2_soak") as node:
+            watcher = DiagnosticsWatcher(node)
+            publishers = [AccessUnitPublisher(node, f"{namespace}/image_raw/h264", frame_id=namespace[1:])
                           for namespace in namespaces]
             for publisher in publishers:
                 if not publisher.wait_for_subscribers(1, 300.0):
@@ -180,10 +171,7 @@ def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str)
                 player.join()
             elapsed_min = (time.monotonic() - started) / 60
             finals = [watcher.latest(f"{namespace}/ov2_node") for namespace in namespaces]
-        finally:
-            spinning.close()
     finally:
-        rclpy.try_shutdown()
         alive = [process.poll() is None for process in processes]
         for process in processes:
             stop_process(process, timeout_s=30.0)
