@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from ov2_ros.model.checkpoint import save_model
 from ov2_ros.model.config import EncoderConfig, LLMConfig, Ov2Config
 from ov2_ros.model.ov2 import Ov2Model
 from ov2_ros.model.prompt import train_tokenizer
@@ -33,3 +34,11 @@ def tiny_model(tokenizer, seed=0, **kwargs) -> Ov2Model:
             if parameter.dim() == 1:
                 parameter.add_(0.1 * torch.randn_like(parameter))
     return model
+
+
+@pytest.fixture(scope="session")
+def model_dir(tokenizer, tmp_path_factory):
+    """A tiny model saved as one of our model folders (config.json, model.safetensors, tokenizer.json)."""
+    folder = tmp_path_factory.mktemp("model")
+    save_model(tiny_model(tokenizer, seed=2), folder, tokenizer.path)
+    return folder

@@ -115,6 +115,16 @@ def test_constrained_event_lists_strictly_increase(tokenizer):
     assert tight.allows(comma_space, close) and not tight.allows(comma_space, comma)  # nothing fits after 12.99
 
 
+def _random_walk(constraint, texts: list[str], candidates: list[int], rng) -> str:
+    """Allowed tokens picked at random until the format is complete; fails on a dead end."""
+    text = ""
+    while not constraint.complete(text):
+        allowed = [i for i in candidates if constraint.allows(text, i)]
+        assert allowed, text
+        text += texts[int(rng.choice(allowed))]
+    return text
+
+
 def test_constrained_events_never_reach_a_dead_end(tokenizer):
     """Random walks through the allowed tokens always find a way on, and end in a parseable list."""
     from ov2_ros.model.generate import FormatConstraint
@@ -123,11 +133,7 @@ def test_constrained_events_never_reach_a_dead_end(tokenizer):
     useful = [i for i, t in enumerate(texts) if t and set(t) <= set("0123456789., []")]
     for walk in range(15):
         constraint = FormatConstraint("events", tokenizer, max_time_s=float(rng.uniform(0.5, 6.0)))
-        text = ""
-        while not constraint.complete(text):
-            allowed = [i for i in useful if constraint.allows(text, i)]
-            assert allowed, text
-            text += texts[int(rng.choice(allowed))]
+        text = _random_walk(constraint, texts, useful, rng)
         times = parse_output(text, "events", FRAME).times_s
         assert list(times) == sorted(set(times)) and all(t <= constraint.max_time_s for t in times)
 
@@ -141,11 +147,7 @@ def test_constrained_segments_end_after_they_start_within_the_video(tokenizer):
     useful = [i for i, t in enumerate(texts) if t]
     for walk in range(15):
         constraint = FormatConstraint("segment", tokenizer, max_time_s=float(rng.uniform(0.3, 4.0)))
-        text = ""
-        while not constraint.complete(text):
-            allowed = [i for i in useful if constraint.allows(text, i)]
-            assert allowed, text
-            text += texts[int(rng.choice(allowed))]
+        text = _random_walk(constraint, texts, useful, rng)
         segment = parse_output(text, "segment", FRAME)
         assert 0 <= segment.start_s <= segment.end_s <= constraint.max_time_s, text
     bounded = FormatConstraint("segment", tokenizer, max_time_s=2.5)

@@ -6,18 +6,10 @@ import pytest
 import torch
 
 from ov2_ros.cli import main
-from ov2_ros.model.checkpoint import save_model
 from ov2_ros.model.inputs import vision_input
 from ov2_ros.tokenizer.files import tokenize_file
 from ov2_ros.tokenizer.geometry import FrameGeometry
 from tests.model.conftest import tiny_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(tokenizer, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    save_model(tiny_model(tokenizer, seed=2), folder, tokenizer.path)
-    return folder
 
 
 def _raster(rows_block, grid):

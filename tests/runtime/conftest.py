@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tests.model.conftest import tiny_model, tokenizer  # noqa: F401 (the tokenizer fixture)
+from tests.model.conftest import model_dir, tiny_model, tokenizer  # noqa: F401 (the fixtures)
 from ov2_ros.model.ov2 import VisionInput
 from ov2_ros.runtime.onnx_export import export_onnx
 

@@ -6,19 +6,10 @@ import numpy as np
 import pytest
 
 from ov2_ros.cli import main
-from ov2_ros.model.checkpoint import save_model
 from ov2_ros.model.parsers import Box, Trace, Waypoint
 from ov2_ros.runtime.annotate import BOX, TRACE, annotate
 from ov2_ros.runtime.answer import Answer
 from ov2_ros.runtime.perception import PerceptionResult, Query
-from tests.model.conftest import tiny_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(tokenizer, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    save_model(tiny_model(tokenizer, seed=2), folder, tokenizer.path)
-    return folder
 
 
 def test_replay_answers_on_every_group_and_writes_an_annotated_video(model_dir, p_stream, tmp_path, capsys):

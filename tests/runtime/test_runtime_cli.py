@@ -1,18 +1,7 @@
 """`ov2 export-onnx` then `ov2 generate --backend onnxruntime`: the same answer as PyTorch."""
 import json
 
-import pytest
-
 from ov2_ros.cli import main
-from ov2_ros.model.checkpoint import save_model
-from tests.model.conftest import tiny_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(tokenizer, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    save_model(tiny_model(tokenizer, seed=2), folder, tokenizer.path)
-    return folder
 
 
 def test_export_then_generate_with_onnxruntime_answers_as_torch(model_dir, p_stream, tmp_path, capsys):

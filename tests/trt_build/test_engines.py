@@ -144,7 +144,7 @@ def test_precision_paths_of_tensorrt_10_and_11():
 def test_missing_tensorrt_gives_a_clear_error_and_exit_code(tmp_path):
     try:
         import tensorrt  # noqa: F401
-        pytest.skip("TensorRT is installed here")
+        pytest.skip("TensorRT is installed here: this test runs where it is absent (the build tests run here instead)")
     except ImportError:
         pass
     with pytest.raises(TensorRTUnavailableError, match="onnxruntime backend"):
