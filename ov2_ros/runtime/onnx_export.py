@@ -83,8 +83,8 @@ class DecodeGraph(nn.Module):
 
 
 def _examples(config: Ov2Config, dtype: torch.dtype) -> dict:
-    """Example inputs, names and dynamic dimensions of each graph (by input name, or in the
-    structure of forward's arguments)."""
+    """Per graph: input names, example inputs, output names, and the dynamic dimensions in the
+    structure of forward's arguments (torch.export's dynamic_shapes)."""
     e, l = config.encoder, config.llm
     windows, quarter = torch.export.Dim("windows", min=1, max=MAX_WINDOWS), torch.export.Dim(
         "window_blocks", min=1, max=MAX_WINDOW_BLOCKS)
@@ -94,20 +94,19 @@ def _examples(config: Ov2Config, dtype: torch.dtype) -> dict:
     vision_names = ["pixel_values", "rope_cos", "rope_sin", "valid_patches"]
     vision_args = [torch.randn(w, length, e.patch_dim), torch.randn(w, length, e.head_dim),
                    torch.randn(w, length, e.head_dim), torch.tensor([length, length // 2])]
-    vision_dims = {"pixel_values": {0: windows, 1: 4 * quarter}, "rope_cos": {0: windows, 1: 4 * quarter},
-                   "rope_sin": {0: windows, 1: 4 * quarter}, "valid_patches": {0: windows}}
+    per_patch = {0: windows, 1: 4 * quarter}
+    vision_dims = [per_patch, per_patch, per_patch, {0: windows}]
     if e.merger_position_embeddings:
         vision_names.append("positions_thw")
         vision_args.append(torch.zeros(w, length, 3, dtype=torch.long))
-        vision_dims["positions_thw"] = {0: windows, 1: 4 * quarter}
+        vision_dims.append(per_patch)
     kv = lambda n: torch.randn(1, l.num_kv_heads, n, l.head_dim, dtype=dtype)
     past = past_names(l.num_layers)
     return {
-        "vision": (vision_names, vision_args, ["vision_tokens"], vision_dims),
-        "embed": (["input_ids"], [torch.zeros(1, 7, dtype=torch.long)], ["inputs_embeds"],
-                  {"input_ids": {1: sequence}}),
+        "vision": (vision_names, vision_args, ["vision_tokens"], tuple(vision_dims)),
+        "embed": (["input_ids"], [torch.zeros(1, 7, dtype=torch.long)], ["inputs_embeds"], ({1: sequence},)),
         "prefill": (["inputs_embeds"], [torch.randn(1, 7, l.hidden_size, dtype=dtype)],
-                    ["logits", *present_names(l.num_layers)], {"inputs_embeds": {1: sequence}}),
+                    ["logits", *present_names(l.num_layers)], ({1: sequence},)),
         "decode": (["inputs_embeds", *past], [torch.randn(1, 1, l.hidden_size, dtype=dtype)] + [kv(p) for _ in past],
                    ["logits", *present_names(l.num_layers)],
                    (None, tuple({2: cached} for _ in past))),  # forward(inputs_embeds, *past)
@@ -170,9 +169,8 @@ def _export_graph(module: nn.Module, names, args, outputs, dims, path: Path, ops
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
-            shapes = dims if isinstance(dims, tuple) else tuple(dims.get(name) for name in names)
             program = torch.onnx.export(module.eval(), tuple(args), dynamo=True, opset_version=opset,
-                                        input_names=names, output_names=outputs, dynamic_shapes=shapes,
+                                        input_names=names, output_names=outputs, dynamic_shapes=dims,
                                         custom_translation_table=translation)
     finally:
         registration_log.setLevel(level)
