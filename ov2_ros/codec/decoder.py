@@ -7,6 +7,7 @@ units late; `drain()` returns what the decoder still holds.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -29,18 +30,22 @@ _PICTURE_TYPE_LETTER = {1: "I", 2: "P", 3: "B", 4: "I", 5: "P", 6: "B"}  # AV_PI
 MB_SKIPPED = frozenset("Sdg")  # P/B skip, B direct-skip, GMC skip
 MB_INTRA = frozenset("PAiI")  # PCM, AC-predicted, intra 4x4, intra 16x16
 _MB_MAP_HEADER = "New frame, type:"
+_MB_ROW = re.compile(r" *\d+ ")
 
 
 def _mb_type_maps(log_lines: list[str]) -> list[np.ndarray]:
     """Per output picture, in output order: (rows, cols) array of type letters (dtype '<U1')
-    from the lines of FFmpeg's macroblock-type map. A row line is the row's pixel y in 3
-    columns, a space, then 3 characters per macroblock, the first being its type."""
+    from the lines of FFmpeg's macroblock-type map. A row line is the row's pixel y, right-
+    aligned (3 columns at 360p, 4 at 720p), a space, then 3 characters per macroblock, the
+    first being its type; the ruler line above the rows holds column numbers (digits)."""
     maps: list[list[list[str]]] = []
     for line in log_lines:
         if line.startswith(_MB_MAP_HEADER):
             maps.append([])
-        elif maps and len(line) > 4 and line[:3].strip().isdigit() and line[3] == " ":
-            maps[-1].append(list(line.rstrip("\n")[4::3]))
+        elif maps and (row := _MB_ROW.match(line)):
+            body = line.rstrip("\n")[row.end():]
+            if body and not any(c.isdigit() for c in body):
+                maps[-1].append(list(body[::3]))
     return [np.array(rows, dtype="<U1") for rows in maps if rows and len({len(r) for r in rows}) == 1]
 
 

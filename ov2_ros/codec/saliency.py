@@ -7,8 +7,11 @@ costs about a millisecond per frame. Two scorers:
 reference tokenizer scores with a patched decoder. The picture's true size in bits (known from
 the bitstream) is shared among its macroblocks by reverse water-filling over their prediction
 error energy, the rate-distortion allocation an encoder approximates:
-    bits_mb = (N / 2) * max(0, log2(energy_mb / D)),  D chosen so that sum(bits_mb) = AU bits
-energy = squared motion-compensated residual for inter pictures (intra-coded macroblocks use
+    bits_mb = header_mb + (N / 2) * max(0, log2(energy_mb / D)),
+    D chosen so that the bits add up to the access unit's
+header = the coded motion-vector differences (each partition's vector minus the median of its
+neighbours', as signed Exp-Golomb codes) plus the prediction modes of intra macroblocks, where
+the decoder's macroblock types are known; energy = squared motion-compensated residual for inter pictures (intra-coded macroblocks use
 the larger of that and the picture's local texture energy), local texture energy for intra
 pictures, divided by the squared quantiser step of the macroblock when the decoder exports its
 QP (a coarser quantiser spends fewer bits on the same error). Like the reference, scores are
@@ -41,6 +44,11 @@ BITCOST_PERCENTILE = 99.0
 # Coefficients per macroblock in the water-filling rate model. Chosen by the fidelity study
 # (docs/tokenizer.md): 16 matched the reference's selections best of 8..1536.
 WATERFILL_COEFFICIENTS = 16
+# Header bits of intra macroblocks in inter pictures: 16 4x4 prediction modes at ~1-4 bits
+# each, or one 16x16 mode.
+INTRA_4X4_HEADER_BITS = 20.0
+INTRA_16X16_HEADER_BITS = 6.0
+MV_GRID_PX = 4  # H.264 partitions are multiples of 4x4 pixels
 SCORERS = ("motion_residual", "bitcost")
 
 
@@ -163,6 +171,58 @@ def block_scores(score_map: np.ndarray, block_px: int) -> np.ndarray:
     return score_map.reshape(height // block_px, block_px, width // block_px, block_px).sum(axis=(1, 3))
 
 
+def exp_golomb_bits(values: np.ndarray) -> np.ndarray:
+    """Length in bits of the signed Exp-Golomb code se(v) of each integer."""
+    code_number = np.where(values > 0, 2 * values - 1, -2 * values)
+    return 2.0 * np.floor(np.log2(code_number + 1.0)) + 1.0
+
+
+def motion_vector_bits(motion_vectors: np.ndarray, source_width: int, source_height: int) -> np.ndarray:
+    """(rows, cols) estimated bits of the motion-vector differences each macroblock codes.
+
+    H.264 codes a partition's vector (quarter pixels) as its difference from the component-wise
+    median of the vectors left of, above and above-right of (else above-left of) its top-left
+    corner, in the same reference list, unavailable neighbours counting as zero; each component
+    is a signed Exp-Golomb code (CAVLC; CABAC's binarisation grows alike). Reference indices and
+    the special cases of 16x8/8x16 partitions are left out."""
+    rows, cols = -(-source_height // CELL_PX), -(-source_width // CELL_PX)
+    bits = np.zeros(rows * cols, np.float64)
+    grid_rows, grid_cols = rows * CELL_PX // MV_GRID_PX, cols * CELL_PX // MV_GRID_PX
+    for source in (-1, 1):  # past and future reference lists
+        mv = motion_vectors[motion_vectors["source"] == source]
+        if not len(mv):
+            continue
+        scale = 4.0 / np.maximum(mv["motion_scale"], 1)
+        vectors = np.stack([np.rint(mv["motion_x"] * scale), np.rint(mv["motion_y"] * scale)], 1).astype(np.int64)
+        size_x = np.maximum(mv["w"].astype(np.int64) // MV_GRID_PX, 1)
+        size_y = np.maximum(mv["h"].astype(np.int64) // MV_GRID_PX, 1)
+        # Top-left 4x4 cell of each partition, +1: row 0 and column 0 of the padded grid are
+        # "outside the picture".
+        top = np.clip((mv["dst_y"].astype(np.int64) - mv["h"] // 2) // MV_GRID_PX, 0, grid_rows - 1) + 1
+        left = np.clip((mv["dst_x"].astype(np.int64) - mv["w"] // 2) // MV_GRID_PX, 0, grid_cols - 1) + 1
+        field = np.zeros((grid_rows + 1, grid_cols + 2, 2), np.int64)
+        available = np.zeros((grid_rows + 1, grid_cols + 2), bool)
+        # Every 4x4 cell of every partition, vectorised: partition p covers size_y x size_x cells.
+        cells = size_x * size_y
+        owner = np.repeat(np.arange(len(mv)), cells)
+        offset = np.arange(cells.sum()) - np.repeat(np.cumsum(cells) - cells, cells)
+        cell_y = np.minimum(top[owner] + offset // size_x[owner], grid_rows)
+        cell_x = np.minimum(left[owner] + offset % size_x[owner], grid_cols)
+        field[cell_y, cell_x] = vectors[owner]
+        available[cell_y, cell_x] = True
+        right = np.minimum(left + size_x, grid_cols + 1)
+        corner = np.where(available[top - 1, right], right, left - 1)
+        neighbours = np.stack([field[top, left - 1], field[top - 1, left], field[top - 1, corner]])
+        # Median of three = sum - max - min (np.median is 5x slower here).
+        predicted = neighbours.sum(axis=0) - neighbours.max(axis=0) - neighbours.min(axis=0)
+        difference = vectors - predicted
+        partition_bits = exp_golomb_bits(difference).sum(axis=1)
+        cell = (np.clip(mv["dst_y"] // CELL_PX, 0, rows - 1).astype(np.int64) * cols
+                + np.clip(mv["dst_x"] // CELL_PX, 0, cols - 1))
+        bits += np.bincount(cell, partition_bits, rows * cols)
+    return bits.reshape(rows, cols).astype(np.float32)
+
+
 def texture_energy(luma: np.ndarray) -> np.ndarray:
     """Squared difference from the 5x5 local mean: what intra prediction leaves to code."""
     detail = cv2.absdiff(luma, cv2.blur(luma, (5, 5))).astype(np.float32)
@@ -196,6 +256,7 @@ def bitcost_saliency(luma: np.ndarray, reference_luma: np.ndarray | None, motion
     height, width = luma.shape
     rows, cols = -(-source_height // CELL_PX), -(-source_width // CELL_PX)
     texture = cv2.resize(texture_energy(luma), (cols, rows), interpolation=cv2.INTER_AREA)
+    header = np.zeros((rows, cols), np.float32)
     if intra or reference_luma is None:
         energy = texture
     else:
@@ -204,16 +265,22 @@ def bitcost_saliency(luma: np.ndarray, reference_luma: np.ndarray | None, motion
                                                source_height).astype(np.float32)
         energy = cv2.resize(residual * residual, (cols, rows), interpolation=cv2.INTER_AREA)
         energy[~covered] = np.maximum(energy[~covered], texture[~covered])
+        header = motion_vector_bits(motion_vectors, source_width, source_height)
     if qp_map is not None and qp_map.shape[0] >= rows and qp_map.shape[1] >= cols:
         step = 0.625 * np.exp2(qp_map[:rows, :cols] / 6.0)  # H.264 quantiser step size
         energy = energy / (step * step)
-    if mb_types is not None and mb_types.shape[0] >= rows and mb_types.shape[1] >= cols:
+    if mb_types is not None and mb_types.shape[0] >= rows and mb_types.shape[1] >= cols and not intra:
         types = mb_types[:rows, :cols]
-        # Intra macroblocks in inter pictures code their texture; skipped ones cost no bits.
-        intra_mb = np.isin(types, list(MB_INTRA))
-        energy = np.where(intra_mb, np.maximum(energy, texture), energy)
-        energy = np.where(np.isin(types, list(MB_SKIPPED)), 0.0, energy)
-    score = np.log1p(waterfill_bits(energy, bit_cost_bits))
+        # Intra macroblocks in inter pictures code their texture and prediction modes; skipped
+        # ones cost no bits (their vector is the prediction, nothing is coded).
+        energy = np.where(np.isin(types, list(MB_INTRA)), np.maximum(energy, texture), energy)
+        header = np.where(types == "i", INTRA_4X4_HEADER_BITS, header)
+        header = np.where(np.isin(types, list(MB_INTRA - {"i"})), INTRA_16X16_HEADER_BITS, header)
+        skipped = np.isin(types, list(MB_SKIPPED))
+        energy = np.where(skipped, 0.0, energy)
+        header = np.where(skipped, 0.0, header)
+    residual_bits = max(0.0, bit_cost_bits - float(header.sum()))
+    score = np.log1p(header + waterfill_bits(energy, residual_bits))
     scale = max(float(np.percentile(score, BITCOST_PERCENTILE)), 1e-6)
     score = np.minimum(score * (1.0 / scale), 1.0)
     return cv2.resize(score, (width, height), interpolation=cv2.INTER_NEAREST)

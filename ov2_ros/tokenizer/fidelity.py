@@ -83,7 +83,8 @@ def compare_clip(video_path: Path, reference_cli: str, work_dir: Path, max_pixel
     work_dir.mkdir(parents=True, exist_ok=True)
     config = TokenizerConfig(max_pixels=max_pixels, saliency=saliency)
     started = time.perf_counter()
-    source, frames, stats = decode_file(video_path)
+    # Macroblock types and quantisers cost decoding time: exported only for the scorer using them.
+    source, frames, stats = decode_file(video_path, export_macroblocks=saliency == "bitcost")
     decode_s = time.perf_counter() - started
     if reference is None:
         reference = run_reference(reference_cli, video_path, work_dir / "reference", len(frames), max_pixels)

@@ -216,3 +216,17 @@ def test_macroblock_types_come_with_the_picture_they_describe(b_stream):
     inter = [f for f in frames if f.picture_type != "I"]
     skipped = np.mean([np.isin(f.mb_types, list(MB_SKIPPED)).mean() for f in inter])
     assert skipped > 0.3
+
+
+def test_macroblock_types_at_720p_where_ffmpeg_prints_wider_rows():
+    """FFmpeg right-aligns each map row's pixel y in a column that widens with the picture
+    (4 characters at 720p): every picture must still get its full map."""
+    source = H264File(media_file("sam2_03_blocks.mp4"))
+    ingest = StreamIngest(export_macroblocks=True)
+    frames = _feed(ingest, list(source)[:12])[0] + ingest.finish()
+    assert len(frames) == 12
+    for frame in frames:
+        assert frame.mb_types is not None and frame.mb_types.shape == (720 // 16, 1280 // 16)
+    assert {f.picture_type for f in frames} >= {"I", "B"}
+    b_letters = set(np.concatenate([f.mb_types.ravel() for f in frames if f.picture_type == "B"]))
+    assert b_letters & set("d<X")

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ov2_ros.codec.decoder import MOTION_VECTOR_DTYPE
-from ov2_ros.codec.saliency import bitcost_saliency, waterfill_bits
+from ov2_ros.codec.saliency import bitcost_saliency, exp_golomb_bits, motion_vector_bits, waterfill_bits
 
 
 def test_waterfill_spends_exactly_the_bits_on_the_busiest_macroblocks():
@@ -35,3 +35,57 @@ def test_skipped_macroblocks_cost_nothing_and_coded_ones_rank_by_residual():
     masked = bitcost_saliency(luma, reference, np.empty(0, MOTION_VECTOR_DTYPE), False, 400,
                               width, height, mb_types=types)
     assert masked[:16, :16].max() == 0.0 and masked[32:48, 48:64].min() > 0.0
+
+
+def _vectors(partitions):
+    """Motion-vector records for (x, y, w, h, motion_x, motion_y) partitions (quarter pixels,
+    past reference), as FFmpeg exports them (dst = partition centre)."""
+    records = np.zeros(len(partitions), MOTION_VECTOR_DTYPE)
+    for record, (x, y, w, h, mx, my) in zip(records, partitions):
+        record["source"], record["w"], record["h"] = -1, w, h
+        record["dst_x"], record["dst_y"] = x + w // 2, y + h // 2
+        record["motion_x"], record["motion_y"], record["motion_scale"] = mx, my, 4
+    return records
+
+
+def test_motion_vector_bits_follow_the_median_prediction():
+    width, height = 64, 48  # 4 x 3 macroblocks of 16x16 partitions, all moving by (8, -4)
+    uniform = [(x, y, 16, 16, 8, -4) for y in range(0, height, 16) for x in range(0, width, 16)]
+    bits = motion_vector_bits(_vectors(uniform), width, height)
+    # se(0) is 1 bit per component: wherever the neighbours' median is the vector itself.
+    assert bits[1:, 1:].max() == 2.0
+    # The top-left macroblock predicts from nothing (zero): it pays for the whole vector.
+    assert bits[0, 0] == exp_golomb_bits(np.array([8, -4])).sum() > 2.0
+    # One macroblock moving against the field pays for its difference; its right-hand and
+    # lower neighbours still predict the field's vector from their other neighbours.
+    outlier = [p if (p[0], p[1]) != (16, 16) else (16, 16, 16, 16, -40, 24) for p in uniform]
+    bits_outlier = motion_vector_bits(_vectors(outlier), width, height)
+    assert bits_outlier[1, 1] == exp_golomb_bits(np.array([-48, 28])).sum()
+    assert bits_outlier[1, 2] == bits_outlier[2, 1] == bits_outlier[2, 2] == 2.0
+    # Four 8x8 partitions cost four vectors.
+    split = [p for p in uniform if (p[0], p[1]) != (16, 16)] + [
+        (16 + dx, 16 + dy, 8, 8, 8, -4) for dy in (0, 8) for dx in (0, 8)]
+    assert motion_vector_bits(_vectors(split), width, height)[1, 1] == 8.0
+
+
+def test_header_bits_are_paid_before_the_residual_shares_the_rest():
+    """With a picture's bits all spent on motion vectors, only the macroblock whose vector
+    differs from its neighbours' scores; the residual gets nothing."""
+    width, height = 64, 48
+    field = [(x, y, 16, 16, 0, 0) for y in range(0, height, 16) for x in range(0, width, 16)]
+    field = [p if (p[0], p[1]) != (32, 16) else (32, 16, 16, 16, 64, 64) for p in field]
+    vectors = _vectors(field)
+    rng = np.random.default_rng(2)
+    reference = rng.integers(0, 255, size=(height, width), dtype=np.uint8)
+    luma = reference.copy()
+    luma[0:16, 0:16] = 255 - luma[0:16, 0:16]  # a residual in macroblock (0, 0)
+    header = motion_vector_bits(vectors, width, height)
+    types = np.full((3, 4), ">")
+    score = bitcost_saliency(luma, reference, vectors, False, int(header.sum()), width, height, mb_types=types)
+    per_mb = score.reshape(3, 16, 4, 16).max(axis=(1, 3))
+    assert per_mb[1, 2] == per_mb.max()
+    assert per_mb[0, 0] < per_mb[1, 2]
+    # Given more bits, the residual of macroblock (0, 0) is paid for too.
+    richer = bitcost_saliency(luma, reference, vectors, False, int(header.sum()) + 2000, width, height,
+                              mb_types=types)
+    assert richer.reshape(3, 16, 4, 16).max(axis=(1, 3))[0, 0] > per_mb[0, 0]
