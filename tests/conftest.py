@@ -1,6 +1,10 @@
 """Shared fixtures: small synthetic H.264 streams made once per session, and an isolated ROS 2
 domain so test runs on one machine never hear each other (or anything else)."""
 import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,8 @@ from ov2_ros.synth.stream import write_synthetic_stream
 os.environ["ROS_DOMAIN_ID"] = str(10 + os.getpid() % 90)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO.parent / "shared" / "media"
 
 
 def make_stream(directory, name, width=320, height=240, duration_s=2.0, gop=15, b_frames=0, seed=1):
@@ -48,3 +53,32 @@ def media_file(name: str) -> Path:
         pytest.skip(f"real footage {path} is absent: this test runs where ../shared/media sits beside the "
                     "repository (never committed)")
     return path
+
+
+@dataclass(frozen=True)
+class ColconInstall:
+    package: Path  # install/ov2_ros
+    env: dict  # environment in which the installed package (not this checkout) is found
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory) -> ColconInstall:
+    """This repository built by `colcon build` in a fresh workspace, as on a robot."""
+    venv_bin = Path(sys.executable).parent
+    colcon = venv_bin / "colcon"
+    assert colcon.is_file(), "colcon comes with requirements.txt (colcon-common-extensions)"
+    workspace = tmp_path_factory.mktemp("colcon") / "ws"
+    shutil.copytree(REPO, workspace / "src" / "ov2_ros", ignore=shutil.ignore_patterns(
+        ".venv*", "build", "install", "log", ".git", "__pycache__", "out", "runs", "cache", "*.egg-info"))
+    prefix = str(Path(sys.prefix))
+    env = {**os.environ, "AMENT_PREFIX_PATH": prefix, "CMAKE_PREFIX_PATH": prefix,
+           "PATH": f"{venv_bin}:{os.environ['PATH']}"}
+    build = subprocess.run(
+        [str(colcon), "build", "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"],
+        cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    package = workspace / "install" / "ov2_ros"
+    site = next(package.glob("lib/python3*/site-packages"))
+    return ColconInstall(package, {
+        **env, "PYTHONPATH": str(site), "AMENT_PREFIX_PATH": f"{package}:{prefix}",
+        "LD_LIBRARY_PATH": f"{package / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}"})

@@ -1,0 +1,109 @@
+"""Several cameras: one ov2_node per camera namespace, as launch/ov2.launch.py starts them."""
+import ast
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ov2_ros.codec.container import H264File
+from ov2_ros.ros import names
+from ov2_ros.ros.harness import counter, start_node_process, stop_process
+from ov2_ros.ros.publisher import AccessUnitPublisher, play
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH_FILE = REPO / "launch" / "ov2.launch.py"
+PARAMS_FILE = REPO / "config" / "ov2_node.yaml"
+
+
+def test_camera_names_become_namespaces():
+    assert names.camera_namespaces("front,wrist") == ["/front", "/wrist"]
+    assert names.camera_namespaces(" robot1/front  robot1/wrist ") == ["/robot1/front", "/robot1/wrist"]
+    assert names.camera_namespaces("/front/, ") == ["/front"]
+    assert names.camera_namespaces("") == []
+    for bad, reason in (("2nd_camera", "not a valid ROS namespace"), ("front-left", "not a valid ROS namespace"),
+                        ("front,wrist,front", "given twice")):
+        with pytest.raises(ValueError, match=reason):
+            names.camera_namespaces(bad)
+
+
+def test_launch_arguments_name_real_node_parameters():
+    """What the launch file passes as parameters are parameters of the node's params file."""
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    declared = {node.args[0].value for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"}
+    model_arguments = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                           and node.targets[0].id == "MODEL_ARGUMENTS")
+    passed = set(ast.literal_eval(model_arguments))
+    parameters = yaml.safe_load(PARAMS_FILE.read_text())["/**"]["ros__parameters"]
+    assert passed <= set(parameters), passed - set(parameters)
+    assert passed | {"cameras", "namespace", "input_topic", "image_topic", "params_file", "log_level"} == declared
+
+
+def _start_camera_node(namespace: str) -> subprocess.Popen:
+    """ov2_node with what launch_ros gives a Node action of ov2.launch.py: namespace, params
+    file, the default input topics."""
+    return start_node_process({"diagnostics_period_s": 0.2}, namespace=namespace, params_file=PARAMS_FILE)
+
+
+def _assert_each_camera_gets_its_own_stream(node, watcher, namespaces, stream):
+    """Different amounts of the same stream to each camera: each node counts exactly its own."""
+    source = H264File(stream.h264_path)
+    sent = {namespace: source.info.frame_count - 15 * index for index, namespace in enumerate(namespaces)}
+    for namespace in namespaces:
+        publisher = AccessUnitPublisher(node, f"{namespace}/{names.H264_TOPIC}", frame_id=f"{namespace[1:]}_optical")
+        assert publisher.wait_for_subscribers(1, timeout_s=60.0), f"{namespace}/ov2_node never subscribed"
+        report = play(publisher, source, pacing="acked", max_frames=sent[namespace])
+        assert report.sent == sent[namespace] and report.unacked == 0
+    for namespace in namespaces:
+        values = watcher.wait_for(
+            lambda v, n=sent[namespace]: counter(v, "frames_received") == n and counter(v, "queue_depth") == 0,
+            30.0, name_prefix=f"{namespace}/{names.NODE_NAME}")
+        assert values is not None, f"{namespace}: {watcher.latest(namespace)}"
+        assert values["hardware_id"] == f"{namespace[1:]}_optical"
+        assert counter(values, "frames_decoded") + counter(values, "frames_pending_in_decoder") == sent[namespace]
+
+
+def test_cameras_in_sibling_namespaces_read_their_own_streams(ros, p_stream):
+    node, watcher = ros
+    namespaces = names.camera_namespaces("launch_front,launch_wrist")
+    processes = [_start_camera_node(namespace) for namespace in namespaces]
+    try:
+        _assert_each_camera_gets_its_own_stream(node, watcher, namespaces, p_stream)
+    finally:
+        for process in processes:
+            stop_process(process)
+
+
+RUN_LAUNCH = """
+import sys
+from launch import LaunchService
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+service = LaunchService()
+service.include_launch_description(IncludeLaunchDescription(
+    PythonLaunchDescriptionSource(sys.argv[1]), launch_arguments=[a.split(":=", 1) for a in sys.argv[2:]]))
+sys.exit(service.run())
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
+                    reason="ROS 2 launch is not among the PyPI wheels installed here: this test runs on a machine "
+                           "with ROS 2 Jazzy (the namespaces it builds are tested above with the real node)")
+def test_launch_file_starts_one_node_per_camera(ros, colcon_install, p_stream, tmp_path):
+    node, watcher = ros
+    namespaces = names.camera_namespaces("launched_front,launched_wrist")
+    launch_file = colcon_install.package / "share" / "ov2_ros" / "launch" / "ov2.launch.py"
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN_LAUNCH, str(launch_file), "cameras:=" + ",".join(n[1:] for n in namespaces)],
+        env={**colcon_install.env, "ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]}, cwd=tmp_path,
+        start_new_session=True)
+    try:
+        _assert_each_camera_gets_its_own_stream(node, watcher, namespaces, p_stream)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # launch shuts its nodes down on SIGINT
+        stop_process(process, timeout_s=15.0)
