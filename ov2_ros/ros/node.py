@@ -740,6 +740,8 @@ class Ov2Node(LifecycleNode):
                 "queries_refused": self._answers["refused"],
                 "answers_failed": self._answers["failed"],
                 "queries_pending": len(self._queries),
+                # Groups run through the encoder: a question on the window of the last answer adds none.
+                "groups_encoded": self._perception.groups_encoded if self._perception is not None else 0,
                 "inference_ms_p50": self._inference_ms.percentile(50),
                 "inference_ms_p99": self._inference_ms.percentile(99),
                 **{f"last_{stage}_ms": seconds * 1e3 for stage, seconds in self._last_stage_s.items()},

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ov2_ros.model.generate import GenerationConfig, generate
 from ov2_ros.model.inputs import vision_input_from
@@ -49,21 +50,23 @@ class Answer:
 
 def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.ndarray], fps: float,
         source_size: tuple[int, int], question: str, output_format: str | None = "auto",
-        generation: GenerationConfig = GenerationConfig()) -> Answer:
+        generation: GenerationConfig = GenerationConfig(), vision_tokens: torch.Tensor | None = None) -> Answer:
     """canvases / positions_thw: per group, as the tokenizer made them; source_size (h, w) maps
     the answer's normalised coordinates back to source pixels. output_format "auto" infers it
-    from the question; None answers in free text."""
+    from the question; None answers in free text. vision_tokens: the backend's tokens of these
+    canvases when the caller has them already (a live stream encodes each group once:
+    runtime/perception.py); encoded here otherwise."""
     if output_format == "auto":
         output_format = infer_format(question)
     timings = {}
     started = time.perf_counter()
-    vision = vision_input_from(canvases, positions_thw)
-    tokens = backend.vision_tokens(vision)
+    positions = np.concatenate(positions_thw)
+    if vision_tokens is None:
+        vision_tokens = backend.vision_tokens(vision_input_from(canvases, positions_thw))
     timings["vision_s"] = time.perf_counter() - started
-    positions = vision.positions_thw.numpy()
     prompt = encode_prompt(backend.tokenizer, question, positions, fps)
     end_s = (int(positions[:, 0].max()) + 1) / fps + END_SLACK_S  # the last frame shown, and a little more
-    result = generate(backend.session(), backend.tokenizer, prompt.input_ids, tokens,
+    result = generate(backend.session(), backend.tokenizer, prompt.input_ids, vision_tokens,
                       dataclasses.replace(generation, output_format=output_format, max_time_s=end_s))
     timings.update(prefill_s=result.prefill_s, decode_s=result.decode_s)
     parsed, error = None, None
@@ -72,7 +75,7 @@ def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.nda
             parsed = parse_output(result.text, output_format, FrameSize(width=source_size[1], height=source_size[0]))
         except OutputParseError as failure:
             error = str(failure)
-    return Answer(question, result.text, output_format, parsed, error, int(tokens.shape[0]), len(prompt.input_ids),
+    return Answer(question, result.text, output_format, parsed, error, int(vision_tokens.shape[0]), len(prompt.input_ids),
                   len(result.token_ids), result.stop_reason, timings)
 
 

@@ -6,14 +6,30 @@ Which video the model sees: the newest groups that fit `budget_canvases` and spa
 timestamps t / fps as seconds from the start of what it is shown); fps comes from the groups'
 header stamps, so an answer's second s maps back to the stamp `window_start + s`. Boxes, tracks
 and traces are already in source pixels (model/parsers.py).
+
+Encoded groups are kept for the next question. A group is its own attention window in the
+encoder, so its vision tokens do not depend on the other groups shown, but they do depend on
+where the window starts: the released checkpoints' 3D RoPE rotates channel pairs (2i, 2i+1) by
+two different angles (model/rope.py), so attention is not a function of t differences alone.
+Tokens are therefore kept per (group, window start): a question on the window of the last answer
+(a query between two standing answers) and a window that grows without losing its first group
+encode only what is new; a window that slides encodes again. Results are exactly those of
+encoding from scratch.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
+import time
 from dataclasses import dataclass, field
 
+import numpy as np
+import torch
+
 from ov2_ros.model.generate import GenerationConfig
+from ov2_ros.model.inputs import vision_input_from
+from ov2_ros.model.ov2 import content_blocks
 from ov2_ros.model.parsers import Box, EventTimes, PointTrack, TemporalSegment, Trace
 from ov2_ros.runtime.answer import Answer, ask
 from ov2_ros.runtime.backend import Backend
@@ -73,13 +89,45 @@ class PerceptionResult:
         return self.answer.output_format is not None and self.answer.parse_error is None
 
 
+def _rebased(positions_thw: np.ndarray, first_t: int) -> np.ndarray:
+    """positions with t counted from first_t; padding rows (-1, -1, -1) stay as they are."""
+    rebased = positions_thw.copy()
+    rebased[rebased[:, 0] >= 0, 0] -= first_t
+    return rebased
+
+
 class Perception:
+    """Not thread-safe: one per inference thread (it keeps encoded groups)."""
+
     def __init__(self, backend: Backend, budget_canvases: int = 16, window_s: float = 10.0,
                  max_new_tokens: int = 64, nominal_fps: float = 30.0):
         if budget_canvases < 1 or window_s <= 0:
             raise ValueError("budget_canvases must be >= 1 and window_s > 0")
         self.backend, self.budget_canvases, self.window_s = backend, budget_canvases, window_s
         self.max_new_tokens, self.nominal_fps = max_new_tokens, nominal_fps
+        # (canvases, vision tokens) per (id of the group's canvases, window start t), newest last:
+        # this window's and the last one's. Holding the canvases keeps their id unique meanwhile.
+        self._encoded: collections.OrderedDict[tuple, tuple[np.ndarray, torch.Tensor]] = collections.OrderedDict()
+        self.groups_encoded = 0  # groups run through the encoder, for diagnostics
+
+    def vision_tokens(self, groups: list[TokenizedGroup]) -> torch.Tensor:
+        """(tokens, LLM hidden) of the groups in order, t counted from the first group's first
+        frame; encodes only the groups not encoded before for this window start."""
+        base_t = groups[0].first_t
+        keys = [(id(g.canvases), base_t) for g in groups]
+        new = [(key, g) for key, g in zip(keys, groups) if key not in self._encoded]
+        if new:
+            positions = [_rebased(g.positions_thw, base_t) for _, g in new]
+            tokens = self.backend.vision_tokens(vision_input_from([g.canvases for _, g in new], positions))
+            counts = [int(content_blocks(torch.from_numpy(p)).sum()) for p in positions]
+            for (key, group), part in zip(new, torch.split(tokens, counts), strict=True):
+                self._encoded[key] = (group.canvases, part)
+            self.groups_encoded += len(new)
+        for key in keys:
+            self._encoded.move_to_end(key)
+        while len(self._encoded) > 2 * (self.budget_canvases + 1):  # a question shows <= budget groups
+            self._encoded.popitem(last=False)
+        return torch.cat([self._encoded[key][1] for key in keys])
 
     def select(self, groups: list[TokenizedGroup], window_s: float) -> list[TokenizedGroup]:
         """The newest groups within the canvas budget and the time window (at least the newest)."""
@@ -107,16 +155,13 @@ class Perception:
         query = query.with_id()
         chosen = self.select(groups, query.window_s or self.window_s)
         base_t, base_ns = chosen[0].first_t, chosen[0].first_stamp_ns
-        positions = []
-        for group in chosen:
-            rebased = group.positions_thw.copy()
-            real = rebased[:, 0] >= 0
-            rebased[real, 0] -= base_t
-            positions.append(rebased)
-        fps = self.fps(chosen)
+        started = time.perf_counter()
+        tokens = self.vision_tokens(chosen)
+        encode_s = time.perf_counter() - started
         generation = GenerationConfig(max_new_tokens=query.max_new_tokens or self.max_new_tokens)
-        answer = ask(self.backend, [g.canvases for g in chosen], positions, fps, image_size, query.prompt,
-                     query.output_format, generation)
+        answer = ask(self.backend, [g.canvases for g in chosen], [_rebased(g.positions_thw, base_t) for g in chosen],
+                     self.fps(chosen), image_size, query.prompt, query.output_format, generation, tokens)
+        answer.timings_s["vision_s"] = encode_s  # the groups new to this question
         result = PerceptionResult(query, answer, base_ns, chosen[-1].last_stamp_ns, [g.index for g in chosen],
                                   image_size)
         stamp = lambda seconds: base_ns + int(round(seconds * 1e9))

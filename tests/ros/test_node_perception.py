@@ -93,7 +93,9 @@ def test_query_service_and_prompt_topic(ros, node_under_test, episode):
     assert not early.result().success and "no temporal group" in early.result().message  # no video yet
 
     before, report = _stream(node, "/asked", episode)
-    assert watcher.wait_for(lambda v: counter(v, "groups_emitted") >= 1, 30.0, name_prefix="/asked/ov2_node")
+    # Every frame decoded and tokenized: no group comes after this, the window stays as it is.
+    assert watcher.wait_for(lambda v: counter(v, "groups_emitted") >= 1 and counter(v, "queue_depth") == 0 and
+                            counter(v, "frames_decoded") == report.sent, 30.0, name_prefix="/asked/ov2_node")
     future = client.call_async(Query.Request(prompt=BOX, output_format="auto", publish=True))
     while not future.done():
         time.sleep(0.05)
@@ -106,6 +108,8 @@ def test_query_service_and_prompt_topic(ros, node_under_test, episode):
     assert 0 <= box.x_min <= box.x_max <= 320 and 0 <= box.y_min <= box.y_max <= 240
     assert (box.image_width, box.image_height) == (320, 240)
     assert collector.wait(lambda m: any(g.request_id == response.request_id for g in m["groundings"]), 30.0)
+    answered = watcher.wait_for(lambda v: counter(v, "answers_query") >= 1, 30.0, name_prefix="/asked/ov2_node")
+    assert counter(answered, "groups_encoded") >= 1
     # visualize: the answer drawn on the newest frame, and as markers
     assert collector.wait(lambda m: m["annotated"] and m["markers"], 30.0)
     image = collector.messages["annotated"][-1]
@@ -126,6 +130,8 @@ def test_query_service_and_prompt_topic(ros, node_under_test, episode):
     assert collector.wait(lambda m: any(t.prompt == GRASP for t in m["text"]), 60.0)
     values = watcher.wait_for(lambda v: counter(v, "answers_query") >= 2, 30.0, name_prefix="/asked/ov2_node")
     assert values is not None and counter(values, "answers_failed") == 1  # the question before any video
+    # The stream has ended: the second question sees the first one's window, encoded already.
+    assert counter(values, "groups_encoded") == counter(answered, "groups_encoded")
 
 
 def test_a_model_path_that_does_not_exist_stops_the_node_with_the_reason(tmp_path):

@@ -1,0 +1,88 @@
+"""Live perception: which groups a question shows, and each group encoded once."""
+import pytest
+import torch
+
+from ov2_ros.model.generate import GenerationConfig
+from ov2_ros.model.inputs import vision_input_from
+from ov2_ros.runtime.answer import ask
+from ov2_ros.runtime.backend import TorchBackend
+from ov2_ros.runtime.perception import Perception, Query
+from ov2_ros.tokenizer.files import tokenize_file
+from ov2_ros.tokenizer.groups import GroupingConfig
+from ov2_ros.tokenizer.pipeline import TokenizerConfig
+from tests.model.conftest import tiny_model
+
+
+@pytest.fixture(scope="module")
+def backend(tokenizer):
+    return TorchBackend(tiny_model(tokenizer, seed=3), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def groups(p_stream):
+    short_groups = TokenizerConfig(max_pixels=40_000, grouping=GroupingConfig(max_group_frames=12))
+    video = tokenize_file(p_stream.mp4_path, config=short_groups)[0]
+    assert len(video.groups) >= 4
+    return video.groups
+
+
+def _encode(backend, group, base_t):
+    positions = group.positions_thw.copy()
+    positions[positions[:, 0] >= 0, 0] -= base_t
+    return backend.vision_tokens(vision_input_from([group.canvases], [positions]))
+
+
+def test_groups_are_encoded_again_only_when_the_window_start_moves(backend, groups):
+    perception = Perception(backend, budget_canvases=8, window_s=60.0, max_new_tokens=4)
+    query = Query("What happened in the video?", output_format=None)
+    perception.answer(groups[:1], (240, 320), query)
+    assert perception.groups_encoded == 1
+    perception.answer(groups[:2], (240, 320), query)  # the window grows: one new group
+    assert perception.groups_encoded == 2
+    perception.answer(groups[:2], (240, 320), Query("Where is the object?"))  # the same window
+    assert perception.groups_encoded == 2
+    assert len(perception.select(groups, 60.0)) < len(groups)  # the budget makes the window slide
+    result = perception.answer(groups, (240, 320), query)
+    assert groups[0].index not in result.group_indices
+    assert perception.groups_encoded == 2 + len(result.group_indices)  # a new window start: all again
+    # The kept tokens are exactly what encoding from scratch gives at that window start.
+    shown = [g for g in groups if g.index in result.group_indices]
+    kept = perception.vision_tokens(shown)
+    assert perception.groups_encoded == 2 + len(result.group_indices)
+    scratch = torch.cat([_encode(backend, g, shown[0].first_t) for g in shown])
+    torch.testing.assert_close(kept, scratch, rtol=0, atol=0)
+
+
+def test_cached_groups_give_the_answer_computed_from_scratch(backend, groups):
+    perception = Perception(backend, budget_canvases=8, window_s=60.0, max_new_tokens=12)
+    query = Query("What happened in the video?", output_format=None)
+    for newest in range(1, len(groups) + 1):  # a live stream, one group after another
+        result = perception.answer(groups[:newest], (240, 320), query)
+    shown = [g for g in groups if g.index in result.group_indices]
+    base_t = shown[0].first_t
+    positions = []
+    for group in shown:
+        rebased = group.positions_thw.copy()
+        rebased[rebased[:, 0] >= 0, 0] -= base_t
+        positions.append(rebased)
+    scratch = ask(backend, [g.canvases for g in shown], positions, perception.fps(shown), (240, 320),
+                  query.prompt, None, GenerationConfig(max_new_tokens=12))
+    assert result.answer.text == scratch.text
+    assert result.answer.vision_tokens == scratch.vision_tokens and result.answer.prompt_tokens == scratch.prompt_tokens
+
+
+def test_a_new_stream_with_the_same_group_numbers_is_encoded_anew(backend, groups, large_stream):
+    perception = Perception(backend, budget_canvases=4)
+    first = perception.vision_tokens(groups[:1])
+    other = tokenize_file(large_stream.mp4_path, config=TokenizerConfig(max_pixels=40_000))[0].groups[0]
+    assert (other.index, other.first_t) == (groups[0].index, groups[0].first_t)  # numbering restarts
+    tokens = perception.vision_tokens([other])
+    torch.testing.assert_close(tokens, _encode(backend, other, other.first_t), rtol=0, atol=0)
+    assert tokens.shape != first.shape or not torch.equal(tokens, first)
+
+
+def test_the_encoded_groups_kept_are_bounded_by_the_budget(backend, groups):
+    perception = Perception(backend, budget_canvases=2)
+    for newest in range(1, len(groups) + 1):
+        perception.vision_tokens(perception.select(groups[:newest], 60.0))
+    assert len(perception._encoded) <= 2 * (2 + 1)
