@@ -1,5 +1,8 @@
 """`ov2 eval` / `python -m training.evaluate`: a model on held-out worlds (unseen seeds, colours,
-backgrounds and speeds), with exact truth.
+backgrounds and speeds), with exact truth. `--variation train` keeps the unseen seeds but draws
+the worlds from the training variations (seen colours, backgrounds, speeds): the gap between the
+two says how much of a score is generalisation to what was never seen (a model trained from
+scratch has never read the word "orange", for instance).
 
 Suites:
   jumpscore  bounce clips; OV2's JumpScore wording; mAP per method.md 3 (x 100).
@@ -34,18 +37,25 @@ HELDOUT_SEED = 100_000  # held-out seeds start here; training seeds stay far bel
 JUMPSCORE_QUESTION = tasks.EVENT_WORDINGS[0]
 
 
-def heldout_clips(world: str, count: int, durations_s: tuple[float, float]) -> list[ClipSpec]:
-    return clip_range(world, HELDOUT_SEED, count, durations_s, split="heldout")
+VARIATIONS = ("heldout", "train")
+
+
+def heldout_clips(world: str, count: int, durations_s: tuple[float, float], variation: str = "heldout") -> list[ClipSpec]:
+    """Clips of unseen seeds; variation "heldout": unseen colours, backgrounds and speeds too."""
+    if variation not in VARIATIONS:
+        raise ValueError(f"variation must be one of {VARIATIONS}, got {variation!r}")
+    return clip_range(world, HELDOUT_SEED, count, durations_s, split=variation)
 
 
 class Evaluator:
     def __init__(self, model_dir: str | Path, cache_dir: str | Path, input_mode: str = "codec", budget: int = 16,
-                 constrained: bool = True, progress: bool = True):
+                 constrained: bool = True, progress: bool = True, variation: str = "heldout"):
         model, tokenizer = load_any(model_dir)
         self.backend = TorchBackend(model, tokenizer)
         self.cache = ClipCache(cache_dir)
         self.input_mode, self.budget, self.constrained, self.progress = input_mode, budget, constrained, progress
         self.parse_attempts = self.parse_failures = 0
+        self.variation = variation
 
     def answer(self, spec: ClipSpec, question: str, output_format: str, cut_s: float | None = None):
         """Parsed answer (None when it does not parse) and the raw text."""
@@ -62,7 +72,8 @@ class Evaluator:
 
     def jumpscore(self, clips: int) -> dict:
         predictions, truths, samples = [], [], []
-        for spec in tqdm(heldout_clips("bounce", clips, (10.0, 30.0)), desc="jumpscore", disable=not self.progress):
+        specs = heldout_clips("bounce", clips, (10.0, 30.0), self.variation)
+        for spec in tqdm(specs, desc="jumpscore", disable=not self.progress):
             _, truth = self.cache.clip(spec)
             episode = truth["episode"]
             parsed, text = self.answer(spec, JUMPSCORE_QUESTION.format(obj=episode["object"]), "events")
@@ -76,7 +87,8 @@ class Evaluator:
 
     def grounding(self, clips: int) -> dict:
         predicted_segments, true_segments, predicted_boxes, true_boxes = [], [], [], []
-        for spec in tqdm(heldout_clips("pickplace", clips, (9.0, 12.0)), desc="grounding", disable=not self.progress):
+        specs = heldout_clips("pickplace", clips, (9.0, 12.0), self.variation)
+        for spec in tqdm(specs, desc="grounding", disable=not self.progress):
             _, truth = self.cache.clip(spec)
             episode = truth["episode"]
             words = {"target": episode["target"], "plate": episode["plate"]}
@@ -98,7 +110,8 @@ class Evaluator:
 
     def trace(self, clips: int) -> dict:
         observed, predicted = [], []
-        for spec in tqdm(heldout_clips("pickplace", clips, (9.0, 12.0)), desc="trace", disable=not self.progress):
+        specs = heldout_clips("pickplace", clips, (9.0, 12.0), self.variation)
+        for spec in tqdm(specs, desc="trace", disable=not self.progress):
             _, truth = self.cache.clip(spec)
             episode = truth["episode"]
             diagonal = float(np.hypot(spec.width, spec.height))
@@ -117,10 +130,11 @@ class Evaluator:
 
 
 def evaluate(model_dir, suites, cache_dir, input_mode="codec", budget=16, clips=20, constrained=True,
-             out: str | Path | None = None, progress: bool = True) -> dict:
-    evaluator = Evaluator(model_dir, cache_dir, input_mode, budget, constrained, progress)
+             out: str | Path | None = None, progress: bool = True, variation: str = "heldout") -> dict:
+    evaluator = Evaluator(model_dir, cache_dir, input_mode, budget, constrained, progress, variation)
     started = time.time()
-    results = {"model": str(model_dir), "input": input_mode, "budget": budget, "constrained": constrained}
+    results = {"model": str(model_dir), "input": input_mode, "budget": budget, "constrained": constrained,
+               "variation": variation}
     for suite in suites:
         results[suite] = getattr(evaluator, suite)(clips)
     results["parse_failure_rate"] = evaluator.parse_failures / max(1, evaluator.parse_attempts)
@@ -152,7 +166,8 @@ def plot_results(results: dict, path: Path) -> None:
     axis.bar(range(len(bars)), list(bars.values()), color="tab:blue")
     axis.set_xticks(range(len(bars)), list(bars), rotation=20, ha="right", fontsize=8)
     axis.set_ylim(0, 1)
-    axis.set_title(f"{Path(results['model']).name}: {results['input']} input, budget {results['budget']} canvases")
+    axis.set_title(f"{Path(results['model']).name}: {results['input']} input, budget {results['budget']} canvases, "
+                   f"{results['variation']} worlds")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -164,6 +179,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", choices=("codec", "frames"), default="codec")
     parser.add_argument("--budget", type=int, default=16, help="canvases per clip")
     parser.add_argument("--clips", type=int, default=20, help="held-out clips per suite")
+    parser.add_argument("--variation", choices=VARIATIONS, default="heldout",
+                        help="heldout: unseen colours, backgrounds and speeds (the goals); train: seen ones, unseen seeds")
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--unconstrained", action="store_true", help="free decoding (measures parse failures)")
     parser.add_argument("--out", default="out/eval.json", help="JSON results (and a PNG beside it)")
@@ -175,7 +192,8 @@ def run(args) -> int:
         from ov2_ros.model.default import default_model_dir
         model = default_model_dir()
     suites = SUITES if args.suite == "all" else (args.suite,)
-    results = evaluate(model, suites, args.cache, args.input, args.budget, args.clips, not args.unconstrained, args.out)
+    results = evaluate(model, suites, args.cache, args.input, args.budget, args.clips, not args.unconstrained, args.out,
+                       variation=args.variation)
     print(json.dumps(results, default=str))
     return 0
 

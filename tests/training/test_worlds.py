@@ -63,3 +63,14 @@ def test_worlds_are_reproducible_and_held_out_ones_use_unseen_variations(kind):
     else:
         held = PickPlaceWorld(WorldConfig(seed=3, variation=Variation("heldout")))
         assert held.objects[0]["colour"] in HELDOUT_COLOURS
+
+
+def test_evaluation_worlds_use_unseen_seeds_with_either_variation():
+    from training.evaluate import HELDOUT_SEED, heldout_clips
+
+    for variation, colours in (("heldout", HELDOUT_COLOURS), ("train", TRAIN_COLOURS)):
+        specs = heldout_clips("bounce", 4, (10.0, 30.0), variation)
+        assert all(spec.seed >= HELDOUT_SEED and spec.split == variation for spec in specs)
+        assert all(spec.world_object().colour in colours for spec in specs)
+    with pytest.raises(ValueError, match="variation"):
+        heldout_clips("bounce", 1, (10.0, 30.0), "unseen")
