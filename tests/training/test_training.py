@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from ov2_ros.model.checkpoint import load_model
+from ov2_ros.model.inputs import vision_input_from
 from ov2_ros.model.parsers import parse_output, FrameSize
 from ov2_ros.model.prompt import IMAGE_PAD
+from tests.model.conftest import tiny_model
+from training.centre_vision import centre, mean_vision_token
 from training.data import IGNORE, ClipCache, ClipSpec, examples_for_clip, pack
 from training.text import build_tokenizer
 from training.train import StageConfig, train_stage
@@ -97,3 +100,18 @@ def test_torchrun_runs_data_parallel_and_sharded_and_resumes(workspace, tmp_path
     assert [r["step"] for r in log] == [1, 2, 3]
     assert json.loads((tmp_path / "run" / "last" / "trainer_state.json").read_text())["step"] == 3
     load_model(tmp_path / "run" / "last")
+
+
+def test_centring_removes_the_mean_vision_token_and_keeps_the_differences(workspace):
+    root, tokenizer = workspace
+    model = tiny_model(tokenizer, seed=5)
+    cache, short = ClipCache(root / "cache"), {"bounce": (6.0, 6.0), "pickplace": (6.0, 6.0)}
+    mean, stats = mean_vision_token(model, cache, 1, 4, short)
+    assert stats["mean_norm"] > 0 and stats["centred_token_norm"] < stats["token_norm"]
+    spec = ClipSpec("pickplace", 0, duration_s=6.0)
+    vision = cache.vision(spec, "codec", 4)
+    before = model.vision_tokens(vision_input_from(vision.canvases, vision.positions_thw))
+    centre(model, mean)
+    after = model.vision_tokens(vision_input_from(vision.canvases, vision.positions_thw))
+    torch.testing.assert_close(after, before - mean, rtol=1e-4, atol=1e-4)
+    assert mean_vision_token(model, cache, 1, 4, short)[1]["mean_norm"] < 1e-4 * stats["mean_norm"] + 1e-5
