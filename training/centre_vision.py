@@ -20,14 +20,12 @@ import torch
 
 from ov2_ros.model.checkpoint import load_any, save_model
 from ov2_ros.model.inputs import vision_input_from
-from training.data import ClipCache, clip_range
-
-DURATIONS_S = {"bounce": (10.0, 30.0), "pickplace": (9.0, 12.0)}
+from training.data import WORLD_DURATIONS_S, ClipCache, clip_range
 
 
 @torch.no_grad()
 def mean_vision_token(model, cache: ClipCache, clips_per_world: int, budget: int,
-                      durations_s: dict = DURATIONS_S) -> tuple[torch.Tensor, dict]:
+                      durations_s: dict = WORLD_DURATIONS_S) -> tuple[torch.Tensor, dict]:
     """The mean vision token over training clips, and norms before and after removing it."""
     tokens = []
     for world, durations in durations_s.items():

@@ -56,6 +56,10 @@ class ClipSpec:
         return WORLDS[self.world](config)
 
 
+# Clip lengths of each world, seconds (low, high), as evaluation and the last stages (s3, s4) use them.
+WORLD_DURATIONS_S = {"bounce": (10.0, 30.0), "pickplace": (9.0, 12.0)}
+
+
 def clip_range(world: str, first_seed: int, count: int, durations_s, split: str = "train") -> list[ClipSpec]:
     """`count` clips of one world from `first_seed` on, each duration drawn from its seed."""
     low, high = durations_s

@@ -30,7 +30,7 @@ from ov2_ros.model.parsers import FrameSize, OutputParseError, parse_output
 from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
-from training.data import PREDICTED_TRACE_BUDGET, ClipCache, ClipSpec, clip_range
+from training.data import PREDICTED_TRACE_BUDGET, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
 
 SUITES = ("jumpscore", "grounding", "trace")
 HELDOUT_SEED = 100_000  # held-out seeds start here; training seeds stay far below
@@ -72,7 +72,7 @@ class Evaluator:
 
     def jumpscore(self, clips: int) -> dict:
         predictions, truths, samples = [], [], []
-        specs = heldout_clips("bounce", clips, (10.0, 30.0), self.variation)
+        specs = heldout_clips("bounce", clips, WORLD_DURATIONS_S["bounce"], self.variation)
         for spec in tqdm(specs, desc="jumpscore", disable=not self.progress):
             _, truth = self.cache.clip(spec)
             episode = truth["episode"]
@@ -87,7 +87,7 @@ class Evaluator:
 
     def grounding(self, clips: int) -> dict:
         predicted_segments, true_segments, predicted_boxes, true_boxes = [], [], [], []
-        specs = heldout_clips("pickplace", clips, (9.0, 12.0), self.variation)
+        specs = heldout_clips("pickplace", clips, WORLD_DURATIONS_S["pickplace"], self.variation)
         for spec in tqdm(specs, desc="grounding", disable=not self.progress):
             _, truth = self.cache.clip(spec)
             episode = truth["episode"]
@@ -110,7 +110,7 @@ class Evaluator:
 
     def trace(self, clips: int) -> dict:
         observed, predicted = [], []
-        specs = heldout_clips("pickplace", clips, (9.0, 12.0), self.variation)
+        specs = heldout_clips("pickplace", clips, WORLD_DURATIONS_S["pickplace"], self.variation)
         for spec in tqdm(specs, desc="trace", disable=not self.progress):
             _, truth = self.cache.clip(spec)
             episode = truth["episode"]

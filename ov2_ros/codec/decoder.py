@@ -31,6 +31,7 @@ MB_SKIPPED = frozenset("Sdg")  # P/B skip, B direct-skip, GMC skip
 MB_INTRA = frozenset("PAiI")  # PCM, AC-predicted, intra 4x4, intra 16x16
 _MB_MAP_HEADER = "New frame, type:"
 _MB_ROW = re.compile(r" *\d+ ")
+_DIGIT = re.compile(r"\d")
 
 
 def _mb_type_maps(log_lines: list[str]) -> list[np.ndarray]:
@@ -44,7 +45,7 @@ def _mb_type_maps(log_lines: list[str]) -> list[np.ndarray]:
             maps.append([])
         elif maps and (row := _MB_ROW.match(line)):
             body = line.rstrip("\n")[row.end():]
-            if body and not any(c.isdigit() for c in body):
+            if body and not _DIGIT.search(body):
                 maps[-1].append(list(body[::3]))
     return [np.array(rows, dtype="<U1") for rows in maps if rows and len({len(r) for r in rows}) == 1]
 

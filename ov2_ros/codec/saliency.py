@@ -52,6 +52,13 @@ MV_GRID_PX = 4  # H.264 partitions are multiples of 4x4 pixels
 SCORERS = ("motion_residual", "bitcost")
 
 
+def _macroblock_index(motion_vectors: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Raster index of the macroblock holding each vector's partition (by its centre)."""
+    mv = motion_vectors
+    return (np.clip(mv["dst_y"] // CELL_PX, 0, rows - 1).astype(np.int64) * cols
+            + np.clip(mv["dst_x"] // CELL_PX, 0, cols - 1))
+
+
 def motion_field(motion_vectors: np.ndarray, source_width: int, source_height: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dy, covered) per 16x16 macroblock of the source picture.
@@ -68,8 +75,7 @@ def motion_field(motion_vectors: np.ndarray, source_width: int, source_height: i
     covered = np.zeros(cells, bool)
     if len(motion_vectors):
         mv = motion_vectors
-        cell = (np.clip(mv["dst_y"] // CELL_PX, 0, rows - 1).astype(np.int64) * cols
-                + np.clip(mv["dst_x"] // CELL_PX, 0, cols - 1))
+        cell = _macroblock_index(mv, rows, cols)
         # Past- and future-reference sums in one pass: bin 2 * cell + (1 if past).
         bins = 2 * cell + (mv["source"] < 0)
         area = mv["w"].astype(np.float32) * mv["h"]
@@ -217,8 +223,7 @@ def motion_vector_bits(motion_vectors: np.ndarray, source_width: int, source_hei
         predicted = neighbours.sum(axis=0) - neighbours.max(axis=0) - neighbours.min(axis=0)
         difference = vectors - predicted
         partition_bits = exp_golomb_bits(difference).sum(axis=1)
-        cell = (np.clip(mv["dst_y"] // CELL_PX, 0, rows - 1).astype(np.int64) * cols
-                + np.clip(mv["dst_x"] // CELL_PX, 0, cols - 1))
+        cell = _macroblock_index(mv, rows, cols)
         bits += np.bincount(cell, partition_bits, rows * cols)
     return bits.reshape(rows, cols).astype(np.float32)
 

@@ -26,10 +26,15 @@ def groups(p_stream):
     return video.groups
 
 
-def _encode(backend, group, base_t):
+def _positions_from(group, base_t):
+    """The group's positions with t counted from base_t (padding rows stay -1)."""
     positions = group.positions_thw.copy()
     positions[positions[:, 0] >= 0, 0] -= base_t
-    return backend.vision_tokens(vision_input_from([group.canvases], [positions]))
+    return positions
+
+
+def _encode(backend, group, base_t):
+    return backend.vision_tokens(vision_input_from([group.canvases], [_positions_from(group, base_t)]))
 
 
 def test_groups_are_encoded_again_only_when_the_window_start_moves(backend, groups):
@@ -59,12 +64,7 @@ def test_cached_groups_give_the_answer_computed_from_scratch(backend, groups):
     for newest in range(1, len(groups) + 1):  # a live stream, one group after another
         result = perception.answer(groups[:newest], (240, 320), query)
     shown = [g for g in groups if g.index in result.group_indices]
-    base_t = shown[0].first_t
-    positions = []
-    for group in shown:
-        rebased = group.positions_thw.copy()
-        rebased[rebased[:, 0] >= 0, 0] -= base_t
-        positions.append(rebased)
+    positions = [_positions_from(g, shown[0].first_t) for g in shown]
     scratch = ask(backend, [g.canvases for g in shown], positions, perception.fps(shown), (240, 320),
                   query.prompt, None, GenerationConfig(max_new_tokens=12))
     assert result.answer.text == scratch.text
