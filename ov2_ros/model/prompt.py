@@ -120,11 +120,15 @@ def encode_prompt(tokenizer: TextTokenizer, question: str, positions_thw: np.nda
 
 def train_tokenizer(texts, vocab_size: int, path: str | Path) -> TextTokenizer:
     """A byte-level BPE tokenizer.json trained on `texts`, with OV2's special tokens. Byte-level:
-    every character stays encodable, which constrained decoding relies on."""
+    every character stays encodable, which constrained decoding relies on. Digits are always
+    single tokens, as in Qwen's tokenizer: "484" is 4, 8, 4, never a merged "484" or "48"+"4".
+    A merged-number vocabulary makes every coordinate and timestamp its own class, seen a handful
+    of times in training; with digits the model learns place value once for all of them."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False)])
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
