@@ -10,6 +10,7 @@ character, so the answer completes within parsers.OUTPUT_MAX_CHARS tokens: the b
 to that when a format is requested. Times stay within the video (`max_time_s`): event lists
 increase strictly, a segment ends at or after its start; a list can always close with "]" and a
 segment's end can always equal its start, so this never leaves the model without a valid token.
+Boxes likewise: x2 >= x1 and y2 >= y1 (a far corner can always equal the near one).
 
 The loop is written once, against `DecodingSession` (prefill a prompt, then one token at a
 time); every runtime backend (PyTorch, ONNX Runtime, TensorRT) only provides sessions.
@@ -101,6 +102,22 @@ def _times_allowed(text: str, max_time_s: float | None, rule: _TimeRule) -> bool
     return True
 
 
+_BOX_NUMBER = regex.compile(r"\d+")
+
+
+def _box_allowed(text: str) -> bool:
+    """"[x1, y1, x2, y2": x2 >= x1 and y2 >= y1, or, for a number still being written (at most 3
+    digits), still reachable."""
+    values = _BOX_NUMBER.findall(text)
+    for far, near in ((2, 0), (3, 1)):
+        if len(values) > far:
+            writing = far == len(values) - 1 and text[-1].isdigit()
+            highest = int(values[far].ljust(3, "9")) if writing else int(values[far])
+            if highest < int(values[near]):
+                return False
+    return True
+
+
 class FormatConstraint:
     """Which next tokens keep the text a prefix of one output format."""
 
@@ -120,6 +137,8 @@ class FormatConstraint:
         rule = _TIME_RULES.get(self.output_format)
         if rule is not None:
             return _times_allowed(prefix + piece, self.max_time_s, rule)
+        if self.output_format == "box":
+            return _box_allowed(prefix + piece)
         return True
 
     def complete(self, text: str) -> bool:
@@ -210,9 +229,6 @@ def generate(session: DecodingSession, tokenizer: TextTokenizer, input_ids: list
     text = ""
     stop_reason = "max_tokens"
     while len(generated) < budget:
-        if constraint is not None and constraint.complete(text):
-            stop_reason = "format_complete"
-            break
         allowed = (lambda token: constraint.allows(text, token)) if constraint is not None else None
         token = _pick(logits, config, generator, allowed)
         if token in stop_ids:
@@ -221,6 +237,9 @@ def generate(session: DecodingSession, tokenizer: TextTokenizer, input_ids: list
         generated.append(token)
         if constraint is not None:  # the constraint reads the text so far; ASCII patterns, so pieces add up
             text += constraint.texts[token]
+            if constraint.complete(text):  # nothing can follow: stop without another decoder step
+                stop_reason = "format_complete"
+                break
         logits = session.step(token)
     return GenerationResult(text=tokenizer.decode(generated), token_ids=generated, stop_reason=stop_reason,
                             prompt_tokens=len(input_ids), prefill_s=prefill_s, decode_s=time.perf_counter() - started)

@@ -155,3 +155,23 @@ def test_constrained_segments_end_after_they_start_within_the_video(tokenizer):
     one = next(i for i, t in enumerate(texts) if t == "1")
     assert not bounded.allows("The event happens in ", three) and bounded.allows("The event happens in ", one)
     assert not bounded.allows("The event happens in 2.0 - ", one)  # an end before the start
+
+
+def test_constrained_boxes_never_have_a_far_corner_before_the_near_one(tokenizer):
+    """Random walks: x2 >= x1 and y2 >= y1 always, and never a dead end (even from 999)."""
+    from ov2_ros.model.generate import FormatConstraint
+    rng = np.random.default_rng(2)
+    texts = tokenizer.token_texts()
+    useful = [i for i, t in enumerate(texts) if t and set(t) <= set("0123456789, []")]
+    constraint = FormatConstraint("box", tokenizer)
+    for walk in range(30):
+        text = _random_walk(constraint, texts, useful, rng)
+        x1, y1, x2, y2 = (int(v) for v in text.strip("[]").split(", "))
+        assert x2 >= x1 and y2 >= y1, text
+    for near in ("[999, 0, ", "[642, 484, "):
+        assert _random_walk(constraint, texts, useful, rng) and any(
+            constraint.allows(near, i) for i in useful)
+    digit = {t: i for i, t in enumerate(texts) if len(t) == 1 and t.isdigit()}
+    assert constraint.allows("[642, 484, ", digit["6"]) and constraint.allows("[642, 484, 6", digit["4"])
+    assert not constraint.allows("[642, 484, ", digit["5"]) and not constraint.allows("[642, 484, 6", digit["3"])
+    assert constraint.allows("[642, 484, 642, ", digit["4"]) and not constraint.allows("[642, 484, 642, 48", digit["3"])
