@@ -359,11 +359,12 @@ class Ov2Node(LifecycleNode):
                 "Answer format of the standing question: auto (from its wording), segment, events, box, "
                 "tracks, trace, trace2d or text.", str_t)),
             "budget_canvases": (16, _descriptor(
-                "At most this many canvases (newest groups first) per question.", int_t, read_only=True,
+                "At most this many canvases per question; when the window holds more, groups spread over it "
+                "(newest and oldest kept).", int_t, read_only=True,
                 int_range=(1, 256))),
             "window_s": (10.0, _descriptor(
-                "At most this much video (seconds, by header stamps) per question, unless the query "
-                "asks otherwise.", float_t, read_only=True, float_range=(0.1, 3600.0))),
+                "The video each question covers (seconds back from the newest frame, by header stamps), "
+                "unless the query asks otherwise.", float_t, read_only=True, float_range=(0.1, 3600.0))),
             "max_new_tokens": (64, _descriptor(
                 "Generated tokens per free-text answer (formatted answers stop when complete).", int_t,
                 read_only=True, int_range=(1, 4096))),

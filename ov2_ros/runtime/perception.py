@@ -1,11 +1,11 @@
 """Live perception without ROS: the newest temporal groups of a stream + a question -> an answer
 whose times are the stream's own stamps. The node (ros/node.py) and offline replay call this.
 
-Which video the model sees: the newest groups that fit `budget_canvases` and span at most
-`window_s`. Their frame indices are re-based so the clip starts at t = 0 (the model reads
-timestamps t / fps as seconds from the start of what it is shown); fps comes from the groups'
-header stamps, so an answer's second s maps back to the stamp `window_start + s`. Boxes, tracks
-and traces are already in source pixels (model/parsers.py).
+Which video the model sees: the groups of the last `window_s` seconds within `budget_canvases`,
+spread over the window (tokenizer.pipeline.window_groups). Their frame indices are re-based so
+the clip starts at t = 0 (the model reads timestamps t / fps as seconds from the start of what
+it is shown); fps comes from the groups' header stamps, so an answer's second s maps back to the
+stamp `window_start + s`. Boxes, tracks and traces are already in source pixels (model/parsers.py).
 
 Encoded groups are kept for the next question. A group is its own attention window in the
 encoder, so its vision tokens do not depend on the other groups shown, but they do depend on
@@ -33,7 +33,8 @@ from ov2_ros.model.ov2 import content_blocks
 from ov2_ros.model.parsers import Box, EventTimes, PointTrack, TemporalSegment, Trace
 from ov2_ros.runtime.answer import Answer, ask
 from ov2_ros.runtime.backend import Backend
-from ov2_ros.tokenizer.canvas import TokenizedGroup
+from ov2_ros.tokenizer.canvas import TokenizedGroup, rebase_t
+from ov2_ros.tokenizer.pipeline import window_groups
 
 _request_ids = itertools.count(1)
 
@@ -89,13 +90,6 @@ class PerceptionResult:
         return self.answer.output_format is not None and self.answer.parse_error is None
 
 
-def _rebased(positions_thw: np.ndarray, first_t: int) -> np.ndarray:
-    """positions with t counted from first_t; padding rows (-1, -1, -1) stay as they are."""
-    rebased = positions_thw.copy()
-    rebased[rebased[:, 0] >= 0, 0] -= first_t
-    return rebased
-
-
 class Perception:
     """Not thread-safe: one per inference thread (it keeps encoded groups)."""
 
@@ -117,7 +111,7 @@ class Perception:
         keys = [(id(g.canvases), base_t) for g in groups]
         new = [(key, g) for key, g in zip(keys, groups) if key not in self._encoded]
         if new:
-            positions = [_rebased(g.positions_thw, base_t) for _, g in new]
+            positions = [rebase_t(g.positions_thw, base_t) for _, g in new]
             tokens = self.backend.vision_tokens(vision_input_from([g.canvases for _, g in new], positions))
             counts = [int(content_blocks(torch.from_numpy(p)).sum()) for p in positions]
             for (key, group), part in zip(new, torch.split(tokens, counts), strict=True):
@@ -130,16 +124,7 @@ class Perception:
         return torch.cat([self._encoded[key][1] for key in keys])
 
     def select(self, groups: list[TokenizedGroup], window_s: float) -> list[TokenizedGroup]:
-        """The newest groups within the canvas budget and the time window (at least the newest)."""
-        chosen, canvases = [], 0
-        newest = groups[-1]
-        for group in reversed(groups):
-            canvases += group.canvases.shape[0]
-            span_ns = newest.last_stamp_ns - group.first_stamp_ns
-            if chosen and (canvases > self.budget_canvases or span_ns > window_s * 1e9):
-                break
-            chosen.append(group)
-        return chosen[::-1]
+        return window_groups(groups, self.budget_canvases, window_s, self.nominal_fps)
 
     def fps(self, groups: list[TokenizedGroup]) -> float:
         frames = groups[-1].last_t - groups[0].first_t
@@ -159,7 +144,7 @@ class Perception:
         tokens = self.vision_tokens(chosen)
         encode_s = time.perf_counter() - started
         generation = GenerationConfig(max_new_tokens=query.max_new_tokens or self.max_new_tokens)
-        answer = ask(self.backend, [g.canvases for g in chosen], [_rebased(g.positions_thw, base_t) for g in chosen],
+        answer = ask(self.backend, [g.canvases for g in chosen], [rebase_t(g.positions_thw, base_t) for g in chosen],
                      self.fps(chosen), image_size, query.prompt, query.output_format, generation, tokens)
         answer.timings_s["vision_s"] = encode_s  # the groups new to this question
         result = PerceptionResult(query, answer, base_ns, chosen[-1].last_stamp_ns, [g.index for g in chosen],

@@ -23,6 +23,14 @@ from ov2_ros.tokenizer.groups import GroupBoundary
 PADDING = -1
 
 
+def rebase_t(positions_thw: np.ndarray, first_t: int) -> np.ndarray:
+    """positions with t counted from first_t (a window shown from its first frame); padding rows
+    (-1, -1, -1) stay as they are."""
+    rebased = positions_thw.copy()
+    rebased[rebased[:, 0] >= 0, 0] -= first_t
+    return rebased
+
+
 @dataclass(frozen=True, repr=False)
 class TokenizedGroup:
     """One temporal group as canvases, with where every patch came from."""

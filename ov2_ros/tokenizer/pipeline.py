@@ -274,3 +274,45 @@ def tokenize_at_budget(frames: list[FrameRecord], budget: int, config: Tokenizer
     groups = [pack_group(i, scored[a:b], GroupBoundary(a, b, "budget", 0.0, 0, float("nan")), scorer.geometry,
                          per_group) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
     return TokenizedVideo(scorer.geometry, groups, "offline")
+
+
+def window_groups(groups: list[TokenizedGroup], budget_canvases: int, window_s: float,
+                  nominal_fps: float = 30.0) -> list[TokenizedGroup]:
+    """What a question on a live stream shows: the groups (oldest first) of the last `window_s`
+    seconds, all of them when their canvases fit `budget_canvases`, else the newest, the oldest
+    and others evenly spaced between; at least the newest group. An answer then covers the
+    window asked about, more sparsely, never only its end (a trace of the last ten seconds starts
+    ten seconds ago; tokenize_at_budget likewise spreads a budget over a whole clip). Spacing
+    counts groups, not seconds: eventful stretches, cut into more and shorter groups, keep more."""
+    newest = groups[-1]
+    in_window = [newest]
+    for group in reversed(groups[:-1]):
+        if _age_s(newest, group, nominal_fps) > window_s:
+            break
+        in_window.append(group)
+    in_window.reverse()
+    canvases = [g.canvases.shape[0] for g in in_window]
+    for keep in range(len(in_window), 1, -1):  # as many groups as fit, both ends included
+        picks = np.unique(np.linspace(0, len(in_window) - 1, keep).round().astype(int))
+        if sum(canvases[i] for i in picks) <= budget_canvases:
+            return [in_window[i] for i in picks]
+    return [newest]
+
+
+def _age_s(newest: TokenizedGroup, group: TokenizedGroup, nominal_fps: float) -> float:
+    """Seconds from the group's first frame to the newest group's last: by header stamps, or by
+    frame indices at the nominal rate where stamps are unknown (0)."""
+    if group.first_stamp_ns > 0 and newest.last_stamp_ns > 0:
+        return (newest.last_stamp_ns - group.first_stamp_ns) / 1e9
+    return (newest.last_t - group.first_t) / nominal_fps
+
+
+def tokenize_live_window(frames: list[FrameRecord], budget: int, config: TokenizerConfig = TokenizerConfig()
+                         ) -> list[TokenizedGroup]:
+    """A clip as the node shows it at its end: the live tokenizer's adaptive groups, spread over
+    the whole clip within `budget` canvases (window_groups). Training on these matches what a
+    deployed model is asked about; tokenize_at_budget's equal groups serve the matched-budget study."""
+    groups = tokenize_frames(frames, config, "stream").groups
+    if not groups:
+        raise ValueError("no frame could be tokenized")
+    return window_groups(groups, budget, float("inf"))

@@ -1,4 +1,5 @@
 """Live perception: which groups a question shows, and each group encoded once."""
+import numpy as np
 import pytest
 import torch
 
@@ -37,8 +38,37 @@ def _encode(backend, group, base_t):
     return backend.vision_tokens(vision_input_from([group.canvases], [_positions_from(group, base_t)]))
 
 
+def _span_s(first, last):
+    return (last.last_stamp_ns - first.first_stamp_ns) / 1e9
+
+
+def test_over_budget_the_groups_shown_spread_over_the_window_ends_included(backend, groups):
+    groups = [g for g in groups if g.stop_reason != "end_of_stream"]  # full groups: 4 canvases each,
+    canvases = [g.canvases.shape[0] for g in groups]  # so the budget says how many groups fit
+    assert len(set(canvases)) == 1 and len(groups) >= 4
+    per_group = canvases[0]
+    for fit in range(1, len(groups) + 1):
+        chosen = Perception(backend, budget_canvases=fit * per_group).select(groups, 60.0)
+        indices = [groups.index(g) for g in chosen]
+        assert len(chosen) == fit and indices == sorted(indices) and indices[-1] == len(groups) - 1
+        if fit >= 2:  # the whole window, evenly: first group shown, gaps differ by at most one
+            gaps = np.diff(indices)
+            assert indices[0] == 0 and gaps.max() - gaps.min() <= 1
+    # A budget below one group still shows the newest group.
+    assert Perception(backend, budget_canvases=1).select(groups, 60.0) == [groups[-1]]
+
+
+def test_the_time_window_bounds_what_is_shown(backend, groups):
+    perception = Perception(backend, budget_canvases=256)
+    window_s = _span_s(groups[-3], groups[-1]) + 0.01  # the last three groups, not the fourth last
+    assert perception.select(groups, window_s) == groups[-3:]
+    assert perception.select(groups, 0.001) == [groups[-1]]
+    assert perception.select(groups, 60.0) == groups
+
+
 def test_groups_are_encoded_again_only_when_the_window_start_moves(backend, groups):
-    perception = Perception(backend, budget_canvases=8, window_s=60.0, max_new_tokens=4)
+    window_s = _span_s(groups[1], groups[3]) + 0.01  # three groups
+    perception = Perception(backend, budget_canvases=8, window_s=window_s, max_new_tokens=4)
     query = Query("What happened in the video?", output_format=None)
     perception.answer(groups[:1], (240, 320), query)
     assert perception.groups_encoded == 1
@@ -46,7 +76,7 @@ def test_groups_are_encoded_again_only_when_the_window_start_moves(backend, grou
     assert perception.groups_encoded == 2
     perception.answer(groups[:2], (240, 320), Query("Where is the object?"))  # the same window
     assert perception.groups_encoded == 2
-    assert len(perception.select(groups, 60.0)) < len(groups)  # the budget makes the window slide
+    assert perception.select(groups, window_s)[0] is not groups[0]  # the time window slides
     result = perception.answer(groups, (240, 320), query)
     assert groups[0].index not in result.group_indices
     assert perception.groups_encoded == 2 + len(result.group_indices)  # a new window start: all again
