@@ -9,6 +9,7 @@ Cache layout (all files plain: MP4, JSON, .npz without pickles):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,10 +27,16 @@ from ov2_ros.model.parsers import FrameSize
 from ov2_ros.model.prompt import IM_END, TextTokenizer, chat_prompt, video_text
 from ov2_ros.synth.stream import write_world_stream
 from ov2_ros.synth.worlds import WORLDS, Variation, WorldConfig
+from ov2_ros.tokenizer.canvas import rebase_t
 from ov2_ros.tokenizer.files import decode_file
-from ov2_ros.tokenizer.pipeline import TokenizerConfig, sample_frames_baseline, tokenize_at_budget
+from ov2_ros.tokenizer.pipeline import (TokenizerConfig, sample_frames_baseline, tokenize_at_budget,
+                                        tokenize_live_window)
 from training.tasks import QA, bounce_tasks, pickplace_tasks, predicted_trace_task
 
+# How a clip becomes canvases: codec = tokenize_at_budget (equal groups over the clip, the
+# matched-budget study's input), live = the node's view (adaptive live groups spread over the
+# clip, tokenizer.pipeline.tokenize_live_window), frames = the frame-sampling baseline.
+INPUT_MODES = ("codec", "live", "frames")
 IGNORE = -100  # label of tokens that are not predicted (prompt, vision)
 # Part of cached canvases' file names: bump it when tokenize_at_budget changes what it makes.
 CANVAS_RECIPE = "r2"
@@ -118,15 +125,19 @@ class ClipCache:
             if cut_s is not None:
                 frames = [f for f in frames if f.display_index < max(1, int(round(cut_s * spec.fps)))]
             if input_mode == "codec":
-                video = tokenize_at_budget(frames, budget, TokenizerConfig())
+                groups = tokenize_at_budget(frames, budget, TokenizerConfig()).groups
+            elif input_mode == "live":  # t from the window's first frame, as the node shows it
+                groups = tokenize_live_window(frames, budget, TokenizerConfig())
+                groups = [dataclasses.replace(g, positions_thw=rebase_t(g.positions_thw, groups[0].first_t))
+                          for g in groups]
             elif input_mode == "frames":
-                video = sample_frames_baseline(frames, len(frames), budget)
+                groups = sample_frames_baseline(frames, len(frames), budget).groups
             else:
-                raise ValueError(f"input mode {input_mode!r} is not 'codec' or 'frames'")
+                raise ValueError(f"input mode {input_mode!r} is not one of {INPUT_MODES}")
             staging = path.with_name(f".{path.stem}-{os.getpid()}.npz")
-            np.savez(staging, canvases=np.concatenate([g.canvases for g in video.groups]),
-                     group_sizes=np.array([g.canvases.shape[0] for g in video.groups]),
-                     positions=np.concatenate([g.positions_thw for g in video.groups]),
+            np.savez(staging, canvases=np.concatenate([g.canvases for g in groups]),
+                     group_sizes=np.array([g.canvases.shape[0] for g in groups]),
+                     positions=np.concatenate([g.positions_thw for g in groups]),
                      fps=spec.fps, source_size=np.array([spec.height, spec.width]))
             os.replace(staging, path)
         with np.load(path, allow_pickle=False) as data:

@@ -30,7 +30,7 @@ from ov2_ros.model.parsers import FrameSize, OutputParseError, parse_output
 from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
-from training.data import PREDICTED_TRACE_BUDGET, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
+from training.data import INPUT_MODES, PREDICTED_TRACE_BUDGET, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
 
 SUITES = ("jumpscore", "grounding", "trace")
 HELDOUT_SEED = 100_000  # held-out seeds start here; training seeds stay far below
@@ -176,7 +176,8 @@ def plot_results(results: dict, path: Path) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
     parser.add_argument("--suite", choices=(*SUITES, "all"), default="all")
-    parser.add_argument("--input", choices=("codec", "frames"), default="codec")
+    parser.add_argument("--input", choices=INPUT_MODES, default="codec",
+                        help="codec: equal groups over the clip (the study); live: the node's view; frames: sampling")
     parser.add_argument("--budget", type=int, default=16, help="canvases per clip")
     parser.add_argument("--clips", type=int, default=20, help="held-out clips per suite")
     parser.add_argument("--variation", choices=VARIATIONS, default="heldout",

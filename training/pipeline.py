@@ -41,7 +41,7 @@ def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, thre
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.pipeline", description=__doc__)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--input", choices=("codec", "frames"), default="codec")
+    parser.add_argument("--input", default="codec", help="codec, live, frames, or a mix such as codec+live")
     parser.add_argument("--preset", default="nano")
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--threads", type=int, default=None)

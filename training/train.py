@@ -30,7 +30,7 @@ from ov2_ros.model.checkpoint import load_model, read_safetensors, save_model, w
 from ov2_ros.model.config import preset
 from ov2_ros.model.ov2 import Ov2Model
 from ov2_ros.model.prompt import TextTokenizer
-from training.data import IGNORE, ClipCache, ClipSpec, clip_range, examples_for_clip, pack
+from training.data import IGNORE, INPUT_MODES, ClipCache, ClipSpec, clip_range, examples_for_clip, pack
 from training.text import build_tokenizer
 
 TRAINABLE = {
@@ -190,6 +190,9 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
     if resume and (last / "trainer_state.json").is_file():
         step = _restore_optimizer(model, optimizer, last, sharded)
 
+    modes = input_mode.split("+")  # "codec+live": each clip of a batch drawn in one of them
+    if not set(modes) <= set(INPUT_MODES):
+        raise ValueError(f"input {input_mode!r}: modes are {INPUT_MODES}, joined with '+' to mix them")
     cache = ClipCache(cache_dir)
     specs = clip_specs(config)
     for spec in tqdm(specs[rank::world_size], desc=f"{config.name}: rendering + encoding clips", disable=not progress or rank):
@@ -203,7 +206,8 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
         while True:
             spec = specs[int(rng.integers(len(specs)))]
             budget = int(rng.choice(config.budgets))
-            candidates = examples_for_clip(cache, tokenizer, spec, input_mode, budget, rng, config.tasks)
+            mode = modes[int(rng.integers(len(modes)))] if len(modes) > 1 else modes[0]
+            candidates = examples_for_clip(cache, tokenizer, spec, mode, budget, rng, config.tasks)
             for index in rng.permutation(len(candidates)):
                 example = candidates[index]
                 if chosen and length + len(example.input_ids) > config.max_tokens:
@@ -267,7 +271,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder (the model goes to OUT/last)")
     parser.add_argument("--init", default="nano", help="preset (nano, small) or a model folder (previous stage)")
     parser.add_argument("--cache", default="cache/worlds", help="clip and canvas cache")
-    parser.add_argument("--input", choices=("codec", "frames"), default="codec")
+    parser.add_argument("--input", default="codec",
+                        help=f"canvases from {', '.join(INPUT_MODES)} (training/data.py), or a mix such as codec+live")
     parser.add_argument("--tokenizer", default=None, help="tokenizer.json (default: from --init, else trained)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--threads", type=int, default=None)

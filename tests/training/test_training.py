@@ -11,6 +11,7 @@ from ov2_ros.model.inputs import vision_input_from
 from ov2_ros.model.parsers import parse_output, FrameSize
 from ov2_ros.model.prompt import IMAGE_PAD
 from tests.model.conftest import tiny_model
+from ov2_ros.tokenizer.files import tokenize_file
 from training.centre_vision import centre, mean_vision_token
 from training.data import IGNORE, ClipCache, ClipSpec, examples_for_clip, pack
 from training.text import build_tokenizer
@@ -60,6 +61,24 @@ def test_codec_and_frames_hold_the_same_budget(workspace):
         assert codec.canvas_count <= budget and frames.canvas_count == budget
         times = np.concatenate(codec.positions_thw)[:, 0]
         assert times[times >= 0].max() > 0.7 * 8.0 * 30  # the codec groups cover the whole clip
+
+
+def test_live_input_is_the_nodes_window_over_the_clip(workspace):
+    """The live tokenizer's groups, spread over the clip within the budget, t from the first shown frame."""
+    root, _ = workspace
+    cache = ClipCache(root / "cache")
+    spec = ClipSpec("bounce", 5, duration_s=8.0)
+    every = tokenize_file(cache.clip(spec)[0], mode="stream")[0].groups  # the live tokenizer, whole clip
+    assert sum(g.canvases.shape[0] for g in every) > 16
+    for budget in (4, 8, 16):
+        live = cache.vision(spec, "live", budget)
+        assert 0 < live.canvas_count <= budget
+        shown = [g for g in every if any(np.array_equal(g.canvases, c) for c in live.canvases)]
+        assert len(shown) == len(live.canvases)  # whole live groups, not re-cut ones
+        assert shown[-1] is every[-1] and (budget == 4 or shown[0] is every[0])  # both ends of the clip
+        for group, positions in zip(shown, live.positions_thw):
+            real = positions[:, 0] >= 0
+            np.testing.assert_array_equal(positions[real, 0], group.positions_thw[real, 0] - shown[0].first_t)
 
 
 def test_a_few_steps_lower_the_loss_and_resuming_gives_the_same_model(workspace, tmp_path):
