@@ -342,7 +342,8 @@ def _run_generate(args) -> int:
     from ov2_ros.runtime.backend import open_backend
 
     backend = open_backend(args.backend, args.model, args.dtype)
-    canvases, positions, fps, source_size = video_for_model(args.video, args.input, args.budget)
+    canvases, positions, fps, source_size = video_for_model(args.video, args.input, args.budget,
+                                                            backend.config.max_pixels)
     answer = ask(backend, canvases, positions, fps, source_size, args.prompt,
                  None if args.format == "text" else args.format,
                  GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))

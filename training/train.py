@@ -30,6 +30,8 @@ from ov2_ros.model.checkpoint import load_model, read_safetensors, save_model, w
 from ov2_ros.model.config import preset
 from ov2_ros.model.ov2 import Ov2Model
 from ov2_ros.model.prompt import TextTokenizer
+from ov2_ros.tokenizer.geometry import FrameGeometry
+from ov2_ros.tokenizer.pipeline import TokenizerConfig
 from training.data import IGNORE, INPUT_MODES, ClipCache, ClipSpec, clip_range, examples_for_clip, pack
 from training.text import build_tokenizer
 
@@ -76,6 +78,13 @@ def clip_specs(config: StageConfig) -> list[ClipSpec]:
     """The stage's training clips: per world, seeds 0.. with durations drawn per seed."""
     return [spec for world, count in config.clips.items()
             for spec in clip_range(world, 0, count, config.durations_s[world])]
+
+
+def trained_frame_area(specs: list[ClipSpec]) -> int:
+    """The processed frame area (tokenizer geometry, method.md 1.3) of the training clips: the
+    model records it as its max_pixels, so the node shows it frames at the scale it learned."""
+    geometries = [FrameGeometry.for_source(s.height, s.width, TokenizerConfig().max_pixels) for s in specs]
+    return max(g.height * g.width for g in geometries)
 
 
 def lr_at(step: int, config: StageConfig) -> float:
@@ -195,6 +204,7 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
         raise ValueError(f"input {input_mode!r}: modes are {INPUT_MODES}, joined with '+' to mix them")
     cache = ClipCache(cache_dir)
     specs = clip_specs(config)
+    model.config = dataclasses.replace(model.config, max_pixels=trained_frame_area(specs))
     for spec in tqdm(specs[rank::world_size], desc=f"{config.name}: rendering + encoding clips", disable=not progress or rank):
         cache.clip(spec)
 

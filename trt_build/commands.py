@@ -9,7 +9,7 @@ def add_build_engines(commands) -> None:
     parser.add_argument("--onnx", required=True, help="folder written by `ov2 export-onnx`")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     parser.add_argument("--profiles", default=None,
-                        help="JSON profile settings (canvases, prompt_tokens, kv_capacity, max_pixels, workspace_mib); "
+                        help="JSON profile settings (canvases, prompt_tokens, kv_capacity, max_pixels (default: the model's), workspace_mib); "
                              "default: trt_build/profiles.json")
     parser.add_argument("--cache", default=None, help="engine cache root (default: $OV2_ENGINE_CACHE or <onnx>/engines)")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached engines fit")

@@ -16,7 +16,7 @@ DEFAULT_PROFILE_CONFIG = Path(__file__).resolve().parent / "profiles.json"
 
 @dataclass(frozen=True)
 class ProfileConfig:
-    max_pixels: int = 150_000  # the tokenizer's canvas budget (pixels per canvas)
+    max_pixels: int | None = None  # the tokenizer's canvas area bound; None: the model's own (config.max_pixels)
     canvases: tuple[int, int, int] = (4, 16, 20)  # canvases per query: min, opt, max
     prompt_tokens: tuple[int, int, int] = (16, 3200, 4096)  # prompt length incl. vision tokens (~191 per canvas)
     kv_capacity: int = 4608  # longest sequence (prompt + answer) the decode engine serves
@@ -52,7 +52,7 @@ def patches_per_canvas(max_pixels: int, patch: int) -> int:
 def compute_profiles(config: ProfileConfig, model: Ov2Config, merger_positions: bool) -> dict[str, dict[str, list]]:
     """graph -> input name -> [min shape, opt shape, max shape]."""
     e, l = model.encoder, model.llm
-    per_canvas = patches_per_canvas(config.max_pixels, e.patch_size)
+    per_canvas = patches_per_canvas(config.max_pixels or model.max_pixels, e.patch_size)
     window = e.window_canvases
     windows = [max(1, -(-c // window)) for c in config.canvases]  # ceil(canvases / 4)
     lengths = [4, min(window, config.canvases[1]) * per_canvas, window * per_canvas]  # patches per window

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ov2_ros.errors import Ov2Error
+from ov2_ros.tokenizer.geometry import DEFAULT_MAX_PIXELS
 
 FORMAT_NAME = "ov2_ros"
 FORMAT_VERSION = 1
@@ -100,8 +101,14 @@ class Ov2Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     tokens: TokenIds = field(default_factory=TokenIds)
+    # The frame area (tokenizer max_pixels, method.md 1.3) the model was trained at: the node and
+    # the tools tokenize at it unless told otherwise. 150,000 is OV2's processor default; a small
+    # model trained on small worlds records theirs (more pixels would be unseen scales, and slower).
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
+        if self.max_pixels < 28 * 28:
+            raise ConfigError(f"max_pixels {self.max_pixels} is below one 28x28 block")
         if self.encoder.out_hidden_size != self.llm.hidden_size:
             raise ConfigError(f"merger projects to {self.encoder.out_hidden_size} but the LLM hidden size is "
                               f"{self.llm.hidden_size}")
@@ -117,7 +124,8 @@ class Ov2Config:
             raise ConfigError(f"config format_version {data.get('format_version')} is not {FORMAT_VERSION}")
         return cls(encoder=_build(EncoderConfig, data["encoder"], "encoder"),
                    llm=_build(LLMConfig, data["llm"], "llm"),
-                   tokens=_build(TokenIds, data["tokens"], "tokens"))
+                   tokens=_build(TokenIds, data["tokens"], "tokens"),
+                   max_pixels=int(data.get("max_pixels", DEFAULT_MAX_PIXELS)))  # configs before it: OV2's
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")

@@ -122,10 +122,7 @@ class Ov2Node(LifecycleNode):
             decoder_threads=p["decoder_threads"],
             export_macroblocks=p["saliency"] == "bitcost",
         )
-        self._tokenizer = StreamingTokenizer(TokenizerConfig(
-            max_pixels=p["max_pixels"], frame_stride=p["frame_stride"], saliency=p["saliency"],
-            grouping=GroupingConfig(min_group_frames=p["min_group_frames"],
-                                    max_group_frames=p["max_group_frames"])))
+        self._tokenizer: StreamingTokenizer | None = None  # configure makes it, at the model's frame area
         # Newest completed groups (canvases + positions): the model's input.
         self.groups: collections.deque[TokenizedGroup] = collections.deque(maxlen=p["group_buffer_size"])
         self._group_times_ns = collections.deque(maxlen=100)
@@ -200,14 +197,19 @@ class Ov2Node(LifecycleNode):
         started = time.perf_counter()
         try:
             backend = open_backend(p["backend"], p["model_path"] or None, threads=p["inference_threads"])
-        except Exception as error:  # a bad path or export: say why, stay unconfigured
-            self._last_problem = f"model not loaded: {error}"
+            tokenizer_config = TokenizerConfig(
+                max_pixels=p["max_pixels"] or backend.config.max_pixels, frame_stride=p["frame_stride"],
+                saliency=p["saliency"], grouping=GroupingConfig(min_group_frames=p["min_group_frames"],
+                                                                max_group_frames=p["max_group_frames"]))
+        except Exception as error:  # a bad path, export or setting: say why, stay unconfigured
+            self._last_problem = f"not configured: {error}"
             self.get_logger().error(self._last_problem)
             return TransitionCallbackReturn.FAILURE
         if p["backend"] == "torch":
             import torch
             torch.set_num_threads(p["inference_threads"])
         self._model_id = f"{p['backend']}:{p['model_path'] or 'embedded default'}"
+        self._tokenizer = StreamingTokenizer(tokenizer_config)
         self._perception = Perception(backend, p["budget_canvases"], p["window_s"], p["max_new_tokens"])
         self.get_logger().info(f"model {self._model_id} loaded in {time.perf_counter() - started:.1f} s")
         self._results = {
@@ -320,9 +322,10 @@ class Ov2Node(LifecycleNode):
             "diagnostics_period_s": (1.0, _descriptor(
                 "Period of /diagnostics messages.", float_t, read_only=True,
                 float_range=(0.05, 60.0))),
-            "max_pixels": (150_000, _descriptor(
-                "Tokenizer: bound on the processed frame area (H and W multiples of 28).", int_t,
-                read_only=True, int_range=(784, 4_000_000))),
+            "max_pixels": (0, _descriptor(
+                "Tokenizer: bound on the processed frame area (H and W multiples of 28); 0: the area the "
+                "model was trained at (its config's max_pixels; 150,000 for released OV2 checkpoints).",
+                int_t, read_only=True, int_range=(0, 4_000_000))),
             "min_group_frames": (8, _descriptor(
                 "Tokenizer: shortest temporal group, in scored frames.", int_t, read_only=True,
                 int_range=(2, 1024))),
@@ -697,6 +700,7 @@ class Ov2Node(LifecycleNode):
             recent = [t for t in self._receive_times if now_ns - t < 5_000_000_000]
             rate = (len(recent) - 1) / ((recent[-1] - recent[0]) / 1e9) if len(recent) > 2 else 0.0
             width, height = self._ingest.frame_size or (0, 0)
+            geometry = self._tokenizer.geometry if self._tokenizer is not None else None
             values = {
                 "frames_received": self._messages_received,
                 **{key: counters[key] for key in (
@@ -720,6 +724,9 @@ class Ov2Node(LifecycleNode):
                 "stamp_to_decoded_ms_p50": self._stamp_to_decoded_ms.percentile(50),
                 "stamp_to_decoded_ms_p99": self._stamp_to_decoded_ms.percentile(99),
                 "frames_buffered": len(self.frames),
+                # The processed frame (max_pixels: the model's own unless set): what the model sees.
+                "canvas_width": geometry.width if geometry else 0,
+                "canvas_height": geometry.height if geometry else 0,
                 "groups_emitted": self._groups_emitted,
                 "groups_per_second": self._groups_per_second(now_ns),
                 "kept_fraction": float(np.mean(self._kept_fractions)) if self._kept_fractions else float("nan"),

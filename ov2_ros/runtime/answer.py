@@ -18,6 +18,7 @@ from ov2_ros.model.inputs import vision_input_from
 from ov2_ros.model.parsers import FrameSize, OutputParseError, infer_format, parse_output
 from ov2_ros.model.prompt import encode_prompt
 from ov2_ros.runtime.backend import Backend
+from ov2_ros.tokenizer.geometry import DEFAULT_MAX_PIXELS
 
 
 END_SLACK_S = 1.0  # events may lie a little after the last frame the tokenizer kept
@@ -79,7 +80,7 @@ def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.nda
                   len(result.token_ids), result.stop_reason, timings)
 
 
-def video_for_model(path, input_mode: str = "codec", budget: int | None = None, max_pixels: int = 150_000):
+def video_for_model(path, input_mode: str = "codec", budget: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
     """(canvases per group, positions per group, fps, source (h, w)) of a video file or of a
     folder written by `ov2 canvases`.
 

@@ -91,14 +91,14 @@ def result_record(result: PerceptionResult, origin_ns: int) -> dict:
 
 
 def replay(path: str | Path, prompt: str, backend: Backend, out_dir: str | Path, output_format: str | None = "auto",
-           once: bool = False, budget_canvases: int = 16, window_s: float = 10.0, max_pixels: int = 150_000,
+           once: bool = False, budget_canvases: int = 16, window_s: float = 10.0, max_pixels: int | None = None,
            topic: str | None = None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames, fps = decode_recording(path, topic)
     if not frames:
         raise ValueError(f"{path}: no decodable frame")
-    tokenizer = StreamingTokenizer(TokenizerConfig(max_pixels=max_pixels))
+    tokenizer = StreamingTokenizer(TokenizerConfig(max_pixels=max_pixels or backend.config.max_pixels))
     perception = Perception(backend, budget_canvases, window_s)
     query = Query(prompt, output_format)
     groups, answers = [], []  # answers: (the frame index it is available from, result)

@@ -18,7 +18,7 @@ from ov2_ros.codec.ingest import FrameRecord
 from ov2_ros.codec.saliency import SCORERS
 from ov2_ros.tokenizer.canvas import TokenizedGroup, block_layout, pack_group
 from ov2_ros.tokenizer.frames import FrameScorer, ScoredFrame
-from ov2_ros.tokenizer.geometry import DEFAULT_MAX_PIXELS, FrameGeometry, yuv420_to_rgb
+from ov2_ros.tokenizer.geometry import BLOCK_PX, DEFAULT_MAX_PIXELS, FrameGeometry, yuv420_to_rgb
 from ov2_ros.tokenizer.groups import (
     CausalThreshold,
     GroupBoundary,
@@ -37,6 +37,9 @@ class TokenizerConfig:
     saliency: str = "motion_residual"  # or "bitcost" (codec/saliency.py, docs/tokenizer.md)
 
     def __post_init__(self):
+        if self.max_pixels < BLOCK_PX * BLOCK_PX:
+            raise ValueError(f"max_pixels must hold one {BLOCK_PX}x{BLOCK_PX} block (>= {BLOCK_PX * BLOCK_PX}), "
+                             f"got {self.max_pixels}")
         if self.frame_stride < 1:
             raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
         if self.saliency not in SCORERS:

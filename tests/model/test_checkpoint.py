@@ -166,3 +166,17 @@ def test_config_mismatch_between_encoder_and_llm_is_refused(tokenizer):
         Ov2Config(dataclasses.replace(config.encoder, out_hidden_size=32), config.llm, config.tokens)
     with pytest.raises(ConfigError, match="unknown llm config keys"):
         Ov2Config.from_dict({**config.to_dict(), "llm": {**config.to_dict()["llm"], "n_layer": 3}})
+
+
+def test_the_frame_area_a_model_was_trained_at_travels_with_it(tokenizer, tmp_path):
+    import dataclasses
+
+    from ov2_ros.model.config import ConfigError, Ov2Config
+    model = tiny_model(tokenizer)
+    model.config = dataclasses.replace(model.config, max_pixels=18_816)
+    save_model(model, tmp_path / "m", tokenizer.path)
+    assert load_model(tmp_path / "m").config.max_pixels == 18_816
+    older = {k: v for k, v in model.config.to_dict().items() if k != "max_pixels"}  # configs written before it
+    assert Ov2Config.from_dict(older).max_pixels == 150_000  # OV2's processor default
+    with pytest.raises(ConfigError, match="below one 28x28 block"):
+        dataclasses.replace(model.config, max_pixels=700)

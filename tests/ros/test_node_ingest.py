@@ -1,5 +1,6 @@
 """The real ov2_node in its own process, fed over ROS 2 by a camera-like publisher in this
 process; every check reads the node's /diagnostics."""
+import json
 import subprocess
 import sys
 import time
@@ -11,6 +12,9 @@ from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.parameter import Parameter
 
 from ov2_ros.codec.container import H264File
+from ov2_ros.model.config import Ov2Config
+from ov2_ros.model.default import default_model_dir
+from ov2_ros.tokenizer.geometry import DEFAULT_MAX_PIXELS, FrameGeometry
 from ov2_ros.ros.harness import counter, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
 from tests.conftest import media_file
@@ -118,6 +122,11 @@ def test_resolution_change_is_followed(ros, node_under_test, p_stream, large_str
     assert counter(values, "resolution_changes") == 1
     assert (counter(values, "width"), counter(values, "height")) == (640, 480)
     assert counter(values, "frames_decoded") == 90
+    # Tokenized at the frame area the model was trained at (its config's max_pixels), not OV2's.
+    trained = Ov2Config.from_dict(json.loads((default_model_dir() / "config.json").read_text())).max_pixels
+    canvas = FrameGeometry.for_source(480, 640, trained)
+    assert trained < DEFAULT_MAX_PIXELS and canvas.width * canvas.height <= trained
+    assert (counter(values, "canvas_width"), counter(values, "canvas_height")) == (canvas.width, canvas.height)
 
 
 def test_real_camera_mp4_with_b_frames(ros, node_under_test):

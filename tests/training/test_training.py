@@ -97,6 +97,7 @@ def test_a_few_steps_lower_the_loss_and_resuming_gives_the_same_model(workspace,
     a, b = load_model(straight["model"]), load_model(tmp_path / "resumed" / "last")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
+    assert a.config.max_pixels == 168 * 112  # 160x120 worlds, processed at 168x112: the model's frame area
 
 
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])

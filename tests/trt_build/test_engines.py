@@ -85,6 +85,10 @@ def test_profiles_cover_every_graph_input_and_the_configured_ranges(tokenizer):
             assert all(a <= b <= c for a, b, c in zip(low, opt, high))
     with pytest.raises(ValueError, match="kv_capacity"):
         ProfileConfig(prompt_tokens=(16, 100, 5000), kv_capacity=4096)
+    # Unset, the canvas size is the one the model was trained at (its config's max_pixels).
+    small = dataclasses.replace(config, max_pixels=18_816)
+    own = compute_profiles(dataclasses.replace(settings, max_pixels=None), small, merger_positions=False)
+    assert own["vision"]["pixel_values"][2] == [5, 4 * patches_per_canvas(18_816, 14), 588]
 
 
 def test_profile_config_file_loads_and_refuses_unknown_settings(tmp_path):
