@@ -36,9 +36,12 @@ def _offline_answer_ms(stream_path: Path, backend: str, budget: int, threads: in
     from ov2_ros.runtime.backend import open_backend
     from ov2_ros.runtime.perception import Perception, Query
     from ov2_ros.tokenizer.files import tokenize_file
+    from ov2_ros.tokenizer.pipeline import TokenizerConfig
 
-    video, _, _, _ = tokenize_file(stream_path, "stream")
-    perception = Perception(open_backend(backend, threads=threads), budget_canvases=budget)
+    model = open_backend(backend, threads=threads)
+    # At the model's frame area, as the node tokenizes (its max_pixels parameter is left at 0).
+    video, _, _, _ = tokenize_file(stream_path, "stream", TokenizerConfig(max_pixels=model.config.max_pixels))
+    perception = Perception(model, budget_canvases=budget)
     size = (video.geometry.source_height, video.geometry.source_width)
     groups = video.groups[:4]
     perception.answer(groups[:1], size, Query(PROMPT))  # warm-up
