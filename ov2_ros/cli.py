@@ -382,7 +382,7 @@ def _add_replay(commands) -> None:
                         choices=("auto", "text", "segment", "events", "box", "tracks", "trace", "trace2d"))
     parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch")
     parser.add_argument("--model", default=None, help="as for `ov2 generate` (default: the embedded model)")
-    parser.add_argument("--budget", type=int, default=16, help="canvases per answer (newest first)")
+    parser.add_argument("--budget", type=int, default=16, help="canvases per answer, spread over the window")
     parser.add_argument("--window", type=float, default=10.0, help="seconds of video per answer")
     parser.add_argument("--out", default="out/replay", help="folder for results.json and annotated.mp4")
     parser.set_defaults(handler=_run_replay)

@@ -11,7 +11,7 @@ Threads (all visible here):
                      (parsing, loss detection, PyAV decoding), then the StreamingTokenizer on
                      each decoded frame; keeps the newest frames and groups.
   "ov2-infer"      - answers queued questions first, else the standing `default_prompt` on the
-                     newest groups whenever a group has completed since its last run (latest
+                     last window_s seconds whenever a group has completed since its last run (latest
                      wins: groups completed while it was busy are covered by the next window,
                      never queued); runs runtime.perception.Perception and publishes.
 The decode queue is bounded; an access unit that does not fit is counted as dropped and the
