@@ -203,6 +203,7 @@ def _add_bench(commands) -> None:
     node.add_argument("--duration", type=float, default=20.0, help="seconds of 30 fps video per stream")
     node.add_argument("--budget", type=int, default=4, help="canvases per answer")
     node.add_argument("--threads", type=int, default=1, help="model threads per node")
+    node.add_argument("--prompt", default=None, help="the standing question (default: a gripper trace)")
     node.set_defaults(handler=_run_bench_node)
     fuzz = benches.add_parser("fuzz", help="mutated access units through ingest and tokenizer: nothing may escape")
     fuzz.add_argument("--out", default="out/fuzz.json", help="JSON results (default: %(default)s)")
@@ -256,10 +257,11 @@ def _run_bench_runtime(args) -> int:
 
 
 def _run_bench_node(args) -> int:
-    from ov2_ros.ros.node_bench import run_node_bench
+    from ov2_ros.ros.node_bench import PROMPT, run_node_bench
 
     sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes]
-    run_node_bench(args.out, args.backend, sizes, tuple(args.cameras), args.duration, args.budget, args.threads)
+    run_node_bench(args.out, args.backend, sizes, tuple(args.cameras), args.duration, args.budget, args.threads,
+                   args.prompt or PROMPT)
     return 0
 
 

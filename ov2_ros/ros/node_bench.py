@@ -31,7 +31,7 @@ from ov2_ros.synth.stream import write_synthetic_stream
 PROMPT = "Trace where the gripper moved."
 
 
-def _offline_answer_ms(stream_path: Path, backend: str, budget: int, threads: int) -> float:
+def _offline_answer_ms(stream_path: Path, backend: str, budget: int, threads: int, prompt: str) -> float:
     """The model alone: the standing question on the first groups of the stream, offline."""
     from ov2_ros.runtime.backend import open_backend
     from ov2_ros.runtime.perception import Perception, Query
@@ -44,18 +44,18 @@ def _offline_answer_ms(stream_path: Path, backend: str, budget: int, threads: in
     perception = Perception(model, budget_canvases=budget)
     size = (video.geometry.source_height, video.geometry.source_width)
     groups = video.groups[:4]
-    perception.answer(groups[:1], size, Query(PROMPT))  # warm-up
+    perception.answer(groups[:1], size, Query(prompt))  # warm-up
     times = []
     for end in range(1, len(groups) + 1):
         started = time.perf_counter()
-        perception.answer(groups[:end], size, Query(PROMPT))
+        perception.answer(groups[:end], size, Query(prompt))
         times.append((time.perf_counter() - started) * 1e3)
     return float(np.median(times))
 
 
-def _measure(streams: list[Path], backend: str, budget: int, threads: int, duration_s: float) -> dict:
+def _measure(streams: list[Path], backend: str, budget: int, threads: int, duration_s: float, prompt: str) -> dict:
     namespaces = [f"/bench_cam{index}" for index in range(len(streams))]
-    processes = [start_node_process({"backend": backend, "default_prompt": PROMPT, "budget_canvases": budget,
+    processes = [start_node_process({"backend": backend, "default_prompt": prompt, "budget_canvases": budget,
                                      "inference_threads": threads, "log_gop_summaries": False,
                                      "diagnostics_period_s": 0.5}, namespace=namespace)
                  for namespace in namespaces]
@@ -111,12 +111,13 @@ def _measure(streams: list[Path], backend: str, budget: int, threads: int, durat
 
 
 def run_node_bench(out_path: str | Path | None, backend: str = "onnxruntime", sizes=((640, 480), (1280, 720)),
-                   cameras=(1, 2), duration_s: float = 20.0, budget: int = 4, threads: int = 1) -> dict:
+                   cameras=(1, 2), duration_s: float = 20.0, budget: int = 4, threads: int = 1,
+                   prompt: str = PROMPT) -> dict:
     with tempfile.TemporaryDirectory(prefix="ov2_bench_node_") as scratch:  # the streams, for the run
-        return _node_bench(Path(scratch), out_path, backend, sizes, cameras, duration_s, budget, threads)
+        return _node_bench(Path(scratch), out_path, backend, sizes, cameras, duration_s, budget, threads, prompt)
 
 
-def _node_bench(work: Path, out_path, backend, sizes, cameras, duration_s, budget, threads) -> dict:
+def _node_bench(work: Path, out_path, backend, sizes, cameras, duration_s, budget, threads, prompt) -> dict:
     if backend != "torch":  # export the default model once, before timing anything
         from ov2_ros.runtime.backend import open_backend
 
@@ -126,16 +127,16 @@ def _node_bench(work: Path, out_path, backend, sizes, cameras, duration_s, budge
         streams = [write_synthetic_stream(SceneConfig(width=width, height=height, duration_s=duration_s, seed=seed),
                                           H264EncoderConfig(width=width, height=height), work, f"{width}x{height}_{seed}",
                                           progress=False).mp4_path for seed in range(max(cameras))]
-        baseline_ms = _offline_answer_ms(streams[0], backend, budget, threads)
+        baseline_ms = _offline_answer_ms(streams[0], backend, budget, threads, prompt)
         for count in cameras:
             row = {"width": width, "height": height, "cameras": count, "backend": backend, "budget_canvases": budget,
                    "offline_answer_ms": round(baseline_ms, 1), **_measure(streams[:count], backend, budget, threads,
-                                                                         duration_s)}
+                                                                         duration_s, prompt)}
             if row["latency_ms_p50"] is not None:
                 row["p50_vs_offline_answer"] = round(row["latency_ms_p50"] / baseline_ms, 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    document = {"benchmark": "node", "unix_time": time.time(), "prompt": PROMPT, "duration_s": duration_s, "rows": rows}
+    document = {"benchmark": "node", "unix_time": time.time(), "prompt": prompt, "duration_s": duration_s, "rows": rows}
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         Path(out_path).write_text(json.dumps(document, indent=1))
