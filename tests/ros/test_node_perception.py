@@ -4,6 +4,7 @@ messages stamped with the frames the model saw."""
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from ov2_ros.codec.container import H264File
@@ -16,6 +17,9 @@ from ov2_ros.ros.publisher import AccessUnitPublisher, play
 from ov2_ros.srv import Query
 from std_msgs.msg import String
 from tests.conftest import make_stream
+from training import metrics, tasks
+from training.data import WORLD_DURATIONS_S, ClipCache
+from training.evaluate import heldout_clips
 
 GRASP = "When does the gripper grasp the cube?"
 BOX = "Where is the red cube? Give its bounding box."
@@ -51,19 +55,28 @@ class Collector:
             return True
 
 
-def _stream(node, namespace, episode):
+def _stream(node, namespace, mp4_path):
     publisher = AccessUnitPublisher(node, f"{namespace}/image_raw/h264", frame_id="tabletop_camera")
     assert publisher.wait_for_subscribers(1, timeout_s=60.0), "ov2_node never subscribed"
     before = time.time_ns()
-    report = play(publisher, H264File(episode.mp4_path), pacing="realtime")
+    report = play(publisher, H264File(mp4_path), pacing="realtime")
     return before, report
+
+
+def _ask(node, client, prompt):
+    future = client.call_async(Query.Request(prompt=prompt, output_format="auto", publish=True))
+    while not future.done():
+        time.sleep(0.05)
+    response = future.result()
+    assert response.success, response.message
+    return response
 
 
 def test_standing_question_answers_on_new_groups_with_frame_stamps(ros, node_under_test, episode):
     node, watcher = ros
     node_under_test("/standing", default_prompt=GRASP, budget_canvases=4)
     collector = Collector(node, "/standing")
-    before, report = _stream(node, "/standing", episode)
+    before, report = _stream(node, "/standing", episode.mp4_path)
     after = time.time_ns()
     assert collector.wait(lambda m: len(m["text"]) >= 1 and len(m["segments"]) >= 1, 120.0), watcher.latest("/standing")
     text = collector.messages["text"][0]
@@ -92,7 +105,7 @@ def test_query_service_and_prompt_topic(ros, node_under_test, episode):
         time.sleep(0.05)
     assert not early.result().success and "no temporal group" in early.result().message  # no video yet
 
-    before, report = _stream(node, "/asked", episode)
+    before, report = _stream(node, "/asked", episode.mp4_path)
     # Every frame decoded and tokenized: no group comes after this, the window stays as it is.
     assert watcher.wait_for(lambda v: counter(v, "groups_emitted") >= 1 and counter(v, "queue_depth") == 0 and
                             counter(v, "frames_decoded") == report.sent, 30.0, name_prefix="/asked/ov2_node")
@@ -143,3 +156,47 @@ def test_a_model_path_that_does_not_exist_stops_the_node_with_the_reason(tmp_pat
                                  stdout=subprocess.PIPE)
     output, _ = process.communicate(timeout=120)
     assert process.returncode != 0 and b"nowhere" in output and b"does not exist" in output
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The first held-out pick-and-place world of `ov2 eval` (unseen seed, colours, background and
+    speed): its H.264 clip and exact truth."""
+    spec = heldout_clips("pickplace", 1, WORLD_DURATIONS_S["pickplace"])[0]
+    mp4, truth = ClipCache(tmp_path_factory.mktemp("world")).clip(spec)
+    return spec, mp4, truth
+
+
+def test_trace_and_grounding_match_the_worlds_truth(ros, node_under_test, world):
+    spec, mp4, truth = world
+    episode = truth["episode"]
+    node, watcher = ros
+    node_under_test("/world", window_s=spec.duration_s + 1.0)  # the default budget, the whole clip
+    collector = Collector(node, "/world")
+    client = node.create_client(Query, "/world/ov2/query")
+    assert client.wait_for_service(timeout_sec=60.0)
+    before, report = _stream(node, "/world", mp4)
+    assert watcher.wait_for(lambda v: counter(v, "queue_depth") == 0 and counter(v, "frames_decoded") == report.sent,
+                            30.0, name_prefix="/world/ov2_node")
+
+    traced = _ask(node, client, tasks.TRACE_WORDINGS[0])
+    assert len(traced.traces) == 1 and (traced.traces[0].image_width, traced.traces[0].image_height) == (spec.width, spec.height)
+    waypoints = [[p.x, p.y] for p in traced.traces[0].waypoints]
+    ade, fde = metrics.trace_errors(waypoints, episode["gripper_path"], float(np.hypot(spec.width, spec.height)))
+    grasp = next(s for s in episode["segments"] if s["phase"] == "grasp")
+    grasped = _ask(node, client, tasks.SEGMENT_WORDINGS["grasp"][0].format(target=episode["target"]))
+    assert collector.wait(lambda m: any(t.request_id == grasped.request_id for t in m["text"]), 30.0)
+    text = next(t for t in collector.messages["text"] if t.request_id == grasped.request_id)
+    origin = time_to_ns(text.window_start)  # the clip's first frame: the window covers it all
+    start_s, end_s = ((time_to_ns(t) - origin) / 1e9 for t in (grasped.segments[0].start, grasped.segments[0].end))
+    truth_s = (grasp["start_s"], grasp["end_s"])
+    overlap = max(0.0, min(end_s, truth_s[1]) - max(start_s, truth_s[0]))
+    iou = overlap / (max(end_s, truth_s[1]) - min(start_s, truth_s[0]))
+    # Stated tolerances: the embedded model's own accuracy on the node's view of held-out worlds
+    # (`ov2 eval --input live`: trace ADE 0.20 of the diagonal on average; grasp and the other
+    # phases found at IoU >= 0.3 in 17% of segments, this clip's grasp among them), delivered
+    # end to end: stamps, window, tokenizer, model, parsing and messages. (Measured: ADE 0.23,
+    # IoU 0.61; the previous default, before digit tokens, missed both: 0.37 and 0.)
+    assert ade <= 0.30, (ade, waypoints, episode["gripper_path"])
+    assert iou >= 0.3, ((start_s, end_s), truth_s)
+    assert not traced.traces[0].predicted
