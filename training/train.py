@@ -216,6 +216,7 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
         while True:
             spec = specs[int(rng.integers(len(specs)))]
             budget = int(rng.choice(config.budgets))
+            # One mode draws nothing: single-mode runs keep the batches they always had.
             mode = modes[int(rng.integers(len(modes)))] if len(modes) > 1 else modes[0]
             candidates = examples_for_clip(cache, tokenizer, spec, mode, budget, rng, config.tasks)
             for index in rng.permutation(len(candidates)):

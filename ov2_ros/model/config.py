@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ov2_ros.errors import Ov2Error
-from ov2_ros.tokenizer.geometry import DEFAULT_MAX_PIXELS
+from ov2_ros.tokenizer.geometry import BLOCK_PX, DEFAULT_MAX_PIXELS
 
 FORMAT_NAME = "ov2_ros"
 FORMAT_VERSION = 1
@@ -107,8 +107,8 @@ class Ov2Config:
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
-        if self.max_pixels < 28 * 28:
-            raise ConfigError(f"max_pixels {self.max_pixels} is below one 28x28 block")
+        if self.max_pixels < BLOCK_PX * BLOCK_PX:
+            raise ConfigError(f"max_pixels {self.max_pixels} is below one {BLOCK_PX}x{BLOCK_PX} block")
         if self.encoder.out_hidden_size != self.llm.hidden_size:
             raise ConfigError(f"merger projects to {self.encoder.out_hidden_size} but the LLM hidden size is "
                               f"{self.llm.hidden_size}")

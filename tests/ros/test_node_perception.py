@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ov2_ros.codec.container import H264File
+from ov2_ros.model.scoring import temporal_iou, trace_errors
 from ov2_ros.msg import ModelText, SpatialGroundingArray, TemporalSegmentArray
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
@@ -17,7 +18,7 @@ from ov2_ros.ros.publisher import AccessUnitPublisher, play
 from ov2_ros.srv import Query
 from std_msgs.msg import String
 from tests.conftest import make_stream
-from training import metrics, tasks
+from training import tasks
 from training.data import WORLD_DURATIONS_S, ClipCache
 from training.evaluate import heldout_clips
 
@@ -109,11 +110,7 @@ def test_query_service_and_prompt_topic(ros, node_under_test, episode):
     # Every frame decoded and tokenized: no group comes after this, the window stays as it is.
     assert watcher.wait_for(lambda v: counter(v, "groups_emitted") >= 1 and counter(v, "queue_depth") == 0 and
                             counter(v, "frames_decoded") == report.sent, 30.0, name_prefix="/asked/ov2_node")
-    future = client.call_async(Query.Request(prompt=BOX, output_format="auto", publish=True))
-    while not future.done():
-        time.sleep(0.05)
-    response = future.result()
-    assert response.success, response.message
+    response = _ask(node, client, BOX)
     assert response.request_id and response.header.frame_id == "tabletop_camera"
     assert before <= time_to_ns(response.header.stamp) <= time.time_ns()
     assert len(response.groundings) == 1
@@ -182,7 +179,7 @@ def test_trace_and_grounding_match_the_worlds_truth(ros, node_under_test, world)
     traced = _ask(node, client, tasks.TRACE_WORDINGS[0])
     assert len(traced.traces) == 1 and (traced.traces[0].image_width, traced.traces[0].image_height) == (spec.width, spec.height)
     waypoints = [[p.x, p.y] for p in traced.traces[0].waypoints]
-    ade, fde = metrics.trace_errors(waypoints, episode["gripper_path"], float(np.hypot(spec.width, spec.height)))
+    ade, _ = trace_errors(waypoints, episode["gripper_path"], float(np.hypot(spec.width, spec.height)))
     grasp = next(s for s in episode["segments"] if s["phase"] == "grasp")
     grasped = _ask(node, client, tasks.SEGMENT_WORDINGS["grasp"][0].format(target=episode["target"]))
     assert collector.wait(lambda m: any(t.request_id == grasped.request_id for t in m["text"]), 30.0)
@@ -190,8 +187,7 @@ def test_trace_and_grounding_match_the_worlds_truth(ros, node_under_test, world)
     origin = time_to_ns(text.window_start)  # the clip's first frame: the window covers it all
     start_s, end_s = ((time_to_ns(t) - origin) / 1e9 for t in (grasped.segments[0].start, grasped.segments[0].end))
     truth_s = (grasp["start_s"], grasp["end_s"])
-    overlap = max(0.0, min(end_s, truth_s[1]) - max(start_s, truth_s[0]))
-    iou = overlap / (max(end_s, truth_s[1]) - min(start_s, truth_s[0]))
+    iou = temporal_iou((start_s, end_s), truth_s)
     # Stated tolerances: the embedded model's own accuracy on the node's view of held-out worlds
     # (`ov2 eval --input live`: trace ADE 0.20 of the diagonal on average; grasp and the other
     # phases found at IoU >= 0.3 in 17% of segments, this clip's grasp among them), delivered
