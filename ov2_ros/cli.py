@@ -17,7 +17,12 @@ def _bitrate(text: str) -> int:
 
 def _add_synth_stream(commands) -> None:
     parser = commands.add_parser(
-        "synth-stream", help="render a synthetic tabletop scene to H.264 (Annex-B + MP4) with ground truth")
+        "synth-stream", help="render a synthetic scene or training world to H.264 (Annex-B + MP4) with ground truth")
+    parser.add_argument("--world", choices=("scene", "bounce", "pickplace", "stills"), default="scene",
+                        help="scene: moving objects and a gripper (ingest tests); bounce, pickplace, stills: the "
+                             "training worlds (ov2_ros/synth/worlds.py), episode truth included")
+    parser.add_argument("--variation", choices=("train", "heldout"), default="train",
+                        help="training worlds: the colours, backgrounds and speeds of training or held-out ones")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--name", default="scene", help="file stem (default: %(default)s)")
     parser.add_argument("--width", type=int, default=640)
@@ -37,13 +42,20 @@ def _add_synth_stream(commands) -> None:
 def _run_synth_stream(args) -> int:
     from ov2_ros.codec.encoder import H264EncoderConfig
     from ov2_ros.synth.scene import SceneConfig
-    from ov2_ros.synth.stream import write_synthetic_stream
+    from ov2_ros.synth.stream import write_synthetic_stream, write_world_stream
+    from ov2_ros.synth.worlds import WORLDS, Variation, WorldConfig
 
-    scene = SceneConfig(width=args.width, height=args.height, fps=args.fps, duration_s=args.duration,
-                        seed=args.seed, num_objects=args.objects, noise_sigma=args.noise)
     encoder = H264EncoderConfig(width=args.width, height=args.height, fps=args.fps, gop_frames=args.gop,
                                 bitrate_bps=args.bitrate, b_frames=args.b_frames, preset=args.preset)
-    stream = write_synthetic_stream(scene, encoder, args.out, args.name)
+    if args.world == "scene":
+        scene = SceneConfig(width=args.width, height=args.height, fps=args.fps, duration_s=args.duration,
+                            seed=args.seed, num_objects=args.objects, noise_sigma=args.noise)
+        stream = write_synthetic_stream(scene, encoder, args.out, args.name)
+    else:
+        world = WORLDS[args.world](WorldConfig(width=args.width, height=args.height, fps=args.fps,
+                                               duration_s=args.duration, seed=args.seed, noise_sigma=args.noise,
+                                               variation=Variation(args.variation)))
+        stream = write_world_stream(world, encoder, args.out, args.name)
     print(json.dumps({"h264": str(stream.h264_path), "mp4": str(stream.mp4_path),
                       "ground_truth": str(stream.truth_path), "frames": stream.frame_count}))
     return 0

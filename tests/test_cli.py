@@ -28,6 +28,18 @@ def test_synth_stream_then_probe(tmp_path):
     assert summary["has_b_frames"] and summary["gop_frames"] == 10 and summary["idr_count"] == 3
 
 
+def test_synth_stream_renders_a_training_world_with_its_episode_truth(tmp_path):
+    from ov2_ros.synth.worlds import StillsWorld, Variation, WorldConfig
+
+    result = _run("synth-stream", "--world", "stills", "--variation", "heldout", "--out", tmp_path, "--width", "160",
+                  "--height", "120", "--duration", "0.5", "--seed", "4")
+    assert result.returncode == 0, result.stderr
+    files = json.loads(result.stdout.strip().splitlines()[-1])
+    truth = json.loads(Path(files["ground_truth"]).read_text())
+    world = StillsWorld(WorldConfig(duration_s=0.5, seed=4, variation=Variation("heldout")))
+    assert files["frames"] == 15 and truth["episode"] == json.loads(json.dumps(world.episode_truth()))
+
+
 @pytest.mark.parametrize("args, message", [
     (["probe", "/nonexistent/clip.mp4"], "no such H.264 file"),
     (["publish", "/nonexistent/clip.mp4"], "no such H.264 file"),

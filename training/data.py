@@ -31,7 +31,7 @@ from ov2_ros.tokenizer.canvas import rebase_t
 from ov2_ros.tokenizer.files import decode_file
 from ov2_ros.tokenizer.pipeline import (TokenizerConfig, sample_frames_baseline, tokenize_at_budget,
                                         tokenize_live_window)
-from training.tasks import QA, bounce_tasks, pickplace_tasks, predicted_trace_task
+from training.tasks import QA, bounce_tasks, pickplace_tasks, predicted_trace_task, stills_tasks
 
 # How a clip becomes canvases: codec = tokenize_at_budget (equal groups over the clip, the
 # matched-budget study's input), live = the node's view (adaptive live groups spread over the
@@ -44,7 +44,7 @@ CANVAS_RECIPE = "r2"
 
 @dataclass(frozen=True)
 class ClipSpec:
-    world: str  # "bounce" or "pickplace"
+    world: str  # a key of ov2_ros.synth.worlds.WORLDS: "bounce", "pickplace", "stills"
     seed: int
     split: str = "train"  # "train" or "heldout" (unseen colours, backgrounds, speeds)
     duration_s: float = 12.0
@@ -64,7 +64,7 @@ class ClipSpec:
 
 
 # Clip lengths of each world, seconds (low, high), as evaluation and the last stages (s3, s4) use them.
-WORLD_DURATIONS_S = {"bounce": (10.0, 30.0), "pickplace": (9.0, 12.0)}
+WORLD_DURATIONS_S = {"bounce": (10.0, 30.0), "pickplace": (9.0, 12.0), "stills": (1.0, 1.0)}
 
 
 def clip_range(world: str, first_seed: int, count: int, durations_s, split: str = "train") -> list[ClipSpec]:
@@ -76,6 +76,16 @@ def clip_range(world: str, first_seed: int, count: int, durations_s, split: str 
 
 # Canvases of the clip cut before the arm moves (the predicted-trace question): a still scene.
 PREDICTED_TRACE_BUDGET = 4
+# Canvases of a still shot: one group (its first frame whole); more would repeat it.
+STILL_BUDGET = 4
+
+
+def clip_budget(spec: "ClipSpec", budget: int, cut_s: float | None = None) -> int:
+    """Canvases a question about the clip is shown: the budget, less for a still shot or a
+    clip cut before the arm moves."""
+    if spec.world == "stills":
+        return min(budget, STILL_BUDGET)
+    return budget if cut_s is None else min(budget, PREDICTED_TRACE_BUDGET)
 
 
 @dataclass
@@ -152,6 +162,8 @@ def clip_questions(spec: ClipSpec, truth: dict, rng) -> list[QA]:
     episode = truth["episode"]
     if spec.world == "bounce":
         return bounce_tasks(episode, rng)
+    if spec.world == "stills":
+        return stills_tasks(episode, FrameSize(spec.width, spec.height), rng)
     return pickplace_tasks(episode, truth["frames"], FrameSize(spec.width, spec.height), rng)
 
 
@@ -178,13 +190,13 @@ def examples_for_clip(cache: ClipCache, tokenizer: TextTokenizer, spec: ClipSpec
     """One example per task of the clip (a random wording each); pick-and-place clips add the
     predicted trace on the clip cut before the arm moves."""
     _, truth = cache.clip(spec)
-    vision = cache.vision(spec, input_mode, budget)
+    vision = cache.vision(spec, input_mode, clip_budget(spec, budget))
     examples = [encode_example(tokenizer, vision, qa, spec) for qa in clip_questions(spec, truth, rng)
                 if tasks is None or qa.task in tasks]
     if spec.world == "pickplace" and (tasks is None or "predicted_trace" in tasks):
         cut = truth["episode"]["segments"][0]["start_s"]
         qa = predicted_trace_task(truth["episode"], FrameSize(spec.width, spec.height), rng)
-        vision = cache.vision(spec, input_mode, min(budget, PREDICTED_TRACE_BUDGET), cut_s=cut)
+        vision = cache.vision(spec, input_mode, clip_budget(spec, budget, cut), cut_s=cut)
         examples.append(encode_example(tokenizer, vision, qa, spec))
     return examples
 

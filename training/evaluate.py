@@ -11,6 +11,8 @@ Suites:
   trace      pick-and-place clips; the observed gripper trace and the predicted one (from the
              clip before the arm moves, with the instruction): ADE and FDE as fractions of the
              image diagonal.
+  stills     still shots of a tabletop; every thing's box (accuracy at IoU 0.5) and a point on
+             it (accuracy: the point inside the thing's box).
 Answers are decoded greedily, constrained to their format unless --unconstrained (then the
 parse-failure rate says how often free text missed the format). Results: JSON and a PNG.
 """
@@ -30,9 +32,9 @@ from ov2_ros.model.parsers import FrameSize, OutputParseError, parse_output
 from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
-from training.data import INPUT_MODES, PREDICTED_TRACE_BUDGET, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
+from training.data import INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_budget, clip_range
 
-SUITES = ("jumpscore", "grounding", "trace")
+SUITES = ("jumpscore", "grounding", "trace", "stills")
 HELDOUT_SEED = 100_000  # held-out seeds start here; training seeds stay far below
 JUMPSCORE_QUESTION = tasks.EVENT_WORDINGS[0]
 
@@ -59,8 +61,7 @@ class Evaluator:
 
     def answer(self, spec: ClipSpec, question: str, output_format: str, cut_s: float | None = None):
         """Parsed answer (None when it does not parse) and the raw text."""
-        budget = self.budget if cut_s is None else min(self.budget, PREDICTED_TRACE_BUDGET)
-        vision = self.cache.vision(spec, self.input_mode, budget, cut_s)
+        vision = self.cache.vision(spec, self.input_mode, clip_budget(spec, self.budget, cut_s), cut_s)
         result = ask(self.backend, vision.canvases, vision.positions_thw, vision.fps, vision.source_size, question,
                      output_format if self.constrained else None, GenerationConfig(max_new_tokens=400))
         self.parse_attempts += 1
@@ -128,6 +129,22 @@ class Evaluator:
                 "predicted_ADE": float(predicted[:, 0].mean()), "predicted_FDE": float(predicted[:, 1].mean()),
                 "clips": clips}
 
+    def stills(self, clips: int) -> dict:
+        predicted_boxes, predicted_points, true_boxes = [], [], []
+        specs = heldout_clips("stills", clips, WORLD_DURATIONS_S["stills"], self.variation)
+        for spec in tqdm(specs, desc="stills", disable=not self.progress):
+            _, truth = self.cache.clip(spec)
+            for thing in truth["episode"]["things"]:
+                parsed, _ = self.answer(spec, tasks.BOX_WORDINGS[0].format(thing=thing["label"]), "box")
+                predicted_boxes.append(None if parsed is None else [parsed.x1, parsed.y1, parsed.x2, parsed.y2])
+                parsed, _ = self.answer(spec, tasks.POINT_WORDINGS[0].format(thing=thing["label"]), "tracks")
+                points = [] if parsed is None else [p for track in parsed for p in track.points]
+                predicted_points.append((points[0].x, points[0].y) if points else None)
+                true_boxes.append(thing["box_xyxy"])
+        return {"box_accuracy@0.5": metrics.box_accuracy(predicted_boxes, true_boxes),
+                "point_accuracy": metrics.point_accuracy(predicted_points, true_boxes), "clips": clips,
+                "things": len(true_boxes)}
+
 
 def evaluate(model_dir, suites, cache_dir, input_mode="codec", budget=16, clips=20, constrained=True,
              out: str | Path | None = None, progress: bool = True, variation: str = "heldout") -> dict:
@@ -161,6 +178,9 @@ def plot_results(results: dict, path: Path) -> None:
                      "box acc@0.5": results["grounding"]["box_accuracy@0.5"]})
     if "trace" in results:
         bars.update({"observed ADE": results["trace"]["observed_ADE"], "predicted ADE": results["trace"]["predicted_ADE"]})
+    if "stills" in results:
+        bars.update({"stills box acc@0.5": results["stills"]["box_accuracy@0.5"],
+                     "stills point acc": results["stills"]["point_accuracy"]})
     bars["parse failures"] = results["parse_failure_rate"]
     figure, axis = plt.subplots(figsize=(8, 3.5))
     axis.bar(range(len(bars)), list(bars.values()), color="tab:blue")

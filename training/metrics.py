@@ -76,3 +76,10 @@ def grounding_scores(predicted: list[tuple[float, float] | None], truth: list[tu
 def box_accuracy(predicted: list, truth: list, threshold: float = 0.5) -> float:
     """Share of boxes with IoU >= threshold (None = parse failure = miss)."""
     return float(np.mean([p is not None and box_iou(p, t) >= threshold for p, t in zip(predicted, truth, strict=True)]))
+
+
+def point_accuracy(predicted: list, truth_boxes: list) -> float:
+    """Share of points (x, y) inside their thing's box (None = parse failure = miss), as
+    pointing benchmarks score a point."""
+    return float(np.mean([p is not None and t[0] <= p[0] <= t[2] and t[1] <= p[1] <= t[3]
+                          for p, t in zip(predicted, truth_boxes, strict=True)]))

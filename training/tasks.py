@@ -17,7 +17,7 @@ from ov2_ros.model.parsers import (Box, EventTimes, FrameSize, PointTrack, Tempo
 
 @dataclass(frozen=True)
 class QA:
-    task: str  # "events", "segment", "box", "tracks", "trace", "predicted_trace", "caption", "count"
+    task: str  # "events", "segment", "box", "point", "tracks", "trace", "predicted_trace", "caption", "count"
     question: str
     answer: str
     output_format: str | None  # the parsers format of the answer, None for free text
@@ -55,6 +55,11 @@ PREDICT_WORDINGS = ("{instruction}. Give the waypoints the gripper should follow
 PICKPLACE_CAPTIONS = ("Describe the video.", "What happens in the video?", "What did the robot do?")
 WHICH_WORDINGS = ("Which object did the gripper move?", "Which object was picked up?")
 WHERE_WORDINGS = ("Where did the {target} end up?", "Where was the {target} put?")
+# Pointing answers in the point-track format (method.md 2.3) with one point at the first frame.
+POINT_WORDINGS = ("Point to the {thing}.", "Point at the {thing}.", "Where is the {thing}? Point to it.",
+                  "Show me the {thing} with a point.")
+TABLE_WORDINGS = ("What is on the table?", "List the objects on the table from left to right.",
+                  "Which objects do you see?")
 
 
 def bounce_tasks(episode: dict, rng) -> list[QA]:
@@ -104,3 +109,19 @@ def predicted_trace_task(episode: dict, frame: FrameSize, rng) -> QA:
     path = Trace(tuple(Waypoint(x, y, None) for x, y in episode["gripper_path"]))
     question = str(rng.choice(PREDICT_WORDINGS)).format(instruction=instruction[0].upper() + instruction[1:])
     return QA("predicted_trace", question, format_trace(path, frame), "trace2d")
+
+
+def stills_tasks(episode: dict, frame: FrameSize, rng) -> list[QA]:
+    """A box and a point for things drawn at random, and the things from left to right."""
+    things = episode["things"]
+    boxed, pointed = (things[int(i)] for i in rng.integers(len(things), size=2))
+    x, y = pointed["centre_xy"]
+    listed = [t["label"] for t in sorted(things, key=lambda t: t["centre_xy"][0])]
+    return [
+        QA("box", str(rng.choice(BOX_WORDINGS)).format(thing=boxed["label"]),
+           format_box(Box(*boxed["box_xyxy"]), frame), "box"),
+        QA("point", str(rng.choice(POINT_WORDINGS)).format(thing=pointed["label"]),
+           format_tracks([PointTrack(1, pointed["label"], (TrackPoint(0.0, x, y),))], frame), "tracks"),
+        QA("caption", str(rng.choice(TABLE_WORDINGS)),
+           "From left to right: " + ", ".join(f"a {label}" for label in listed) + ".", None),
+    ]

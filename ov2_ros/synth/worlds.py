@@ -92,6 +92,52 @@ def _clip_box(box, width, height) -> list[float]:
             round(float(np.clip(x1, 0, width)), 2), round(float(np.clip(y1, 0, height)), 2)]
 
 
+def _draw_plate(canvas: np.ndarray, plate: dict) -> None:
+    """A plate seen from above: a rim and a lighter centre."""
+    cv2.circle(canvas, subpixel_point(plate["centre"]), int(plate["radius"] * 16),
+               (np.array(COLOURS_RGB[plate["colour"]]) * 0.85).tolist(), -1, cv2.LINE_AA, 4)
+    cv2.circle(canvas, subpixel_point(plate["centre"]), int(plate["radius"] * 0.75 * 16),
+               COLOURS_RGB[plate["colour"]], -1, cv2.LINE_AA, 4)
+
+
+def _draw_object(canvas: np.ndarray, shape: str, colour: str, centre, half: float, shadow: float) -> None:
+    """A cube (square) or cylinder (disc) seen from above, with its shadow offset down-right."""
+    rgb = COLOURS_RGB[colour]
+    if shape == "cube":
+        cv2.rectangle(canvas, subpixel_point(centre - half + shadow), subpixel_point(centre + half + shadow),
+                      (40, 30, 25), -1, cv2.LINE_AA, 4)
+        cv2.rectangle(canvas, subpixel_point(centre - half), subpixel_point(centre + half), rgb, -1, cv2.LINE_AA, 4)
+    else:
+        cv2.circle(canvas, subpixel_point(centre + shadow), int(half * 16), (40, 30, 25), -1, cv2.LINE_AA, 4)
+        cv2.circle(canvas, subpixel_point(centre), int(half * 16), rgb, -1, cv2.LINE_AA, 4)
+
+
+def _draw_gripper(canvas: np.ndarray, x: float, y: float, opening: float, height: float, unit: float) -> None:
+    """Two fingers around (x, y) on an arm from the top edge; opening 0 closed .. 1 open;
+    height 0 (table) .. 1 (lifted) draws it larger, nearer the camera."""
+    grow = 1.0 + 0.25 * height
+    gap = (0.03 + 0.09 * opening) * unit * grow
+    finger_len, finger_w = 0.09 * unit * grow, 0.025 * unit * grow
+    grey, dark = (175, 177, 183), (90, 92, 98)
+    cv2.rectangle(canvas, subpixel_point((x - 0.02 * unit, 0)), subpixel_point((x + 0.02 * unit, y)), dark, -1,
+                  cv2.LINE_AA, 4)
+    for side in (-1, 1):
+        inner = x + side * gap / 2
+        outer = inner + side * finger_w
+        cv2.rectangle(canvas, subpixel_point((min(inner, outer), y - finger_len / 2)),
+                      subpixel_point((max(inner, outer), y + finger_len / 2)), grey, -1, cv2.LINE_AA, 4)
+
+
+def _free_spot(rng, low, high, clear_of: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """A point drawn uniformly in [low, high] farther than each given distance from each given
+    centre; after 100 draws the last one (crowded tables may touch)."""
+    for _ in range(100):
+        centre = rng.uniform(low, high)
+        if all(np.linalg.norm(centre - other) > distance for other, distance in clear_of):
+            break
+    return centre
+
+
 class BounceWorld:
     """A ball that leaves the floor at irregular times. Truth: `event_times_s` (takeoffs)."""
 
@@ -188,10 +234,7 @@ class PickPlaceWorld:
         taken = []
         for index in range(3):
             size = float(rng.uniform(0.1, 0.14) * unit)
-            for _ in range(100):
-                centre = rng.uniform([0.15 * w, 0.3 * h], [0.85 * w, 0.88 * h])
-                if all(np.linalg.norm(centre - other) > 0.3 * unit for other in taken):
-                    break
+            centre = _free_spot(rng, (0.15 * w, 0.3 * h), (0.85 * w, 0.88 * h), [(c, 0.3 * unit) for c in taken])
             taken.append(centre)
             self.objects.append({"id": index, "colour": colours[index], "shape": shapes[index % 2],
                                  "size": size, "centre": centre.astype(float)})
@@ -262,11 +305,7 @@ class PickPlaceWorld:
         unit = min(config.width, config.height)
         canvas = self._background.copy()
         state = self.state(t)
-        plate = self.plate
-        cv2.circle(canvas, subpixel_point(plate["centre"]), int(plate["radius"] * 16),
-                   (np.array(COLOURS_RGB[plate["colour"]]) * 0.85).tolist(), -1, cv2.LINE_AA, 4)
-        cv2.circle(canvas, subpixel_point(plate["centre"]), int(plate["radius"] * 0.75 * 16),
-                   COLOURS_RGB[plate["colour"]], -1, cv2.LINE_AA, 4)
+        _draw_plate(canvas, self.plate)
         boxes = []
         for obj in self.objects:
             is_target = obj is self.target
@@ -274,29 +313,11 @@ class PickPlaceWorld:
             grow = 1.0 + 0.25 * (state["target_height"] if is_target else 0.0)
             half = obj["size"] / 2 * grow
             shadow = 0.15 * obj["size"] + 0.2 * obj["size"] * (state["target_height"] if is_target else 0.0)
-            colour = COLOURS_RGB[obj["colour"]]
-            if obj["shape"] == "cube":
-                cv2.rectangle(canvas, subpixel_point(centre - half + shadow), subpixel_point(centre + half + shadow),
-                              (40, 30, 25), -1, cv2.LINE_AA, 4)
-                cv2.rectangle(canvas, subpixel_point(centre - half), subpixel_point(centre + half), colour, -1,
-                              cv2.LINE_AA, 4)
-            else:
-                cv2.circle(canvas, subpixel_point(centre + shadow), int(half * 16), (40, 30, 25), -1, cv2.LINE_AA, 4)
-                cv2.circle(canvas, subpixel_point(centre), int(half * 16), colour, -1, cv2.LINE_AA, 4)
+            _draw_object(canvas, obj["shape"], obj["colour"], centre, half, shadow)
             boxes.append({"id": obj["id"], "label": self.label(obj),
                           "box_xyxy": _clip_box((*(centre - half), *(centre + half)), config.width, config.height)})
         x, y = state["gripper"]
-        grow = 1.0 + 0.25 * state["height"]
-        opening = (0.03 + 0.09 * state["opening"]) * unit * grow
-        finger_len, finger_w = 0.09 * unit * grow, 0.025 * unit * grow
-        grey, dark = (175, 177, 183), (90, 92, 98)
-        cv2.rectangle(canvas, subpixel_point((x - 0.02 * unit, 0)), subpixel_point((x + 0.02 * unit, y)), dark, -1,
-                      cv2.LINE_AA, 4)
-        for side in (-1, 1):
-            inner = x + side * opening / 2
-            outer = inner + side * finger_w
-            cv2.rectangle(canvas, subpixel_point((min(inner, outer), y - finger_len / 2)),
-                          subpixel_point((max(inner, outer), y + finger_len / 2)), grey, -1, cv2.LINE_AA, 4)
+        _draw_gripper(canvas, x, y, state["opening"], state["height"], unit)
         image = _finish(canvas, np.random.default_rng([self._noise_seed, index]), config.noise_sigma)
         truth = {"frame": index, "time_s": round(t, 6), "phase": state["phase"],
                  "gripper": {"x": round(float(x), 2), "y": round(float(y), 2),
@@ -325,4 +346,57 @@ class PickPlaceWorld:
                 "gripper_path": self.gripper_path()}
 
 
-WORLDS = {"bounce": BounceWorld, "pickplace": PickPlaceWorld}
+class StillsWorld:
+    """Still shots of a tabletop, for boxes and pointing: two to four objects (cubes and
+    cylinders of distinct colours, small to large) and a plate anywhere on the table, in half
+    of the shots the gripper resting above it. Nothing moves; only the sensor noise changes
+    from frame to frame. Truth: every thing's label, box and centre (the plate's too), the
+    same in every frame."""
+
+    kind = "stills"
+
+    def __init__(self, config: WorldConfig):
+        self.config = config
+        rng = np.random.default_rng([config.seed, 3])
+        canvas = _tinted_background(rng, config)
+        w, h = config.width, config.height
+        unit = min(w, h)
+        colours = config.variation.colours(rng, 4)
+        count = int(rng.integers(2, 5))
+        plate_radius = float(rng.uniform(0.1, 0.16) * unit)
+        plate_centre = rng.uniform((plate_radius, 0.15 * h + plate_radius), (w - plate_radius, h - plate_radius))
+        self.plate = {"colour": str(rng.choice(colours)), "centre": plate_centre, "radius": plate_radius}
+        _draw_plate(canvas, self.plate)
+        self.things = [{"label": f"{self.plate['colour']} plate",
+                        "box_xyxy": _clip_box((*(plate_centre - plate_radius), *(plate_centre + plate_radius)), w, h),
+                        "centre_xy": [round(float(v), 2) for v in plate_centre]}]
+        placed = [(plate_centre, plate_radius)]
+        for colour in colours[:count]:
+            half = float(rng.uniform(0.04, 0.1) * unit)
+            shape = str(rng.choice(("cube", "cylinder")))
+            centre = _free_spot(rng, (half, 0.15 * h + half), (w - 1.3 * half, h - 1.3 * half),
+                                [(c, r + 1.5 * half) for c, r in placed])
+            placed.append((centre, half))
+            _draw_object(canvas, shape, colour, centre, half, 0.15 * 2 * half)
+            self.things.append({"label": f"{colour} {shape}",
+                                "box_xyxy": _clip_box((*(centre - half), *(centre + half)), w, h),
+                                "centre_xy": [round(float(v), 2) for v in centre]})
+        if rng.random() < 0.5:  # a resting gripper: something on the table that is not asked about
+            _draw_gripper(canvas, float(rng.uniform(0.1, 0.9) * w), float(rng.uniform(0.2, 0.6) * h),
+                          1.0, 1.0, unit)
+        self._canvas = canvas
+        self._noise_seed = int(rng.integers(2**31))
+
+    def render(self, index: int) -> tuple[np.ndarray, dict]:
+        image = _finish(self._canvas.copy(), np.random.default_rng([self._noise_seed, index]), self.config.noise_sigma)
+        return image, {"frame": index, "time_s": round(index / self.config.fps, 6), "objects": self.things}
+
+    def frames(self) -> Iterator[tuple[np.ndarray, dict]]:
+        for index in range(self.config.frame_count):
+            yield self.render(index)
+
+    def episode_truth(self) -> dict:
+        return {"world": self.kind, "things": self.things}
+
+
+WORLDS = {"bounce": BounceWorld, "pickplace": PickPlaceWorld, "stills": StillsWorld}

@@ -2,7 +2,7 @@
 import pytest
 
 from training.metrics import (average_precision, box_accuracy, box_iou, grounding_scores, jumpscore,
-                              jumpscore_parse, jumpscore_video, temporal_iou, trace_errors)
+                              jumpscore_parse, jumpscore_video, point_accuracy, temporal_iou, trace_errors)
 
 
 def test_jumpscore_by_hand():
@@ -48,3 +48,10 @@ def test_grounding_box_and_trace_metrics():
     assert trace_errors(truth, truth, 100.0) == (0.0, 0.0)
     ade, fde = trace_errors([[0, 0], [20, 3]], truth, 100.0)  # resampled: (0,0), (10,1.5), (20,3)
     assert ade == pytest.approx((0 + 0.015 + 0.03) / 3) and fde == pytest.approx(0.03)
+
+
+def test_a_point_counts_when_it_falls_inside_the_things_box():
+    boxes = [[10, 10, 20, 30]] * 4
+    assert point_accuracy([(15, 20), (20, 30), (21, 20), None], boxes) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        point_accuracy([(15, 20)], boxes)

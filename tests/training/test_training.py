@@ -52,6 +52,27 @@ def test_examples_label_only_the_answer_and_pack_their_vision_in_order(workspace
     assert all(np.array_equal(a, b) for a, b in zip(again.canvases, examples[0].vision.canvases))
 
 
+def test_still_shots_ask_for_boxes_points_and_the_things_in_order(workspace):
+    root, tokenizer = workspace
+    cache = ClipCache(root / "cache")
+    spec = ClipSpec("stills", 4, duration_s=1.0)
+    _, truth = cache.clip(spec)
+    things = {t["label"]: t for t in truth["episode"]["things"]}
+    frame = FrameSize(160, 120)
+    examples = examples_for_clip(cache, tokenizer, spec, "codec", 16, np.random.default_rng(1))
+    assert [e.qa.task for e in examples] == ["box", "point", "caption"]
+    assert all(e.vision.canvas_count <= 4 for e in examples)  # one group, whatever the budget
+    box, point, listing = examples
+    (thing,) = [t for label, t in things.items() if f"the {label}" in box.qa.question]
+    parsed = parse_output(box.qa.answer, "box", frame)
+    assert np.allclose([parsed.x1, parsed.y1, parsed.x2, parsed.y2], thing["box_xyxy"], atol=0.2)
+    (track,) = parse_output(point.qa.answer, "tracks", frame)
+    x0, y0, x1, y1 = things[track.label]["box_xyxy"]
+    assert track.label in point.qa.question and x0 < track.points[0].x < x1 and y0 < track.points[0].y < y1
+    order = sorted(things, key=lambda label: things[label]["centre_xy"][0])
+    assert listing.qa.answer == "From left to right: " + ", ".join(f"a {label}" for label in order) + "."
+
+
 def test_codec_and_frames_hold_the_same_budget(workspace):
     root, _ = workspace
     cache = ClipCache(root / "cache")

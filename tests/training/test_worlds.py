@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from ov2_ros.synth.scene import COLOURS_RGB
-from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, PickPlaceWorld, Variation, WorldConfig
+from ov2_ros.synth.worlds import (HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, PickPlaceWorld, StillsWorld, Variation,
+                                  WorldConfig)
 
 
 def _colour_at(image, box):
@@ -50,7 +51,31 @@ def test_pick_and_place_boxes_segments_and_path_agree_with_the_pixels():
     assert np.allclose(path[0], world.home, atol=1) and np.allclose(path[-1], world.home, atol=2)
 
 
-@pytest.mark.parametrize("kind", [BounceWorld, PickPlaceWorld])
+def test_still_shots_show_each_thing_where_its_box_says_and_nothing_moves():
+    counts = set()
+    for seed in range(12):
+        world = StillsWorld(WorldConfig(seed=seed, duration_s=1.0, noise_sigma=0.0))
+        first, truth = world.render(0)
+        things = truth["objects"]
+        counts.add(len(things) - 1)
+        assert len({t["label"] for t in things}) == len(things)  # a question names one thing
+        assert things[0]["label"].endswith(" plate")
+        for thing in things:
+            x0, y0, x1, y1 = thing["box_xyxy"]
+            assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 120
+            assert np.allclose(thing["centre_xy"], [(x0 + x1) / 2, (y0 + y1) / 2], atol=0.02)
+            if thing is things[0]:
+                continue  # objects may stand on the plate's rim; the plate is checked through them
+            colour = np.array(COLOURS_RGB[thing["label"].split()[0]], float)
+            assert np.abs(_colour_at(first, thing["box_xyxy"]) - colour).max() < 40, (seed, thing)
+        last, last_truth = world.render(world.config.frame_count - 1)
+        assert np.array_equal(first, last) and last_truth["objects"] == things
+    assert counts == {2, 3, 4}
+    noisy = StillsWorld(WorldConfig(seed=0, duration_s=1.0))
+    assert not np.array_equal(noisy.render(0)[0], noisy.render(1)[0])  # sensor noise per frame
+
+
+@pytest.mark.parametrize("kind", [BounceWorld, PickPlaceWorld, StillsWorld])
 def test_worlds_are_reproducible_and_held_out_ones_use_unseen_variations(kind):
     a, b = kind(WorldConfig(seed=9)), kind(WorldConfig(seed=9))
     assert np.array_equal(a.render(40)[0], b.render(40)[0]) and a.episode_truth() == b.episode_truth()
@@ -60,9 +85,14 @@ def test_worlds_are_reproducible_and_held_out_ones_use_unseen_variations(kind):
         held = [BounceWorld(WorldConfig(seed=s, variation=Variation("heldout"))) for s in range(10)]
         assert all(w.colour in HELDOUT_COLOURS for w in held)
         assert max(w.rate_range[1] for w in held) > 3.0  # faster than any training clip
-    else:
+    elif kind is PickPlaceWorld:
         held = PickPlaceWorld(WorldConfig(seed=3, variation=Variation("heldout")))
         assert held.objects[0]["colour"] in HELDOUT_COLOURS
+    else:
+        seen = {t["label"].split()[0] for s in range(20) for t in StillsWorld(WorldConfig(seed=s)).things}
+        assert seen <= set(TRAIN_COLOURS)
+        held = StillsWorld(WorldConfig(seed=3, variation=Variation("heldout")))
+        assert held.things[1]["label"].split()[0] in HELDOUT_COLOURS
 
 
 def test_evaluation_worlds_use_unseen_seeds_with_either_variation():
