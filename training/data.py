@@ -40,6 +40,9 @@ INPUT_MODES = ("codec", "live", "frames")
 IGNORE = -100  # label of tokens that are not predicted (prompt, vision)
 # Part of cached canvases' file names: bump it when tokenize_at_budget changes what it makes.
 CANVAS_RECIPE = "r2"
+# Part of cached clips' names: bump a world's when what it renders changes (pickplace 2: camera
+# shake, a change of light, a distractor).
+WORLD_VERSIONS = {"pickplace": 2}
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,9 @@ class ClipSpec:
 
     @property
     def key(self) -> str:
-        return f"{self.world}-{self.split}-{self.seed}-{self.duration_s:g}s-{self.width}x{self.height}"
+        version = WORLD_VERSIONS.get(self.world, 1)
+        return (f"{self.world}-{self.split}-{self.seed}-{self.duration_s:g}s-{self.width}x{self.height}"
+                + (f"-v{version}" if version > 1 else ""))
 
     def world_object(self):
         config = WorldConfig(width=self.width, height=self.height, fps=self.fps, duration_s=self.duration_s,

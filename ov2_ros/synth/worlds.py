@@ -4,9 +4,11 @@
   irregular rate (events at `rate_hz`, each interval jittered); the truth is every takeoff time.
   A distractor slides across the back wall; lighting flickers slightly.
 - `PickPlaceWorld` (tabletop manipulation): a gripper, seen from above, reaches for an object,
-  grasps it, lifts it, carries it to a plate, places and releases it, and retreats. Truth per
-  frame: the gripper's position and opening, every object's box; per episode: the phase
-  segments, the instruction ("put the red cube on the blue plate") and the gripper's path.
+  grasps it, lifts it, carries it to a plate, places and releases it, and retreats; the camera
+  shakes, the light changes, a distractor slides along the back wall. Truth per frame: the
+  gripper's position and opening, every object's box; per episode: the phase segments, the
+  instruction ("put the red cube on the blue plate") and the gripper's path.
+- `StillsWorld` (boxes and pointing): still shots of two to four objects and a plate.
 
 Every world is a pure function of its config (seed included). `Variation` separates what
 training sees from held-out worlds: colours, backgrounds and speeds never seen in training.
@@ -128,6 +130,13 @@ def _draw_gripper(canvas: np.ndarray, x: float, y: float, opening: float, height
                       subpixel_point((max(inner, outer), y + finger_len / 2)), grey, -1, cv2.LINE_AA, 4)
 
 
+def _draw_wall_slider(canvas: np.ndarray, config: "WorldConfig", x0: float, speed: float, t: float, rgb) -> None:
+    """A distractor: a block sliding along the back wall at `speed` px/s, wrapping around."""
+    dx = (x0 + speed * t) % config.width
+    cv2.rectangle(canvas, subpixel_point((dx, 0.02 * config.height)),
+                  subpixel_point((dx + 0.08 * config.width, 0.1 * config.height)), rgb, -1, cv2.LINE_AA, 4)
+
+
 def _free_spot(rng, low, high, clear_of: list[tuple[np.ndarray, float]]) -> np.ndarray:
     """A point drawn uniformly in [low, high] farther than each given distance from each given
     centre; after 100 draws the last one (crowded tables may touch)."""
@@ -182,10 +191,7 @@ class BounceWorld:
         t = index / config.fps
         canvas = self._background.copy()
         colour, x0, speed = self._distractor
-        dx = (x0 + speed * t) % config.width
-        cv2.rectangle(canvas, subpixel_point((dx, 0.02 * config.height)),
-                      subpixel_point((dx + 0.08 * config.width, 0.1 * config.height)),
-                      COLOURS_RGB[colour], -1, cv2.LINE_AA, 4)
+        _draw_wall_slider(canvas, config, x0, speed, t, COLOURS_RGB[colour])
         lift = self.height_above_floor(t)
         cy = self.floor_y - self.radius - lift
         shadow = max(0.3, 1.0 - lift / (0.6 * config.height))
@@ -218,7 +224,10 @@ class PickPlaceWorld:
 
     The gripper rests, then each phase takes a seeded duration: reach (to the object), grasp
     (fingers close), lift (object and gripper grow as they rise toward the camera), carry (to
-    the plate), place (down), release (fingers open), retreat (back up and away)."""
+    the plate), place (down), release (fingers open), retreat (back up and away). The camera
+    shakes (up to a pixel at 160x120), the light changes once, a block slides along the back
+    wall. Per-frame truth is in the shaken image's pixels; the episode's gripper path and the
+    plate's box in the still camera's (the shake averages out)."""
 
     kind = "pickplace"
 
@@ -252,6 +261,23 @@ class PickPlaceWorld:
                          for phase, a, b in zip(PHASES, bounds[:-1], bounds[1:])]
         self.home = np.array([float(rng.uniform(0.2, 0.8) * w), 0.25 * h])
         self._noise_seed = int(rng.integers(2**31))
+        # What a robot's camera adds, drawn from a stream of their own (the episode above is the
+        # same without them): a shake, one change of light, and motion that is not the task.
+        camera = np.random.default_rng([config.seed, 4])
+        self._shake = (float(camera.uniform(0.3, 1.0) * unit / 120), camera.uniform(1.5, 5.0, 2),
+                       camera.uniform(0.0, 2 * np.pi, 2))  # amplitude (px), frequencies (Hz), phases
+        self._light = (float(camera.uniform(0.2, 0.8) * config.duration_s), float(camera.uniform(0.75, 1.25)))
+        self._distractor = (float(camera.uniform(0.0, w)), float(camera.uniform(0.05, 0.15) * w * camera.choice([-1, 1])))
+
+    def camera_offset(self, t: float) -> np.ndarray:
+        """The shaking camera's image shift (dx, dy) in pixels at time t."""
+        amplitude, frequencies, phases = self._shake
+        return amplitude * np.sin(2 * np.pi * frequencies * t + phases)
+
+    def light_gain(self, t: float) -> float:
+        """Brightness: 1 until the light changes, then a 0.3 s ramp to the new level."""
+        start, gain = self._light
+        return 1.0 + (gain - 1.0) * float(np.clip((t - start) / 0.3, 0.0, 1.0))
 
     @property
     def instruction(self) -> str:
@@ -305,6 +331,7 @@ class PickPlaceWorld:
         unit = min(config.width, config.height)
         canvas = self._background.copy()
         state = self.state(t)
+        offset = self.camera_offset(t)
         _draw_plate(canvas, self.plate)
         boxes = []
         for obj in self.objects:
@@ -314,15 +341,20 @@ class PickPlaceWorld:
             half = obj["size"] / 2 * grow
             shadow = 0.15 * obj["size"] + 0.2 * obj["size"] * (state["target_height"] if is_target else 0.0)
             _draw_object(canvas, obj["shape"], obj["colour"], centre, half, shadow)
+            seen = centre + offset
             boxes.append({"id": obj["id"], "label": self.label(obj),
-                          "box_xyxy": _clip_box((*(centre - half), *(centre + half)), config.width, config.height)})
+                          "box_xyxy": _clip_box((*(seen - half), *(seen + half)), config.width, config.height)})
+        _draw_wall_slider(canvas, config, *self._distractor, t, (205, 205, 200))  # behind the arm
         x, y = state["gripper"]
         _draw_gripper(canvas, x, y, state["opening"], state["height"], unit)
+        canvas *= self.light_gain(t)
+        canvas = cv2.warpAffine(canvas, np.float32([[1, 0, offset[0]], [0, 1, offset[1]]]),
+                                (config.width, config.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         image = _finish(canvas, np.random.default_rng([self._noise_seed, index]), config.noise_sigma)
         truth = {"frame": index, "time_s": round(t, 6), "phase": state["phase"],
-                 "gripper": {"x": round(float(x), 2), "y": round(float(y), 2),
+                 "gripper": {"x": round(float(x + offset[0]), 2), "y": round(float(y + offset[1]), 2),
                              "opening": round(float(state["opening"]), 3), "height": round(float(state["height"]), 3)},
-                 "objects": boxes}
+                 "objects": boxes, "camera_offset_xy": [round(float(v), 3) for v in offset]}
         return image, truth
 
     def frames(self) -> Iterator[tuple[np.ndarray, dict]]:

@@ -51,6 +51,28 @@ def test_pick_and_place_boxes_segments_and_path_agree_with_the_pixels():
     assert np.allclose(path[0], world.home, atol=1) and np.allclose(path[-1], world.home, atol=2)
 
 
+def test_pick_and_place_camera_shakes_the_light_changes_and_the_truth_follows_the_image():
+    world = PickPlaceWorld(WorldConfig(seed=7, noise_sigma=0.0))
+    offsets = np.array([world.render(i)[1]["camera_offset_xy"] for i in range(0, 90, 3)])
+    assert np.ptp(offsets, axis=0).min() > 0.2 and np.abs(offsets).max() <= 1.0  # up to a pixel at 160x120
+    start, gain = world._light
+    fps = world.config.fps
+    before, after = world.render(int((start - 0.2) * fps))[0], world.render(int((start + 0.5) * fps))[0]
+    floor = slice(-5, None)  # below every object: only the table's brightness changes there
+    assert before[floor].mean() * gain == pytest.approx(after[floor].mean(), rel=0.05)
+    # The gripper's truth is in the shaken image: the arm (grey, from the top edge) is centred
+    # where the truth says, not where the still camera would see it. 640x480: shakes of pixels.
+    large = PickPlaceWorld(WorldConfig(width=640, height=480, seed=7, noise_sigma=0.0))
+    index = max(range(0, 60), key=lambda i: abs(large.camera_offset(i / fps)[0]))
+    image, truth = large.render(index)
+    assert abs(truth["camera_offset_xy"][0]) > 1.5
+    row = image[int(truth["gripper"]["y"] * 0.6)].astype(float)
+    arm = np.abs(row - np.array([90, 92, 98])).max(axis=1) < 12
+    centre = float(np.mean(np.nonzero(arm)[0])) + 0.5  # pixel i covers [i, i + 1)
+    assert abs(centre - truth["gripper"]["x"]) < 0.5
+    assert abs(centre - large.state(index / fps)["gripper"][0]) > 1.0
+
+
 def test_still_shots_show_each_thing_where_its_box_says_and_nothing_moves():
     counts = set()
     for seed in range(12):
