@@ -223,7 +223,7 @@ def parse_output(text: str, output_format: str, frame: FrameSize | None = None):
 # Question wordings -> the format the answer comes in (checked in this order).
 _FORMAT_CUES = (
     ("events", r"start timestamps|list the (?:start )?times|each (?:jump|bounce|repetition|time)|how many times .* when"),
-    ("tracks", r"\btrack"),
+    ("tracks", r"\btrack|\bpoint (?:to|at)\b|with a point"),  # a point: a track of one point
     ("trace", r"\btrace\b|waypoint|trajector|path of the (?:gripper|arm|hand)|should (?:the )?(?:gripper|arm) move"),
     ("box", r"bounding box|\bbox\b|where (?:is|are)|locate|\bdetect"),
     ("segment", r"\bwhen\b|what time|which seconds|time span|temporal"),

@@ -77,6 +77,8 @@ def test_the_question_wording_picks_the_answer_format():
     assert infer_format("When does the gripper release the cube?") == "segment"
     assert infer_format("Where is the blue plate?") == "box"
     assert infer_format("Track the red cube.") == "tracks"
+    assert infer_format("Point to the red cube.") == infer_format("Where is the mug? Point at it.") == "tracks"
+    assert infer_format("What does the sign point out?") is None
     assert infer_format("Put the red cube on the blue plate: give the gripper's waypoints.") == "trace2d"
     assert infer_format("Give the gripper's waypoints with depth in metres.") == "trace"
     assert infer_format("Describe the video.") is None
