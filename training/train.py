@@ -32,6 +32,7 @@ from ov2_ros.model.ov2 import Ov2Model
 from ov2_ros.model.prompt import TextTokenizer
 from ov2_ros.tokenizer.geometry import FrameGeometry
 from ov2_ros.tokenizer.pipeline import TokenizerConfig
+from training.centre_vision import centre
 from training.data import IGNORE, INPUT_MODES, ClipCache, ClipSpec, clip_range, examples_for_clip, pack
 from training.text import build_tokenizer
 
@@ -60,10 +61,20 @@ class StageConfig:
     save_every: int = 250
     seed: int = 0
     fsdp: bool = False
+    # > 0: a model without them gets learned (h, w) embeddings after the merger, this many rows
+    # per axis, initial norm merger_position_norm (add_merger_positions); a model that has them
+    # keeps its own.
+    merger_position_embeddings: int = 0
+    merger_position_norm: float = 4.0
+    # > 0: after every step the merger's output bias moves by -momentum x the step's mean vision
+    # token (training/centre_vision.py says why); 0: never.
+    centre_vision_momentum: float = 0.0
 
     def __post_init__(self):
         if self.trainable not in TRAINABLE:
             raise ValueError(f"trainable {self.trainable!r} is not one of {sorted(TRAINABLE)}")
+        if self.centre_vision_momentum and self.fsdp:
+            raise ValueError("centre_vision_momentum needs the whole merger bias on every rank: not with fsdp")
 
     @classmethod
     def load(cls, path: str | Path) -> "StageConfig":
@@ -154,6 +165,30 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+@torch.no_grad()
+def add_merger_positions(model: Ov2Model, rows: int, norm: float = 4.0) -> Ov2Model:
+    """The model with learned (h, w) block embeddings added after its merger (OV2's
+    use_patch_position_encoding). Why: the encoder's 3D RoPE is relative, and codec canvases pack
+    salient blocks from anywhere in the frame side by side, so no vision token says where in the
+    frame it is; boxes, points and traces need exactly that. Initialised as 2-D sinusoids (h in
+    the first half of the dimensions, w in the second, so (2, 3) and (3, 2) differ), each
+    position's h + w embedding of the given norm (the default model's centred vision tokens:
+    ~5), then trained like every other weight."""
+    encoder = dataclasses.replace(model.config.encoder, merger_position_embeddings=rows)
+    grown = Ov2Model(dataclasses.replace(model.config, encoder=encoder))
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    if set(missing) != {"visual.merger.pos_emb_h.weight", "visual.merger.pos_emb_w.weight"} or unexpected:
+        raise ValueError(f"adding merger positions: missing {missing}, unexpected {unexpected}")
+    width = encoder.out_hidden_size // 2
+    frequencies = 1.0 / 10000 ** (torch.arange(0, width, 2, dtype=torch.float32) / width)  # (width/2,)
+    angles = torch.arange(rows, dtype=torch.float32)[:, None] * frequencies  # (rows, width/2)
+    sinusoids = torch.cat([angles.sin(), angles.cos()], dim=-1) * norm / width ** 0.5  # (rows, width)
+    merger = grown.visual.merger
+    merger.pos_emb_h.weight.zero_()[:, :width] = sinusoids
+    merger.pos_emb_w.weight.zero_()[:, width:2 * width] = sinusoids
+    return grown.to(next(model.parameters()).dtype)
+
+
 def initial_model(init: str, tokenizer: TextTokenizer) -> Ov2Model:
     """A preset name (random weights, seeded by the caller) or a model folder."""
     if Path(init).is_dir():
@@ -179,6 +214,8 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
     tokenizer = TextTokenizer(tokenizer_path)
     last = out_dir / "last"
     model = load_model(last) if resume and (last / "trainer_state.json").is_file() else initial_model(init, tokenizer)
+    if config.merger_position_embeddings and not model.config.encoder.merger_position_embeddings:
+        model = add_merger_positions(model, config.merger_position_embeddings, config.merger_position_norm)
     prefixes = TRAINABLE[config.trainable]
     for name, parameter in model.named_parameters():
         parameter.requires_grad = name.startswith(prefixes)
@@ -226,6 +263,13 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
                 chosen.append(example)
                 length += len(example.input_ids)
 
+    vision_means: list[torch.Tensor] = []  # the step's mean vision token, for centre_vision_momentum
+    if config.centre_vision_momentum:
+        def keep_mean(merger, args, merged):
+            content = args[1].view(-1, merger.group, 3)[:, 0, 0] >= 0  # padding blocks never reach the LLM
+            vision_means.append(merged.detach()[content].mean(dim=0))
+        model.visual.merger.register_forward_hook(keep_mean)
+
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -244,6 +288,13 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, 1.0))
         optimizer.step()
+        if vision_means:
+            mean = torch.stack(vision_means).mean(dim=0)
+            if world_size > 1:  # every rank moves its copy of the bias alike
+                dist.all_reduce(mean)
+                mean /= world_size
+            centre(model, config.centre_vision_momentum * mean)
+            vision_means.clear()
         step += 1
         losses.append(float(loss.detach()))
         seconds = time.perf_counter() - started

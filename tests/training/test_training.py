@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ov2_ros.model.checkpoint import load_model
+from ov2_ros.model.checkpoint import load_model, save_model
 from ov2_ros.model.inputs import vision_input_from
 from ov2_ros.model.parsers import parse_output, FrameSize
 from ov2_ros.model.prompt import IMAGE_PAD
@@ -15,7 +15,7 @@ from ov2_ros.tokenizer.files import tokenize_file
 from training.centre_vision import centre, mean_vision_token
 from training.data import IGNORE, ClipCache, ClipSpec, examples_for_clip, pack
 from training.text import build_tokenizer
-from training.train import StageConfig, train_stage
+from training.train import StageConfig, add_merger_positions, train_stage
 
 STAGE = StageConfig(name="test", trainable="all", steps=8, lr=2e-3, lr_min=2e-3, warmup_steps=1, max_tokens=1200,
                     clips={"bounce": 1, "pickplace": 1}, durations_s={"bounce": [6.0, 6.0], "pickplace": [6.0, 6.0]},
@@ -156,3 +156,42 @@ def test_centring_removes_the_mean_vision_token_and_keeps_the_differences(worksp
     after = model.vision_tokens(vision_input_from(vision.canvases, vision.positions_thw))
     torch.testing.assert_close(after, before - mean, rtol=1e-4, atol=1e-4)
     assert mean_vision_token(model, cache, 1, 4, short)[1]["mean_norm"] < 1e-4 * stats["mean_norm"] + 1e-5
+
+
+def test_added_merger_positions_tell_blocks_apart_by_where_they_are_and_survive_saving(workspace, tmp_path):
+    root, tokenizer = workspace
+    model = tiny_model(tokenizer, seed=6)
+    grown = add_merger_positions(model, 16, norm=3.0)
+    vision = ClipCache(root / "cache").vision(ClipSpec("stills", 2, duration_s=1.0), "codec", 4)
+    inputs = vision_input_from(vision.canvases, vision.positions_thw)
+    added = grown.vision_tokens(inputs) - model.vision_tokens(inputs)  # what the positions add, per token
+    merger = grown.visual.merger
+    table = merger.pos_emb_h.weight[:, None] + merger.pos_emb_w.weight[None]  # (h, w, out)
+    assert torch.allclose(table.norm(dim=-1), torch.tensor(3.0))
+    blocks = np.concatenate(vision.positions_thw).reshape(-1, 4, 3)[:, 0]
+    blocks = blocks[blocks[:, 0] >= 0] // 2  # (tokens, 3) block (t, h, w)
+    torch.testing.assert_close(added, table[blocks[:, 1], blocks[:, 2]], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(table[2, 3], table[3, 2], atol=0.1)  # rows and columns are told apart
+    save_model(grown, tmp_path / "grown", tokenizer.path)
+    again = load_model(tmp_path / "grown")
+    assert again.config.encoder.merger_position_embeddings == 16
+    torch.testing.assert_close(again.vision_tokens(inputs), grown.vision_tokens(inputs))
+
+
+def test_centring_during_training_keeps_the_shared_vision_component_down(workspace, tmp_path):
+    """A model whose vision tokens share a large component: trained with centre_vision_momentum
+    the component shrinks step by step; without, it stays."""
+    root, tokenizer = workspace
+    model = tiny_model(tokenizer, seed=7)
+    with torch.no_grad():
+        model.visual.merger.mlp[2].bias += 30.0
+    save_model(model, tmp_path / "shared", tokenizer.path)
+    cache = ClipCache(root / "cache")
+    short = {"bounce": (6.0, 6.0), "pickplace": (6.0, 6.0)}
+    shared = lambda folder: mean_vision_token(load_model(folder), cache, 1, 4, short)[1]["mean_norm"]
+    start = shared(tmp_path / "shared")
+    for momentum, name in ((0.5, "centred"), (0.0, "plain")):
+        stage = dataclasses.replace(STAGE, steps=5, save_every=5, centre_vision_momentum=momentum)
+        train_stage(stage, tmp_path / name, str(tmp_path / "shared"), root / "cache", tokenizer_path=tokenizer.path,
+                    threads=1, progress=False)
+    assert shared(tmp_path / "centred" / "last") < 0.1 * start < 0.8 * shared(tmp_path / "plain" / "last")
