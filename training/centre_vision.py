@@ -9,6 +9,11 @@ vision tokens, and the model answered from its priors (the same gripper trace fo
 Subtracting the mean vision token (over clips of the training worlds, codec canvases at the
 given budget) from `merger.mlp.2.bias` keeps exactly what distinguishes tokens; the LLM then
 has to be trained further to read them (training/configs/s4_spatial_more.json).
+
+Training on regrows the shared part (the default model of 2026-11-24, centred before its last
+1,400 steps: token norm ~347, centred ~6), so a stage can keep it down as it trains:
+`centre_vision_momentum` in its config (training/train.py) subtracts that share of each step's
+mean vision token from the same bias after every step.
 """
 from __future__ import annotations
 
