@@ -32,9 +32,11 @@ from ov2_ros.model.parsers import FrameSize, OutputParseError, parse_output
 from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
+from training.centre_vision import mean_vision_token
 from training.data import INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_budget, clip_range
 
 SUITES = ("jumpscore", "grounding", "trace", "stills")
+SUITE_WORLDS = {"jumpscore": "bounce", "grounding": "pickplace", "trace": "pickplace", "stills": "stills"}
 HELDOUT_SEED = 100_000  # held-out seeds start here; training seeds stay far below
 JUMPSCORE_QUESTION = tasks.EVENT_WORDINGS[0]
 
@@ -131,19 +133,24 @@ class Evaluator:
 
     def stills(self, clips: int) -> dict:
         predicted_boxes, predicted_points, true_boxes = [], [], []
+        distinct = []  # per still: did the boxes differ between the things asked about?
         specs = heldout_clips("stills", clips, WORLD_DURATIONS_S["stills"], self.variation)
         for spec in tqdm(specs, desc="stills", disable=not self.progress):
             _, truth = self.cache.clip(spec)
+            texts = set()
             for thing in truth["episode"]["things"]:
-                parsed, _ = self.answer(spec, tasks.BOX_WORDINGS[0].format(thing=thing["label"]), "box")
+                parsed, text = self.answer(spec, tasks.BOX_WORDINGS[0].format(thing=thing["label"]), "box")
+                texts.add(text)
                 predicted_boxes.append(None if parsed is None else [parsed.x1, parsed.y1, parsed.x2, parsed.y2])
                 parsed, _ = self.answer(spec, tasks.POINT_WORDINGS[0].format(thing=thing["label"]), "tracks")
                 points = [] if parsed is None else [p for track in parsed for p in track.points]
                 predicted_points.append((points[0].x, points[0].y) if points else None)
                 true_boxes.append(thing["box_xyxy"])
+            distinct.append(len(texts) > 1)
+        # A model that ignores which thing is asked about gives one box per still: 0 here.
         return {"box_accuracy@0.5": metrics.box_accuracy(predicted_boxes, true_boxes),
                 "point_accuracy": metrics.point_accuracy(predicted_points, true_boxes), "clips": clips,
-                "things": len(true_boxes)}
+                "things": len(true_boxes), "stills_with_distinct_boxes": float(np.mean(distinct))}
 
 
 def evaluate(model_dir, suites, cache_dir, input_mode="codec", budget=16, clips=20, constrained=True,
@@ -154,6 +161,13 @@ def evaluate(model_dir, suites, cache_dir, input_mode="codec", budget=16, clips=
                "variation": variation}
     for suite in suites:
         results[suite] = getattr(evaluator, suite)(clips)
+    # How much of the vision tokens the LLM can tell apart (training/centre_vision.py): a
+    # shared component far larger than the spread drowns what the video says. Training clips of
+    # the suites' worlds.
+    worlds = {SUITE_WORLDS[suite] for suite in suites}
+    _, stats = mean_vision_token(evaluator.backend.model, evaluator.cache, 4, budget,
+                                 {world: WORLD_DURATIONS_S[world] for world in sorted(worlds)})
+    results["vision_tokens"] = {key: round(value, 3) for key, value in stats.items()}
     results["parse_failure_rate"] = evaluator.parse_failures / max(1, evaluator.parse_attempts)
     results["wall_s"] = round(time.time() - started, 1)
     if out is not None:

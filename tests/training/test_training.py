@@ -195,3 +195,24 @@ def test_centring_during_training_keeps_the_shared_vision_component_down(workspa
         train_stage(stage, tmp_path / name, str(tmp_path / "shared"), root / "cache", tokenizer_path=tokenizer.path,
                     threads=1, progress=False)
     assert shared(tmp_path / "centred" / "last") < 0.1 * start < 0.8 * shared(tmp_path / "plain" / "last")
+
+
+
+def test_attention_gains_are_scaled_once_and_a_resumed_run_matches_a_straight_one(workspace, tmp_path):
+    root, tokenizer = workspace
+    save_model(tiny_model(tokenizer, seed=9), tmp_path / "init", tokenizer.path)
+    gains = lambda model: [(a.q_norm.weight.clone(), a.k_norm.weight.clone())
+                           for a in (layer.self_attn for layer in model.language_model.layers)]
+    before = gains(load_model(tmp_path / "init"))
+    stage = dataclasses.replace(STAGE, steps=4, save_every=2, lr=1e-9, lr_min=1e-9, qk_norm_scale=2.0)
+    straight = train_stage(stage, tmp_path / "straight", str(tmp_path / "init"), root / "cache",
+                           tokenizer_path=tokenizer.path, threads=1, progress=False)
+    for (q0, k0), (q1, k1) in zip(before, gains(load_model(straight["model"]))):
+        torch.testing.assert_close(q1, 2 * q0, rtol=1e-3, atol=1e-4)  # lr ~0: only the scaling moved them
+        torch.testing.assert_close(k1, 2 * k0, rtol=1e-3, atol=1e-4)
+    train_stage(dataclasses.replace(stage, steps=2), tmp_path / "resumed", str(tmp_path / "init"), root / "cache",
+                tokenizer_path=tokenizer.path, threads=1, progress=False)
+    train_stage(stage, tmp_path / "resumed", str(tmp_path / "init"), root / "cache", tokenizer_path=tokenizer.path,
+                threads=1, resume=True, progress=False)
+    for (q1, _), (q2, _) in zip(gains(load_model(straight["model"])), gains(load_model(tmp_path / "resumed" / "last"))):
+        torch.testing.assert_close(q2, q1)  # not scaled again on resuming
