@@ -114,7 +114,21 @@ class _SceneObject:
         return f"{self.colour} {self.shape}"
 
 
-class SyntheticScene:
+class RenderedFrames:
+    """A scene or world that renders frame `index` of `config.frame_count` (`render`)."""
+
+    def frames(self) -> Iterator[tuple[np.ndarray, dict]]:
+        """(image (H, W, 3) uint8 RGB, ground truth dict) for every frame, in order."""
+        for index in range(self.config.frame_count):
+            yield self.render(index)
+
+
+def light_ramp(t: float, start_s: float, ramp_s: float, gain: float) -> float:
+    """Brightness at time t: 1 until start_s, then a linear ramp over ramp_s to `gain`."""
+    return 1.0 + float(np.clip((t - start_s) / ramp_s, 0.0, 1.0)) * (gain - 1.0)
+
+
+class SyntheticScene(RenderedFrames):
     """Renders frames and ground truth for a SceneConfig.
 
     >>> scene = SyntheticScene(SceneConfig(seed=3))
@@ -146,13 +160,7 @@ class SyntheticScene:
         """1 before the change, ramping over 0.5 s to `lighting_gain`."""
         config = self.config
         start = 0.6 * config.duration_s if config.lighting_change_s is None else config.lighting_change_s
-        ramp = float(np.clip((t - start) / 0.5, 0.0, 1.0))
-        return 1.0 + ramp * (config.lighting_gain - 1.0)
-
-    def frames(self) -> Iterator[tuple[np.ndarray, dict]]:
-        """(image (H, W, 3) uint8 RGB, ground truth dict) for every frame, in order."""
-        for index in range(self.config.frame_count):
-            yield self.render(index)
+        return light_ramp(t, start, 0.5, config.lighting_gain)
 
     def render(self, index: int) -> tuple[np.ndarray, dict]:
         config = self.config

@@ -16,12 +16,11 @@ training sees from held-out worlds: colours, backgrounds and speeds never seen i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import cv2
 import numpy as np
 
-from ov2_ros.synth.scene import COLOURS_RGB, subpixel_point, table_texture
+from ov2_ros.synth.scene import COLOURS_RGB, RenderedFrames, light_ramp, subpixel_point, table_texture
 
 TRAIN_COLOURS = ("red", "green", "blue", "yellow")
 HELDOUT_COLOURS = ("orange", "purple")
@@ -147,7 +146,7 @@ def _free_spot(rng, low, high, clear_of: list[tuple[np.ndarray, float]]) -> np.n
     return centre
 
 
-class BounceWorld:
+class BounceWorld(RenderedFrames):
     """A ball that leaves the floor at irregular times. Truth: `event_times_s` (takeoffs)."""
 
     kind = "bounce"
@@ -207,10 +206,6 @@ class BounceWorld:
         return image, {"frame": index, "time_s": round(t, 6), "ball_box_xyxy": box,
                        "airborne": bool(lift > 0)}
 
-    def frames(self) -> Iterator[tuple[np.ndarray, dict]]:
-        for index in range(self.config.frame_count):
-            yield self.render(index)
-
     def episode_truth(self) -> dict:
         return {"world": self.kind, "object": f"{self.colour} ball", "event": "bounce",
                 "event_times_s": self.event_times_s, "rate_range_hz": [round(r, 3) for r in self.rate_range]}
@@ -219,7 +214,7 @@ class BounceWorld:
 PHASES = ("reach", "grasp", "lift", "carry", "place", "release", "retreat")
 
 
-class PickPlaceWorld:
+class PickPlaceWorld(RenderedFrames):
     """A scripted pick-and-place episode seen from above.
 
     The gripper rests, then each phase takes a seeded duration: reach (to the object), grasp
@@ -277,7 +272,7 @@ class PickPlaceWorld:
     def light_gain(self, t: float) -> float:
         """Brightness: 1 until the light changes, then a 0.3 s ramp to the new level."""
         start, gain = self._light
-        return 1.0 + (gain - 1.0) * float(np.clip((t - start) / 0.3, 0.0, 1.0))
+        return light_ramp(t, start, 0.3, gain)
 
     @property
     def instruction(self) -> str:
@@ -357,10 +352,6 @@ class PickPlaceWorld:
                  "objects": boxes, "camera_offset_xy": [round(float(v), 3) for v in offset]}
         return image, truth
 
-    def frames(self) -> Iterator[tuple[np.ndarray, dict]]:
-        for index in range(self.config.frame_count):
-            yield self.render(index)
-
     def gripper_path(self, count: int = 8, start_s: float | None = None, end_s: float | None = None) -> list:
         """`count` gripper positions (x, y) evenly spaced in time over [start_s, end_s]
         (default: the episode, reach to retreat)."""
@@ -378,7 +369,7 @@ class PickPlaceWorld:
                 "gripper_path": self.gripper_path()}
 
 
-class StillsWorld:
+class StillsWorld(RenderedFrames):
     """Still shots of a tabletop, for boxes and pointing: two to four objects (cubes and
     cylinders of distinct colours, small to large) and a plate anywhere on the table, in half
     of the shots the gripper resting above it. Nothing moves; only the sensor noise changes
@@ -422,10 +413,6 @@ class StillsWorld:
     def render(self, index: int) -> tuple[np.ndarray, dict]:
         image = _finish(self._canvas.copy(), np.random.default_rng([self._noise_seed, index]), self.config.noise_sigma)
         return image, {"frame": index, "time_s": round(index / self.config.fps, 6), "objects": self.things}
-
-    def frames(self) -> Iterator[tuple[np.ndarray, dict]]:
-        for index in range(self.config.frame_count):
-            yield self.render(index)
 
     def episode_truth(self) -> dict:
         return {"world": self.kind, "things": self.things}
