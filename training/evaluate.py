@@ -12,18 +12,24 @@ Suites:
              clip before the arm moves, with the instruction): ADE and FDE as fractions of the
              image diagonal.
   stills     still shots of a tabletop; every thing's box (accuracy at IoU 0.5) and a point on
-             it (accuracy: the point inside the thing's box).
+             it (accuracy: the point inside the thing's box); teacher-forced, what the true
+             answers cost (nats per coordinate digit, 2.30 = a uniform guess, also after a
+             question about another thing; per label token).
 Answers are decoded greedily, constrained to their format unless --unconstrained (then the
 parse-failure rate says how often free text missed the format). Results: JSON and a PNG.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ov2_ros.model.checkpoint import load_any
@@ -33,7 +39,8 @@ from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
 from training.centre_vision import mean_vision_token
-from training.data import INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_budget, clip_range
+from training.data import (INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_budget, clip_range, encode_example,
+                           pack)
 
 SUITES = ("jumpscore", "grounding", "trace", "stills")
 SUITE_WORLDS = {"jumpscore": "bounce", "grounding": "pickplace", "trace": "pickplace", "stills": "stills"}
@@ -72,6 +79,21 @@ class Evaluator:
         except OutputParseError:
             self.parse_failures += 1
             return None, result.text
+
+    def answer_nats(self, spec: ClipSpec, qa: tasks.QA, spans: list[tuple[int, int]]) -> list[float]:
+        """Teacher-forced: the loss (nats) of each answer token whose characters lie in one of
+        `spans` of qa.answer, the true answer given. Greedy answers only show what wins; this
+        shows what the model has learnt of, say, the coordinates before it wins (ln 10 = 2.30
+        nats a digit is a uniform guess)."""
+        vision = self.cache.vision(spec, self.input_mode, clip_budget(spec, self.budget))
+        batch = pack([encode_example(self.backend.tokenizer, vision, qa, spec)])
+        with torch.no_grad():
+            logits = self.backend.model(batch.input_ids, batch.vision, batch.segment_ids)[0, :-1].float()
+        nats = F.cross_entropy(logits, batch.labels[0, 1:], ignore_index=-100, reduction="none")
+        answer_nats = nats[batch.labels[0, 1:] != -100].tolist()
+        offsets = self.backend.tokenizer.backend.encode(qa.answer, add_special_tokens=False).offsets
+        return [answer_nats[i] for i, (start, end) in enumerate(offsets)
+                if any(low <= start and end <= high for low, high in spans)]
 
     def jumpscore(self, clips: int) -> dict:
         predictions, truths, samples = [], [], []
@@ -134,15 +156,30 @@ class Evaluator:
     def stills(self, clips: int) -> dict:
         predicted_boxes, predicted_points, true_boxes = [], [], []
         distinct = []  # per still: did the boxes differ between the things asked about?
+        # Teacher-forced, per token; "..._asked_other": the same true answer after a question about
+        # another thing in the still: as costly as the right question when the model ignores it.
+        nats = {"box_digits": [], "point_digits": [], "point_digits_asked_other": [], "point_label": []}
         specs = heldout_clips("stills", clips, WORLD_DURATIONS_S["stills"], self.variation)
         for spec in tqdm(specs, desc="stills", disable=not self.progress):
             _, truth = self.cache.clip(spec)
             texts = set()
-            for thing in truth["episode"]["things"]:
-                parsed, text = self.answer(spec, tasks.BOX_WORDINGS[0].format(thing=thing["label"]), "box")
+            frame = FrameSize(spec.width, spec.height)
+            things = truth["episode"]["things"]
+            for number, thing in enumerate(things):
+                box_qa = tasks.thing_box(thing, frame, tasks.BOX_WORDINGS[0])
+                point_qa = tasks.thing_point(thing, frame, tasks.POINT_WORDINGS[0])
+                nats["box_digits"] += self.answer_nats(spec, box_qa, [m.span() for m in re.finditer(r"\d+", box_qa.answer)])
+                coords = re.search(r'coords="[\d.]+ \d+ (\d+) (\d+)">(.*)</tracks>', point_qa.answer)
+                nats["point_digits"] += self.answer_nats(spec, point_qa, [coords.span(1), coords.span(2)])
+                nats["point_label"] += self.answer_nats(spec, point_qa, [coords.span(3)])
+                other = things[(number + 1) % len(things)]["label"]
+                nats["point_digits_asked_other"] += self.answer_nats(
+                    spec, dataclasses.replace(point_qa, question=tasks.POINT_WORDINGS[0].format(thing=other)),
+                    [coords.span(1), coords.span(2)])
+                parsed, text = self.answer(spec, box_qa.question, "box")
                 texts.add(text)
                 predicted_boxes.append(None if parsed is None else [parsed.x1, parsed.y1, parsed.x2, parsed.y2])
-                parsed, _ = self.answer(spec, tasks.POINT_WORDINGS[0].format(thing=thing["label"]), "tracks")
+                parsed, _ = self.answer(spec, point_qa.question, "tracks")
                 points = [] if parsed is None else [p for track in parsed for p in track.points]
                 predicted_points.append((points[0].x, points[0].y) if points else None)
                 true_boxes.append(thing["box_xyxy"])
@@ -150,7 +187,8 @@ class Evaluator:
         # A model that ignores which thing is asked about gives one box per still: 0 here.
         return {"box_accuracy@0.5": metrics.box_accuracy(predicted_boxes, true_boxes),
                 "point_accuracy": metrics.point_accuracy(predicted_points, true_boxes), "clips": clips,
-                "things": len(true_boxes), "stills_with_distinct_boxes": float(np.mean(distinct))}
+                "things": len(true_boxes), "stills_with_distinct_boxes": float(np.mean(distinct)),
+                "teacher_forced_nats": {key: round(float(np.mean(values)), 3) for key, values in nats.items()}}
 
 
 def evaluate(model_dir, suites, cache_dir, input_mode="codec", budget=16, clips=20, constrained=True,

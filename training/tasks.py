@@ -111,17 +111,26 @@ def predicted_trace_task(episode: dict, frame: FrameSize, rng) -> QA:
     return QA("predicted_trace", question, format_trace(path, frame), "trace2d")
 
 
+def thing_box(thing: dict, frame: FrameSize, wording: str) -> QA:
+    """A still's thing (label, box_xyxy, centre_xy): its box, asked in `wording`."""
+    return QA("box", wording.format(thing=thing["label"]), format_box(Box(*thing["box_xyxy"]), frame), "box")
+
+
+def thing_point(thing: dict, frame: FrameSize, wording: str) -> QA:
+    """A still's thing: a point on it (its centre), OV2's track format with one point."""
+    x, y = thing["centre_xy"]
+    return QA("point", wording.format(thing=thing["label"]),
+              format_tracks([PointTrack(1, thing["label"], (TrackPoint(0.0, x, y),))], frame), "tracks")
+
+
 def stills_tasks(episode: dict, frame: FrameSize, rng) -> list[QA]:
     """A box and a point for things drawn at random, and the things from left to right."""
     things = episode["things"]
     boxed, pointed = (things[int(i)] for i in rng.integers(len(things), size=2))
-    x, y = pointed["centre_xy"]
     listed = [t["label"] for t in sorted(things, key=lambda t: t["centre_xy"][0])]
     return [
-        QA("box", str(rng.choice(BOX_WORDINGS)).format(thing=boxed["label"]),
-           format_box(Box(*boxed["box_xyxy"]), frame), "box"),
-        QA("point", str(rng.choice(POINT_WORDINGS)).format(thing=pointed["label"]),
-           format_tracks([PointTrack(1, pointed["label"], (TrackPoint(0.0, x, y),))], frame), "tracks"),
+        thing_box(boxed, frame, str(rng.choice(BOX_WORDINGS))),
+        thing_point(pointed, frame, str(rng.choice(POINT_WORDINGS))),
         QA("caption", str(rng.choice(TABLE_WORDINGS)),
            "From left to right: " + ", ".join(f"a {label}" for label in listed) + ".", None),
     ]

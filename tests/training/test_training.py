@@ -216,3 +216,32 @@ def test_attention_gains_are_scaled_once_and_a_resumed_run_matches_a_straight_on
                 threads=1, resume=True, progress=False)
     for (q1, _), (q2, _) in zip(gains(load_model(straight["model"])), gains(load_model(tmp_path / "resumed" / "last"))):
         torch.testing.assert_close(q2, q1)  # not scaled again on resuming
+
+
+def test_teacher_forced_answer_nats_are_the_training_loss_of_the_chosen_tokens(workspace, tmp_path):
+    """ov2 eval's teacher-forced measure: the loss training gives each answer token, picked by
+    character spans (a point's x and y digits: one token per digit)."""
+    from training.data import encode_example
+    from training.evaluate import Evaluator
+    from training.tasks import POINT_WORDINGS, thing_point
+    from training.train import batch_loss
+
+    root, tokenizer = workspace
+    save_model(tiny_model(tokenizer, seed=3), tmp_path / "model", tokenizer.path)
+    evaluator = Evaluator(tmp_path / "model", root / "cache", progress=False)
+    spec = ClipSpec("stills", 4, duration_s=1.0)
+    _, truth = evaluator.cache.clip(spec)
+    qa = thing_point(truth["episode"]["things"][1], FrameSize(160, 120), POINT_WORDINGS[0])
+    coords = qa.answer.split('"')[1].split()  # t, id, x, y
+    x_start = qa.answer.index(f" {coords[2]} {coords[3]}") + 1
+    y_start = x_start + len(coords[2]) + 1
+    digits = evaluator.answer_nats(spec, qa, [(x_start, x_start + len(coords[2])), (y_start, y_start + len(coords[3]))])
+    assert len(digits) == len(coords[2]) + len(coords[3])
+    whole = evaluator.answer_nats(spec, qa, [(0, len(qa.answer))])
+    assert len(whole) == len(tokenizer.encode(qa.answer))
+    example = encode_example(tokenizer, evaluator.cache.vision(spec, "codec", 4), qa, spec)
+    example.labels[-1] = IGNORE  # <|im_end|> is not part of the answer's text
+    with torch.no_grad():
+        expected = batch_loss(evaluator.backend.model, pack([example]))
+    assert np.mean(whole) == pytest.approx(float(expected), rel=1e-5)
+    assert set(np.round(digits, 6)) <= set(np.round(whole, 6))
