@@ -47,7 +47,7 @@ WORLD_VERSIONS = {"pickplace": 2}
 
 @dataclass(frozen=True)
 class ClipSpec:
-    world: str  # a key of ov2_ros.synth.worlds.WORLDS: "bounce", "pickplace", "stills"
+    world: str  # a key of ov2_ros.synth.worlds.WORLDS: "bounce", "pickplace", "stills", "lone"
     seed: int
     split: str = "train"  # "train" or "heldout" (unseen colours, backgrounds, speeds)
     duration_s: float = 12.0
@@ -69,7 +69,8 @@ class ClipSpec:
 
 
 # Clip lengths of each world, seconds (low, high), as evaluation and the last stages (s3, s4) use them.
-WORLD_DURATIONS_S = {"bounce": (10.0, 30.0), "pickplace": (9.0, 12.0), "stills": (1.0, 1.0)}
+WORLD_DURATIONS_S = {"bounce": (10.0, 30.0), "pickplace": (9.0, 12.0), "stills": (1.0, 1.0), "lone": (1.0, 1.0)}
+STILL_WORLDS = ("stills", "lone")  # still shots: one group, box and point questions
 
 
 def clip_range(world: str, first_seed: int, count: int, durations_s, split: str = "train") -> list[ClipSpec]:
@@ -88,7 +89,7 @@ STILL_BUDGET = 4
 def clip_budget(spec: "ClipSpec", budget: int, cut_s: float | None = None) -> int:
     """Canvases a question about the clip is shown: the budget, less for a still shot or a
     clip cut before the arm moves."""
-    if spec.world == "stills":
+    if spec.world in STILL_WORLDS:
         return min(budget, STILL_BUDGET)
     return budget if cut_s is None else min(budget, PREDICTED_TRACE_BUDGET)
 
@@ -167,7 +168,7 @@ def clip_questions(spec: ClipSpec, truth: dict, rng) -> list[QA]:
     episode = truth["episode"]
     if spec.world == "bounce":
         return bounce_tasks(episode, rng)
-    if spec.world == "stills":
+    if spec.world in STILL_WORLDS:
         return stills_tasks(episode, FrameSize(spec.width, spec.height), rng)
     return pickplace_tasks(episode, truth["frames"], FrameSize(spec.width, spec.height), rng)
 

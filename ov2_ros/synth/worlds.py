@@ -377,6 +377,9 @@ class StillsWorld(RenderedFrames):
     same in every frame."""
 
     kind = "stills"
+    object_counts = (2, 4)  # fewest, most objects besides the plate
+    with_plate = True
+    gripper_share = 0.5  # of the shots with a resting gripper
 
     def __init__(self, config: WorldConfig):
         self.config = config
@@ -385,15 +388,17 @@ class StillsWorld(RenderedFrames):
         w, h = config.width, config.height
         unit = min(w, h)
         colours = config.variation.colours(rng, 4)
-        count = int(rng.integers(2, 5))
-        plate_radius = float(rng.uniform(0.1, 0.16) * unit)
-        plate_centre = rng.uniform((plate_radius, 0.15 * h + plate_radius), (w - plate_radius, h - plate_radius))
-        self.plate = {"colour": str(rng.choice(colours)), "centre": plate_centre, "radius": plate_radius}
-        _draw_plate(canvas, self.plate)
-        self.things = [{"label": f"{self.plate['colour']} plate",
-                        "box_xyxy": _clip_box((*(plate_centre - plate_radius), *(plate_centre + plate_radius)), w, h),
-                        "centre_xy": [round(float(v), 2) for v in plate_centre]}]
-        placed = [(plate_centre, plate_radius)]
+        count = int(rng.integers(self.object_counts[0], self.object_counts[1] + 1))
+        self.things, placed = [], []
+        if self.with_plate:
+            plate_radius = float(rng.uniform(0.1, 0.16) * unit)
+            plate_centre = rng.uniform((plate_radius, 0.15 * h + plate_radius), (w - plate_radius, h - plate_radius))
+            self.plate = {"colour": str(rng.choice(colours)), "centre": plate_centre, "radius": plate_radius}
+            _draw_plate(canvas, self.plate)
+            self.things.append({"label": f"{self.plate['colour']} plate",
+                                "box_xyxy": _clip_box((*(plate_centre - plate_radius), *(plate_centre + plate_radius)), w, h),
+                                "centre_xy": [round(float(v), 2) for v in plate_centre]})
+            placed.append((plate_centre, plate_radius))
         for colour in colours[:count]:
             half = float(rng.uniform(0.04, 0.1) * unit)
             shape = str(rng.choice(("cube", "cylinder")))
@@ -404,7 +409,7 @@ class StillsWorld(RenderedFrames):
             self.things.append({"label": f"{colour} {shape}",
                                 "box_xyxy": _clip_box((*(centre - half), *(centre + half)), w, h),
                                 "centre_xy": [round(float(v), 2) for v in centre]})
-        if rng.random() < 0.5:  # a resting gripper: something on the table that is not asked about
+        if rng.random() < self.gripper_share:  # something on the table that is not asked about
             _draw_gripper(canvas, float(rng.uniform(0.1, 0.9) * w), float(rng.uniform(0.2, 0.6) * h),
                           1.0, 1.0, unit)
         self._canvas = canvas
@@ -418,4 +423,15 @@ class StillsWorld(RenderedFrames):
         return {"world": self.kind, "things": self.things}
 
 
-WORLDS = {"bounce": BounceWorld, "pickplace": PickPlaceWorld, "stills": StillsWorld}
+class LoneThingWorld(StillsWorld):
+    """A still shot with one object on the table and nothing else: where it is can be told
+    without telling things apart, the first step of a pointing curriculum (a model that cannot
+    yet pick the named thing out of several can learn here to read where a thing is)."""
+
+    kind = "lone"
+    object_counts = (1, 1)
+    with_plate = False
+    gripper_share = 0.0
+
+
+WORLDS = {"bounce": BounceWorld, "pickplace": PickPlaceWorld, "stills": StillsWorld, "lone": LoneThingWorld}

@@ -52,10 +52,11 @@ def test_examples_label_only_the_answer_and_pack_their_vision_in_order(workspace
     assert all(np.array_equal(a, b) for a, b in zip(again.canvases, examples[0].vision.canvases))
 
 
-def test_still_shots_ask_for_boxes_points_and_the_things_in_order(workspace):
+@pytest.mark.parametrize("world", ["stills", "lone"])
+def test_still_shots_ask_for_boxes_points_and_the_things_in_order(workspace, world):
     root, tokenizer = workspace
     cache = ClipCache(root / "cache")
-    spec = ClipSpec("stills", 4, duration_s=1.0)
+    spec = ClipSpec(world, 4, duration_s=1.0)
     _, truth = cache.clip(spec)
     things = {t["label"]: t for t in truth["episode"]["things"]}
     frame = FrameSize(160, 120)

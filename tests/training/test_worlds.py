@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from ov2_ros.synth.scene import COLOURS_RGB
-from ov2_ros.synth.worlds import (HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, PickPlaceWorld, StillsWorld, Variation,
-                                  WorldConfig)
+from ov2_ros.synth.worlds import (HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, LoneThingWorld, PickPlaceWorld,
+                                  StillsWorld, Variation, WorldConfig)
 
 
 def _colour_at(image, box):
@@ -95,6 +95,29 @@ def test_still_shots_show_each_thing_where_its_box_says_and_nothing_moves():
     assert counts == {2, 3, 4}
     noisy = StillsWorld(WorldConfig(seed=0, duration_s=1.0))
     assert not np.array_equal(noisy.render(0)[0], noisy.render(1)[0])  # sensor noise per frame
+
+
+def _table_deviation_outside(image, box) -> float:
+    """Largest difference from the table's median colour outside `box` (and its shadow), below
+    the wall: wood grain alone stays under 60 grey levels."""
+    x0, y0, x1, y1 = box
+    rest = image.astype(float)
+    rest[max(0, int(y0) - 2):int(y1) + 6, max(0, int(x0) - 2):int(x1) + 6] = np.nan
+    table = rest[int(0.15 * image.shape[0]) + 2:]
+    return float(np.nanmax(np.abs(table - np.nanmedian(table, axis=(0, 1)))))
+
+
+def test_a_lone_thing_shot_shows_one_object_where_its_box_says_and_nothing_else():
+    for seed in range(8):
+        world = LoneThingWorld(WorldConfig(seed=seed, duration_s=1.0, noise_sigma=0.0))
+        image, truth = world.render(0)
+        (thing,) = truth["objects"]
+        colour = np.array(COLOURS_RGB[thing["label"].split()[0]], float)
+        assert np.abs(_colour_at(image, thing["box_xyxy"]) - colour).max() < 40, (seed, thing)
+        assert _table_deviation_outside(image, thing["box_xyxy"]) < 60, seed
+    # The same measure sees the other things of a busy still.
+    busy, truth = StillsWorld(WorldConfig(seed=0, duration_s=1.0, noise_sigma=0.0)).render(0)
+    assert _table_deviation_outside(busy, truth["objects"][1]["box_xyxy"]) > 60
 
 
 @pytest.mark.parametrize("kind", [BounceWorld, PickPlaceWorld, StillsWorld])
