@@ -39,8 +39,8 @@ from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
 from training.centre_vision import mean_vision_token
-from training.data import (INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_budget, clip_range, encode_example,
-                           pack)
+from training.data import (IGNORE, INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_budget, clip_range,
+                           encode_example, pack)
 
 SUITES = ("jumpscore", "grounding", "trace", "stills")
 SUITE_WORLDS = {"jumpscore": "bounce", "grounding": "pickplace", "trace": "pickplace", "stills": "stills"}
@@ -89,8 +89,8 @@ class Evaluator:
         batch = pack([encode_example(self.backend.tokenizer, vision, qa, spec)])
         with torch.no_grad():
             logits = self.backend.model(batch.input_ids, batch.vision, batch.segment_ids)[0, :-1].float()
-        nats = F.cross_entropy(logits, batch.labels[0, 1:], ignore_index=-100, reduction="none")
-        answer_nats = nats[batch.labels[0, 1:] != -100].tolist()
+        nats = F.cross_entropy(logits, batch.labels[0, 1:], ignore_index=IGNORE, reduction="none")
+        answer_nats = nats[batch.labels[0, 1:] != IGNORE].tolist()
         offsets = self.backend.tokenizer.backend.encode(qa.answer, add_special_tokens=False).offsets
         return [answer_nats[i] for i, (start, end) in enumerate(offsets)
                 if any(low <= start and end <= high for low, high in spans)]

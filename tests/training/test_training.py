@@ -246,3 +246,28 @@ def test_teacher_forced_answer_nats_are_the_training_loss_of_the_chosen_tokens(w
         expected = batch_loss(evaluator.backend.model, pack([example]))
     assert np.mean(whole) == pytest.approx(float(expected), rel=1e-5)
     assert set(np.round(digits, 6)) <= set(np.round(whole, 6))
+
+
+def test_ridge_read_out_scores_linear_information_and_not_noise():
+    from training.readout import ridge_r2
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(400, 16))
+    target = np.c_[features @ rng.normal(size=16) + 3.0, rng.normal(size=400)]  # linear; noise
+    linear, noise = ridge_r2(features, target, 1.0)
+    assert linear > 0.99 and abs(noise) < 0.1
+
+
+def test_vision_tokens_tell_where_they_are_only_with_merger_positions(workspace, tmp_path):
+    """The read-out behind the pointing diagnosis (training/readout.py): the encoder's relative
+    RoPE leaves a block's place out of its token; OV2's merger positions write it in."""
+    from training.readout import readout
+
+    root, tokenizer = workspace
+    plain = tiny_model(tokenizer, seed=4)
+    save_model(plain, tmp_path / "plain", tokenizer.path)
+    save_model(add_merger_positions(plain, 64, norm=4.0), tmp_path / "positions", tokenizer.path)
+    scores = {name: readout(str(tmp_path / name), "lone", 12, root / "cache", progress=False)
+              for name in ("plain", "positions")}
+    assert min(scores["positions"]["vision_tokens_to_block_rc_r2"]) > 0.9
+    assert max(scores["plain"]["vision_tokens_to_block_rc_r2"]) < 0.5

@@ -1,0 +1,98 @@
+"""`python -m training.readout`: does the model know where the thing it is asked to point at is?
+
+Two linear read-outs over still shots (world `stills` or `lone`), each a ridge regression fitted
+on 70% of the shots and scored (R^2) on the rest:
+  vision   the LLM's input vision tokens (merger output, positions included) -> each token's
+           (row, column) block in the frame: is where a token is written into it?
+  answer   the LLM's last hidden state at the place where it writes the point's first x digit
+           -> the asked thing's true centre (x, y): has the answer gathered where the thing is?
+A model that points well has both near 1; R^2 near 0 for `answer` with `vision` near 1 means
+the positions are in the tokens but never reach the answer (training/docs: the attention that
+would fetch them has not formed). Why linear: what a single layer (the LM head) can use.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ov2_ros.model.checkpoint import load_model
+from ov2_ros.model.parsers import FrameSize
+from ov2_ros.model.prompt import TextTokenizer
+from training import tasks
+from training.data import IGNORE, WORLD_DURATIONS_S, ClipCache, clip_budget, encode_example, pack
+from training.evaluate import HELDOUT_SEED, heldout_clips
+
+TRAIN_SHARE = 0.7
+
+
+def ridge_r2(features: np.ndarray, targets: np.ndarray, penalty: float) -> list[float]:
+    """R^2 per target column on the last (1 - TRAIN_SHARE) of the rows, fitted on the first:
+    standardised features, centred targets (the intercept is not penalised)."""
+    features, targets = np.asarray(features, np.float64), np.asarray(targets, np.float64)
+    fit = np.arange(len(features)) < int(TRAIN_SHARE * len(features))
+    mean, scale = features[fit].mean(0), features[fit].std(0) + 1e-6
+    x = (features - mean) / scale
+    target_mean = targets[fit].mean(0)
+    weights = np.linalg.solve(x[fit].T @ x[fit] + penalty * np.eye(x.shape[1]), x[fit].T @ (targets[fit] - target_mean))
+    residual = ((x[~fit] @ weights + target_mean - targets[~fit]) ** 2).sum(0)
+    spread = ((targets[~fit] - target_mean) ** 2).sum(0)
+    return [round(float(v), 3) for v in 1 - residual / spread]
+
+
+@torch.no_grad()
+def readout(model_dir: str, world: str = "lone", clips: int = 300, cache_dir: str = "cache/worlds",
+            variation: str = "train", penalty: float = 1e3, progress: bool = True) -> dict:
+    model, tokenizer = load_model(model_dir).eval(), TextTokenizer(f"{model_dir}/tokenizer.json")
+    cache = ClipCache(cache_dir)
+    merge = model.config.encoder.spatial_merge_size
+    vision_features, vision_blocks, answer_features, answer_centres = [], [], [], []
+    for spec in tqdm(heldout_clips(world, clips, WORLD_DURATIONS_S[world], variation), desc="readout",
+                     disable=not progress):
+        _, truth = cache.clip(spec)
+        thing = truth["episode"]["things"][-1]  # an object (a still's plate comes first)
+        qa = tasks.thing_point(thing, FrameSize(spec.width, spec.height), tasks.POINT_WORDINGS[0])
+        batch = pack([encode_example(tokenizer, cache.vision(spec, "codec", clip_budget(spec, 16)), qa, spec)])
+        tokens = model.vision_tokens(batch.vision)  # (blocks, hidden)
+        blocks = batch.vision.positions_thw.view(-1, merge * merge, 3)[:, 0, 1:] // merge  # (blocks, 2): row, column
+        vision_features.append(tokens.numpy())
+        vision_blocks.append(blocks.numpy())
+        hidden = model.language_model(model.embed(batch.input_ids, tokens), segment_ids=batch.segment_ids)[0]
+        # The answer reads '<tracks coords="T ID X Y">label</tracks>': X starts after the second
+        # space of the coordinates; its first digit's token is found by character offsets.
+        offsets = tokenizer.backend.encode(qa.answer, add_special_tokens=False).offsets
+        x_start = qa.answer.index('coords="') + len('coords="')
+        x_start = qa.answer.index(" ", qa.answer.index(" ", x_start) + 1) + 1
+        first_x = next(i for i, (start, _) in enumerate(offsets) if start == x_start)
+        answer_positions = (batch.labels[0] != IGNORE).nonzero()[:, 0]
+        answer_features.append(hidden[answer_positions[first_x] - 1].numpy())  # predicts that digit
+        answer_centres.append(np.array(thing["centre_xy"]) / np.array([spec.width, spec.height]))
+    return {"model": str(model_dir), "world": world, "variation": variation, "clips": clips,
+            "seeds_from": HELDOUT_SEED, "penalty": penalty,
+            # ~100 tokens a shot: rows enough to need next to no penalty.
+            "vision_tokens_to_block_rc_r2": ridge_r2(np.concatenate(vision_features), np.concatenate(vision_blocks),
+                                                     1.0),
+            "answer_to_thing_xy_r2": ridge_r2(np.stack(answer_features), np.stack(answer_centres), penalty)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.readout", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--world", choices=("lone", "stills"), default="lone")
+    parser.add_argument("--clips", type=int, default=300)
+    parser.add_argument("--variation", choices=("train", "heldout"), default="train")
+    parser.add_argument("--cache", default="cache/worlds")
+    parser.add_argument("--penalty", type=float, default=1e3,
+                        help="ridge penalty of the answer read-out (one row a shot; standardised features)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print(json.dumps(readout(args.model, args.world, args.clips, args.cache, args.variation, args.penalty)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
