@@ -15,6 +15,8 @@ Suites:
              it (accuracy: the point inside the thing's box); teacher-forced, what the true
              answers cost (nats per coordinate digit, 2.30 = a uniform guess, also after a
              question about another thing; per label token).
+Every run also reports `video_reliance` per world and task: the true answers' loss with their
+own clip's pixels and with another clip's pixels in their place (equal: the model is blind).
 Answers are decoded greedily, constrained to their format unless --unconstrained (then the
 parse-failure rate says how often free text missed the format). Results: JSON and a PNG.
 """
@@ -40,7 +42,7 @@ from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
 from training.centre_vision import mean_vision_token
 from training.data import (IGNORE, INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_budget, clip_range,
-                           encode_example, pack)
+                           encode_example, examples_for_clip, pack)
 
 SUITES = ("jumpscore", "grounding", "trace", "stills")
 SUITE_WORLDS = {"jumpscore": "bounce", "grounding": "pickplace", "trace": "pickplace", "stills": "stills"}
@@ -85,15 +87,43 @@ class Evaluator:
         `spans` of qa.answer, the true answer given. Greedy answers only show what wins; this
         shows what the model has learnt of, say, the coordinates before it wins (ln 10 = 2.30
         nats a digit is a uniform guess)."""
-        vision = self.cache.vision(spec, self.input_mode, clip_budget(spec, self.budget))
+        answer_nats = self.answer_token_nats(spec, qa, self.cache.vision(spec, self.input_mode,
+                                                                          clip_budget(spec, self.budget)))
+        offsets = self.backend.tokenizer.backend.encode(qa.answer, add_special_tokens=False).offsets
+        return [answer_nats[i] for i, (start, end) in enumerate(offsets)
+                if any(low <= start and end <= high for low, high in spans)]
+
+    def answer_token_nats(self, spec: ClipSpec, qa: tasks.QA, vision) -> list[float]:
+        """Teacher-forced loss of each of qa.answer's tokens (and <|im_end|>'s, last), shown `vision`."""
         batch = pack([encode_example(self.backend.tokenizer, vision, qa, spec)])
         with torch.no_grad():
             logits = self.backend.model(batch.input_ids, batch.vision, batch.segment_ids)[0, :-1].float()
         nats = F.cross_entropy(logits, batch.labels[0, 1:], ignore_index=IGNORE, reduction="none")
-        answer_nats = nats[batch.labels[0, 1:] != IGNORE].tolist()
-        offsets = self.backend.tokenizer.backend.encode(qa.answer, add_special_tokens=False).offsets
-        return [answer_nats[i] for i, (start, end) in enumerate(offsets)
-                if any(low <= start and end <= high for low, high in spans)]
+        return nats[batch.labels[0, 1:] != IGNORE].tolist()
+
+    def video_reliance(self, world: str, clips: int = 4) -> dict:
+        """Does the model look at the video? Per task, the true answers' mean loss (nats a token,
+        teacher-forced) shown their own clip's canvases and shown the next clip's pixels in
+        their place (same blocks, positions and prompt: only what the pixels show differs). A
+        model whose answers come from the question, the timestamps and priors alone scores the
+        same on both."""
+        specs = heldout_clips(world, clips + 1, WORLD_DURATIONS_S[world], self.variation)
+        own, swapped = {}, {}
+        for spec, other in zip(specs, specs[1:]):
+            other_pixels = np.concatenate(self.cache.vision(other, self.input_mode, clip_budget(other, self.budget)).canvases)
+            for example in examples_for_clip(self.cache, self.backend.tokenizer, spec, self.input_mode, self.budget,
+                                             np.random.default_rng(spec.seed)):
+                vision = example.vision
+                sizes = [c.shape[0] for c in vision.canvases]
+                if other_pixels.shape[1:] != vision.canvases[0].shape[1:]:
+                    raise ValueError(f"{other.key} and {spec.key} have canvases of different sizes")
+                # The other clip's canvases, repeated if it has fewer, split as this clip's groups.
+                pixels = other_pixels[np.arange(sum(sizes)) % len(other_pixels)]
+                replaced = dataclasses.replace(vision, canvases=np.split(pixels, np.cumsum(sizes)[:-1]))
+                own.setdefault(example.qa.task, []).extend(self.answer_token_nats(spec, example.qa, vision))
+                swapped.setdefault(example.qa.task, []).extend(self.answer_token_nats(spec, example.qa, replaced))
+        return {task: {"own_video": round(float(np.mean(own[task])), 3),
+                       "other_video": round(float(np.mean(swapped[task])), 3)} for task in own}
 
     def jumpscore(self, clips: int) -> dict:
         predictions, truths, samples = [], [], []
@@ -206,6 +236,7 @@ def evaluate(model_dir, suites, cache_dir, input_mode="codec", budget=16, clips=
     _, stats = mean_vision_token(evaluator.backend.model, evaluator.cache, 4, budget,
                                  {world: WORLD_DURATIONS_S[world] for world in sorted(worlds)})
     results["vision_tokens"] = {key: round(value, 3) for key, value in stats.items()}
+    results["video_reliance"] = {world: evaluator.video_reliance(world) for world in sorted(worlds)}
     results["parse_failure_rate"] = evaluator.parse_failures / max(1, evaluator.parse_attempts)
     results["wall_s"] = round(time.time() - started, 1)
     if out is not None:

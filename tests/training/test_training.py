@@ -271,3 +271,23 @@ def test_vision_tokens_tell_where_they_are_only_with_merger_positions(workspace,
               for name in ("plain", "positions")}
     assert min(scores["positions"]["vision_tokens_to_block_rc_r2"]) > 0.9
     assert max(scores["plain"]["vision_tokens_to_block_rc_r2"]) < 0.5
+
+
+def test_video_reliance_tells_a_blind_model_from_one_that_looks(workspace, tmp_path):
+    """ov2 eval's `video_reliance`: another clip's pixels in place of a clip's own change the
+    answers' loss of a model that reads its vision tokens, and leave a blind one's unchanged."""
+    from training.evaluate import Evaluator
+
+    root, tokenizer = workspace
+    looking = tiny_model(tokenizer, seed=5)
+    blind = tiny_model(tokenizer, seed=5)
+    with torch.no_grad():  # every vision token the same, whatever the pixels
+        blind.visual.merger.mlp[2].weight.zero_()
+    for name, model in (("looking", looking), ("blind", blind)):
+        save_model(model, tmp_path / name, tokenizer.path)
+    scores = {name: Evaluator(tmp_path / name, root / "cache", budget=4, progress=False).video_reliance("stills", 2)
+              for name in ("looking", "blind")}
+    assert set(scores["blind"]) == {"box", "point", "caption"}
+    for task, pair in scores["blind"].items():
+        assert pair["own_video"] == pytest.approx(pair["other_video"], abs=1e-6), task
+    assert sum(abs(p["own_video"] - p["other_video"]) for p in scores["looking"].values()) > 1e-3
