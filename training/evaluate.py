@@ -199,13 +199,13 @@ class Evaluator:
                 box_qa = tasks.thing_box(thing, frame, tasks.BOX_WORDINGS[0])
                 point_qa = tasks.thing_point(thing, frame, tasks.POINT_WORDINGS[0])
                 nats["box_digits"] += self.answer_nats(spec, box_qa, [m.span() for m in re.finditer(r"\d+", box_qa.answer)])
-                coords = re.search(r'coords="[\d.]+ \d+ (\d+) (\d+)">(.*)</tracks>', point_qa.answer)
-                nats["point_digits"] += self.answer_nats(spec, point_qa, [coords.span(1), coords.span(2)])
-                nats["point_label"] += self.answer_nats(spec, point_qa, [coords.span(3)])
+                x_span, y_span, label_span = tasks.point_answer_spans(point_qa.answer)
+                nats["point_digits"] += self.answer_nats(spec, point_qa, [x_span, y_span])
+                nats["point_label"] += self.answer_nats(spec, point_qa, [label_span])
                 other = things[(number + 1) % len(things)]["label"]
                 nats["point_digits_asked_other"] += self.answer_nats(
                     spec, dataclasses.replace(point_qa, question=tasks.POINT_WORDINGS[0].format(thing=other)),
-                    [coords.span(1), coords.span(2)])
+                    [x_span, y_span])
                 parsed, text = self.answer(spec, box_qa.question, "box")
                 texts.add(text)
                 predicted_boxes.append(None if parsed is None else [parsed.x1, parsed.y1, parsed.x2, parsed.y2])

@@ -61,11 +61,9 @@ def readout(model_dir: str, world: str = "lone", clips: int = 300, cache_dir: st
         vision_features.append(tokens.numpy())
         vision_blocks.append(blocks.numpy())
         hidden = model.language_model(model.embed(batch.input_ids, tokens), segment_ids=batch.segment_ids)[0]
-        # The answer reads '<tracks coords="T ID X Y">label</tracks>': X starts after the second
-        # space of the coordinates; its first digit's token is found by character offsets.
+        # The token of x's first digit, found by character offsets.
         offsets = tokenizer.backend.encode(qa.answer, add_special_tokens=False).offsets
-        x_start = qa.answer.index('coords="') + len('coords="')
-        x_start = qa.answer.index(" ", qa.answer.index(" ", x_start) + 1) + 1
+        (x_start, _), _, _ = tasks.point_answer_spans(qa.answer)
         first_x = next(i for i, (start, _) in enumerate(offsets) if start == x_start)
         answer_positions = (batch.labels[0] != IGNORE).nonzero()[:, 0]
         answer_features.append(hidden[answer_positions[first_x] - 1].numpy())  # predicts that digit

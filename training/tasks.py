@@ -6,6 +6,7 @@ says which suite evaluates it and which format constrains the answer.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,6 +122,14 @@ def thing_point(thing: dict, frame: FrameSize, wording: str) -> QA:
     x, y = thing["centre_xy"]
     return QA("point", wording.format(thing=thing["label"]),
               format_tracks([PointTrack(1, thing["label"], (TrackPoint(0.0, x, y),))], frame), "tracks")
+
+
+def point_answer_spans(answer: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Character spans of x, y and the label in a one-point answer '<tracks coords="T ID X Y">label</tracks>'."""
+    match = re.fullmatch(r'<tracks coords="[\d.]+ \d+ (\d+) (\d+)">(.*)</tracks>', answer)
+    if match is None:
+        raise ValueError(f"not a one-point track answer: {answer!r}")
+    return match.span(1), match.span(2), match.span(3)
 
 
 def stills_tasks(episode: dict, frame: FrameSize, rng) -> list[QA]:

@@ -14,6 +14,7 @@ from tests.model.conftest import tiny_model
 from ov2_ros.tokenizer.files import tokenize_file
 from training.centre_vision import centre, mean_vision_token
 from training.data import IGNORE, ClipCache, ClipSpec, examples_for_clip, pack
+from training.tasks import point_answer_spans
 from training.text import build_tokenizer
 from training.train import StageConfig, add_merger_positions, train_stage
 
@@ -70,6 +71,10 @@ def test_still_shots_ask_for_boxes_points_and_the_things_in_order(workspace, wor
     (track,) = parse_output(point.qa.answer, "tracks", frame)
     x0, y0, x1, y1 = things[track.label]["box_xyxy"]
     assert track.label in point.qa.question and x0 < track.points[0].x < x1 and y0 < track.points[0].y < y1
+    x_span, y_span, label_span = point_answer_spans(point.qa.answer)  # what ov2 eval scores digit by digit
+    assert point.qa.answer[slice(*label_span)] == track.label
+    assert int(point.qa.answer[slice(*x_span)]) == pytest.approx(track.points[0].x / 160 * 1000, abs=1)
+    assert int(point.qa.answer[slice(*y_span)]) == pytest.approx(track.points[0].y / 120 * 1000, abs=1)
     order = sorted(things, key=lambda label: things[label]["centre_xy"][0])
     assert listing.qa.answer == "From left to right: " + ", ".join(f"a {label}" for label in order) + "."
 
