@@ -207,6 +207,13 @@ def examples_for_clip(cache: ClipCache, tokenizer: TextTokenizer, spec: ClipSpec
     return examples
 
 
+def answer_tokens_in(tokenizer: TextTokenizer, answer: str, spans: list[tuple[int, int]]) -> list[int]:
+    """Indices, among an example's labelled answer tokens, of those whose characters lie in one
+    of `spans` of the answer text (e.g. a point's x digits)."""
+    offsets = tokenizer.backend.encode(answer, add_special_tokens=False).offsets
+    return [i for i, (start, end) in enumerate(offsets) if any(low <= start and end <= high for low, high in spans)]
+
+
 @dataclass
 class Batch:
     input_ids: torch.Tensor  # (1, L)

@@ -41,8 +41,8 @@ from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
 from training.centre_vision import mean_vision_token
-from training.data import (IGNORE, INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_budget, clip_range,
-                           encode_example, examples_for_clip, pack)
+from training.data import (IGNORE, INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, answer_tokens_in, clip_budget,
+                           clip_range, encode_example, examples_for_clip, pack)
 
 SUITES = ("jumpscore", "grounding", "trace", "stills")
 SUITE_WORLDS = {"jumpscore": "bounce", "grounding": "pickplace", "trace": "pickplace", "stills": "stills"}
@@ -89,9 +89,7 @@ class Evaluator:
         nats a digit is a uniform guess)."""
         answer_nats = self.answer_token_nats(spec, qa, self.cache.vision(spec, self.input_mode,
                                                                           clip_budget(spec, self.budget)))
-        offsets = self.backend.tokenizer.backend.encode(qa.answer, add_special_tokens=False).offsets
-        return [answer_nats[i] for i, (start, end) in enumerate(offsets)
-                if any(low <= start and end <= high for low, high in spans)]
+        return [answer_nats[i] for i in answer_tokens_in(self.backend.tokenizer, qa.answer, spans)]
 
     def answer_token_nats(self, spec: ClipSpec, qa: tasks.QA, vision) -> list[float]:
         """Teacher-forced loss of each of qa.answer's tokens (and <|im_end|>'s, last), shown `vision`."""

@@ -23,7 +23,7 @@ from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.parsers import FrameSize
 from ov2_ros.model.prompt import TextTokenizer
 from training import tasks
-from training.data import IGNORE, WORLD_DURATIONS_S, ClipCache, clip_budget, encode_example, pack
+from training.data import IGNORE, STILL_BUDGET, WORLD_DURATIONS_S, ClipCache, answer_tokens_in, encode_example, pack
 from training.evaluate import HELDOUT_SEED, heldout_clips
 
 TRAIN_SHARE = 0.7
@@ -55,16 +55,14 @@ def readout(model_dir: str, world: str = "lone", clips: int = 300, cache_dir: st
         _, truth = cache.clip(spec)
         thing = truth["episode"]["things"][-1]  # an object (a still's plate comes first)
         qa = tasks.thing_point(thing, FrameSize(spec.width, spec.height), tasks.POINT_WORDINGS[0])
-        batch = pack([encode_example(tokenizer, cache.vision(spec, "codec", clip_budget(spec, 16)), qa, spec)])
+        batch = pack([encode_example(tokenizer, cache.vision(spec, "codec", STILL_BUDGET), qa, spec)])
         tokens = model.vision_tokens(batch.vision)  # (blocks, hidden)
         blocks = batch.vision.positions_thw.view(-1, merge * merge, 3)[:, 0, 1:] // merge  # (blocks, 2): row, column
         vision_features.append(tokens.numpy())
         vision_blocks.append(blocks.numpy())
         hidden = model.language_model(model.embed(batch.input_ids, tokens), segment_ids=batch.segment_ids)[0]
-        # The token of x's first digit, found by character offsets.
-        offsets = tokenizer.backend.encode(qa.answer, add_special_tokens=False).offsets
-        (x_start, _), _, _ = tasks.point_answer_spans(qa.answer)
-        first_x = next(i for i, (start, _) in enumerate(offsets) if start == x_start)
+        x_span, _, _ = tasks.point_answer_spans(qa.answer)
+        first_x = answer_tokens_in(tokenizer, qa.answer, [x_span])[0]  # x's first digit
         answer_positions = (batch.labels[0] != IGNORE).nonzero()[:, 0]
         answer_features.append(hidden[answer_positions[first_x] - 1].numpy())  # predicts that digit
         answer_centres.append(np.array(thing["centre_xy"]) / np.array([spec.width, spec.height]))
