@@ -41,8 +41,8 @@ from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
 from training.centre_vision import mean_vision_token
-from training.data import (IGNORE, INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, answer_tokens_in, clip_budget,
-                           clip_range, encode_example, examples_for_clip, pack)
+from training.data import (IGNORE, INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, ClipVision, answer_tokens_in,
+                           clip_budget, clip_range, encode_example, examples_for_clip, pack)
 
 SUITES = ("jumpscore", "grounding", "trace", "stills")
 SUITE_WORLDS = {"jumpscore": "bounce", "grounding": "pickplace", "trace": "pickplace", "stills": "stills"}
@@ -58,6 +58,26 @@ def heldout_clips(world: str, count: int, durations_s: tuple[float, float], vari
     if variation not in VARIATIONS:
         raise ValueError(f"variation must be one of {VARIATIONS}, got {variation!r}")
     return clip_range(world, HELDOUT_SEED, count, durations_s, split=variation)
+
+
+@torch.no_grad()
+def answer_token_nats(model, tokenizer, spec: ClipSpec, qa: tasks.QA, vision: ClipVision) -> list[float]:
+    """Teacher-forced loss of each of qa.answer's tokens (and <|im_end|>'s, last), shown `vision`."""
+    batch = pack([encode_example(tokenizer, vision, qa, spec)])
+    logits = model(batch.input_ids, batch.vision, batch.segment_ids)[0, :-1].float()
+    nats = F.cross_entropy(logits, batch.labels[0, 1:], ignore_index=IGNORE, reduction="none")
+    return nats[batch.labels[0, 1:] != IGNORE].tolist()
+
+
+def with_pixels_of(vision: ClipVision, other: ClipVision) -> ClipVision:
+    """`vision` with `other`'s canvases in place of its own (repeated if it has fewer, split as
+    vision's groups): the same blocks, positions and prompt, only what the pixels show differs."""
+    other_pixels = np.concatenate(other.canvases)
+    if other_pixels.shape[1:] != vision.canvases[0].shape[1:]:
+        raise ValueError(f"canvases of different sizes: {other_pixels.shape[1:]} and {vision.canvases[0].shape[1:]}")
+    sizes = [c.shape[0] for c in vision.canvases]
+    pixels = other_pixels[np.arange(sum(sizes)) % len(other_pixels)]
+    return dataclasses.replace(vision, canvases=np.split(pixels, np.cumsum(sizes)[:-1]))
 
 
 class Evaluator:
@@ -91,13 +111,8 @@ class Evaluator:
                                                                           clip_budget(spec, self.budget)))
         return [answer_nats[i] for i in answer_tokens_in(self.backend.tokenizer, qa.answer, spans)]
 
-    def answer_token_nats(self, spec: ClipSpec, qa: tasks.QA, vision) -> list[float]:
-        """Teacher-forced loss of each of qa.answer's tokens (and <|im_end|>'s, last), shown `vision`."""
-        batch = pack([encode_example(self.backend.tokenizer, vision, qa, spec)])
-        with torch.no_grad():
-            logits = self.backend.model(batch.input_ids, batch.vision, batch.segment_ids)[0, :-1].float()
-        nats = F.cross_entropy(logits, batch.labels[0, 1:], ignore_index=IGNORE, reduction="none")
-        return nats[batch.labels[0, 1:] != IGNORE].tolist()
+    def answer_token_nats(self, spec: ClipSpec, qa: tasks.QA, vision: ClipVision) -> list[float]:
+        return answer_token_nats(self.backend.model, self.backend.tokenizer, spec, qa, vision)
 
     def video_reliance(self, world: str, clips: int = 4) -> dict:
         """Does the model look at the video? Per task, the true answers' mean loss (nats a token,
@@ -108,18 +123,12 @@ class Evaluator:
         specs = heldout_clips(world, clips + 1, WORLD_DURATIONS_S[world], self.variation)
         own, swapped = {}, {}
         for spec, other in zip(specs, specs[1:]):
-            other_pixels = np.concatenate(self.cache.vision(other, self.input_mode, clip_budget(other, self.budget)).canvases)
+            other_vision = self.cache.vision(other, self.input_mode, clip_budget(other, self.budget))
             for example in examples_for_clip(self.cache, self.backend.tokenizer, spec, self.input_mode, self.budget,
                                              np.random.default_rng(spec.seed)):
-                vision = example.vision
-                sizes = [c.shape[0] for c in vision.canvases]
-                if other_pixels.shape[1:] != vision.canvases[0].shape[1:]:
-                    raise ValueError(f"{other.key} and {spec.key} have canvases of different sizes")
-                # The other clip's canvases, repeated if it has fewer, split as this clip's groups.
-                pixels = other_pixels[np.arange(sum(sizes)) % len(other_pixels)]
-                replaced = dataclasses.replace(vision, canvases=np.split(pixels, np.cumsum(sizes)[:-1]))
-                own.setdefault(example.qa.task, []).extend(self.answer_token_nats(spec, example.qa, vision))
-                swapped.setdefault(example.qa.task, []).extend(self.answer_token_nats(spec, example.qa, replaced))
+                own.setdefault(example.qa.task, []).extend(self.answer_token_nats(spec, example.qa, example.vision))
+                swapped.setdefault(example.qa.task, []).extend(
+                    self.answer_token_nats(spec, example.qa, with_pixels_of(example.vision, other_vision)))
         return {task: {"own_video": round(float(np.mean(own[task])), 3),
                        "other_video": round(float(np.mean(swapped[task])), 3)} for task in own}
 

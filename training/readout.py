@@ -9,11 +9,18 @@ on 70% of the shots and scored (R^2) on the rest:
 A model that points well has both near 1; R^2 near 0 for `answer` with `vision` near 1 means
 the positions are in the tokens but never reach the answer (training/docs: the attention that
 would fetch them has not formed). Why linear: what a single layer (the LM head) can use.
+
+And what the thing is: the teacher-forced loss (nats) of the colour and shape words when the
+shot's things are listed ("From left to right: a red cube."), shown the shot's own pixels and
+the next shot's in their place. Only the pixels tell these words: a model that reads them
+scores below the uniform guess (ln 4 colours, ln 2 shapes) with its own pixels and above it
+with another's; a blind one scores the guess on both.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import numpy as np
 import torch
@@ -22,9 +29,10 @@ from tqdm import tqdm
 from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.parsers import FrameSize
 from ov2_ros.model.prompt import TextTokenizer
+from ov2_ros.synth.worlds import SHAPES, TRAIN_COLOURS
 from training import tasks
-from training.data import IGNORE, STILL_BUDGET, WORLD_DURATIONS_S, ClipCache, answer_tokens_in, encode_example, pack
-from training.evaluate import HELDOUT_SEED, heldout_clips
+from training.data import IGNORE, STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, answer_tokens_in, encode_example, pack
+from training.evaluate import HELDOUT_SEED, answer_token_nats, heldout_clips, with_pixels_of
 
 TRAIN_SHARE = 0.7
 
@@ -50,12 +58,21 @@ def readout(model_dir: str, world: str = "lone", clips: int = 300, cache_dir: st
     cache = ClipCache(cache_dir)
     merge = model.config.encoder.spatial_merge_size
     vision_features, vision_blocks, answer_features, answer_centres = [], [], [], []
-    for spec in tqdm(heldout_clips(world, clips, WORLD_DURATIONS_S[world], variation), desc="readout",
-                     disable=not progress):
+    word_nats = {(kind, pixels): [] for kind in ("colour", "shape") for pixels in ("own_video", "other_video")}
+    specs = heldout_clips(world, clips + 1, WORLD_DURATIONS_S[world], variation)
+    for spec, next_spec in tqdm(list(zip(specs, specs[1:])), desc="readout", disable=not progress):
         _, truth = cache.clip(spec)
         thing = truth["episode"]["things"][-1]  # an object (a still's plate comes first)
         qa = tasks.thing_point(thing, FrameSize(spec.width, spec.height), tasks.POINT_WORDINGS[0])
-        batch = pack([encode_example(tokenizer, cache.vision(spec, "codec", STILL_BUDGET), qa, spec)])
+        vision = cache.vision(spec, "codec", STILL_BUDGET)
+        listing = tasks.table_listing(truth["episode"]["things"], tasks.TABLE_WORDINGS[0])
+        spans = label_word_spans(listing.answer, [t["label"] for t in truth["episode"]["things"]])
+        for pixels, shown in (("own_video", vision),
+                              ("other_video", with_pixels_of(vision, cache.vision(next_spec, "codec", STILL_BUDGET)))):
+            nats = answer_token_nats(model, tokenizer, spec, listing, shown)
+            for kind in ("colour", "shape"):
+                word_nats[kind, pixels] += [nats[i] for i in answer_tokens_in(tokenizer, listing.answer, spans[kind])]
+        batch = pack([encode_example(tokenizer, vision, qa, spec)])
         tokens = model.vision_tokens(batch.vision)  # (blocks, hidden)
         blocks = batch.vision.positions_thw.view(-1, merge * merge, 3)[:, 0, 1:] // merge  # (blocks, 2): row, column
         vision_features.append(tokens.numpy())
@@ -71,14 +88,31 @@ def readout(model_dir: str, world: str = "lone", clips: int = 300, cache_dir: st
             # ~100 tokens a shot: rows enough to need next to no penalty.
             "vision_tokens_to_block_rc_r2": ridge_r2(np.concatenate(vision_features), np.concatenate(vision_blocks),
                                                      1.0),
-            "answer_to_thing_xy_r2": ridge_r2(np.stack(answer_features), np.stack(answer_centres), penalty)}
+            "answer_to_thing_xy_r2": ridge_r2(np.stack(answer_features), np.stack(answer_centres), penalty),
+            "label_word_nats": {kind: {pixels: round(float(np.mean(word_nats[kind, pixels])), 3)
+                                       for pixels in ("own_video", "other_video")} for kind in ("colour", "shape")},
+            "label_word_nats_uniform_guess": {"colour": round(math.log(len(TRAIN_COLOURS)), 3),
+                                              "shape": round(math.log(len(SHAPES)), 3)}}
+
+
+def label_word_spans(text: str, labels: list[str]) -> dict[str, list[tuple[int, int]]]:
+    """Character spans of each object's colour word and shape word in `text` (plates left out),
+    each with the space before it (the tokenizer writes the space into the word's token)."""
+    spans = {"colour": [], "shape": []}
+    for label in labels:
+        colour, shape = label.split(" ")
+        if shape in SHAPES:
+            start = text.index(f" {label}")  # a still's things have distinct labels
+            spans["colour"].append((start, start + 1 + len(colour)))
+            spans["shape"].append((start + 1 + len(colour), start + 1 + len(label)))
+    return spans
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.readout", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--world", choices=("lone", "stills"), default="lone")
+    parser.add_argument("--world", choices=STILL_WORLDS, default="lone")
     parser.add_argument("--clips", type=int, default=300)
     parser.add_argument("--variation", choices=("train", "heldout"), default="train")
     parser.add_argument("--cache", default="cache/worlds")

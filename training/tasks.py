@@ -124,6 +124,12 @@ def thing_point(thing: dict, frame: FrameSize, wording: str) -> QA:
               format_tracks([PointTrack(1, thing["label"], (TrackPoint(0.0, x, y),))], frame), "tracks")
 
 
+def table_listing(things: list[dict], wording: str) -> QA:
+    """A still's things named from left to right: what only the pixels tell (colour, shape)."""
+    listed = [t["label"] for t in sorted(things, key=lambda t: t["centre_xy"][0])]
+    return QA("caption", wording, "From left to right: " + ", ".join(f"a {label}" for label in listed) + ".", None)
+
+
 def point_answer_spans(answer: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
     """Character spans of x, y and the label in a one-point answer '<tracks coords="T ID X Y">label</tracks>'."""
     match = re.fullmatch(r'<tracks coords="[\d.]+ \d+ (\d+) (\d+)">(.*)</tracks>', answer)
@@ -136,10 +142,8 @@ def stills_tasks(episode: dict, frame: FrameSize, rng) -> list[QA]:
     """A box and a point for things drawn at random, and the things from left to right."""
     things = episode["things"]
     boxed, pointed = (things[int(i)] for i in rng.integers(len(things), size=2))
-    listed = [t["label"] for t in sorted(things, key=lambda t: t["centre_xy"][0])]
     return [
         thing_box(boxed, frame, str(rng.choice(BOX_WORDINGS))),
         thing_point(pointed, frame, str(rng.choice(POINT_WORDINGS))),
-        QA("caption", str(rng.choice(TABLE_WORDINGS)),
-           "From left to right: " + ", ".join(f"a {label}" for label in listed) + ".", None),
+        table_listing(things, str(rng.choice(TABLE_WORDINGS))),
     ]

@@ -24,6 +24,7 @@ from ov2_ros.synth.scene import COLOURS_RGB, RenderedFrames, light_ramp, subpixe
 
 TRAIN_COLOURS = ("red", "green", "blue", "yellow")
 HELDOUT_COLOURS = ("orange", "purple")
+SHAPES = ("cube", "cylinder")  # of the objects on a table
 # Floor and wall tints: the last one only in held-out worlds.
 BACKGROUNDS = ((150.0, 110.0, 75.0), (120.0, 125.0, 130.0), (95.0, 120.0, 90.0), (160.0, 140.0, 170.0))
 
@@ -233,14 +234,13 @@ class PickPlaceWorld(RenderedFrames):
         w, h = config.width, config.height
         unit = min(w, h)
         colours = config.variation.colours(rng, 4)
-        shapes = ("cube", "cylinder")
         self.objects = []
         taken = []
         for index in range(3):
             size = float(rng.uniform(0.1, 0.14) * unit)
             centre = _free_spot(rng, (0.15 * w, 0.3 * h), (0.85 * w, 0.88 * h), [(c, 0.3 * unit) for c in taken])
             taken.append(centre)
-            self.objects.append({"id": index, "colour": colours[index], "shape": shapes[index % 2],
+            self.objects.append({"id": index, "colour": colours[index], "shape": SHAPES[index % 2],
                                  "size": size, "centre": centre.astype(float)})
         self.plate = {"colour": colours[3], "centre": taken[2].astype(float), "radius": 0.12 * unit}
         self.objects = self.objects[:2]  # the third spot holds the plate
@@ -380,6 +380,7 @@ class StillsWorld(RenderedFrames):
     object_counts = (2, 4)  # fewest, most objects besides the plate
     with_plate = True
     gripper_share = 0.5  # of the shots with a resting gripper
+    object_half_share = (0.04, 0.1)  # an object's half side, of the frame's shorter side (low, high)
 
     def __init__(self, config: WorldConfig):
         self.config = config
@@ -400,8 +401,8 @@ class StillsWorld(RenderedFrames):
                                 "centre_xy": [round(float(v), 2) for v in plate_centre]})
             placed.append((plate_centre, plate_radius))
         for colour in colours[:count]:
-            half = float(rng.uniform(0.04, 0.1) * unit)
-            shape = str(rng.choice(("cube", "cylinder")))
+            half = float(rng.uniform(*self.object_half_share) * unit)
+            shape = str(rng.choice(SHAPES))
             centre = _free_spot(rng, (half, 0.15 * h + half), (w - 1.3 * half, h - 1.3 * half),
                                 [(c, r + 1.5 * half) for c, r in placed])
             placed.append((centre, half))
@@ -434,4 +435,14 @@ class LoneThingWorld(StillsWorld):
     gripper_share = 0.0
 
 
-WORLDS = {"bounce": BounceWorld, "pickplace": PickPlaceWorld, "stills": StillsWorld, "lone": LoneThingWorld}
+class CloseUpWorld(LoneThingWorld):
+    """A lone object seen from close by, a fifth to a quarter of the frame: the curriculum's
+    first rung, where what the object is can be read from the tokens even by an LLM that has
+    not yet learnt to pick one token out of many (all of them, averaged, say its colour)."""
+
+    kind = "closeup"
+    object_half_share = (0.2, 0.28)
+
+
+WORLDS = {"bounce": BounceWorld, "pickplace": PickPlaceWorld, "stills": StillsWorld, "lone": LoneThingWorld,
+          "closeup": CloseUpWorld}

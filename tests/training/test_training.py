@@ -14,7 +14,7 @@ from tests.model.conftest import tiny_model
 from ov2_ros.tokenizer.files import tokenize_file
 from training.centre_vision import centre, mean_vision_token
 from training.data import IGNORE, ClipCache, ClipSpec, examples_for_clip, pack
-from training.tasks import point_answer_spans
+from training.tasks import TABLE_WORDINGS, point_answer_spans, table_listing
 from training.text import build_tokenizer
 from training.train import StageConfig, add_merger_positions, train_stage
 
@@ -265,17 +265,36 @@ def test_ridge_read_out_scores_linear_information_and_not_noise():
 
 def test_vision_tokens_tell_where_they_are_only_with_merger_positions(workspace, tmp_path):
     """The read-out behind the pointing diagnosis (training/readout.py): the encoder's relative
-    RoPE leaves a block's place out of its token; OV2's merger positions write it in."""
+    RoPE leaves a block's place out of its token; OV2's merger positions write it in. Its label
+    words' loss changes with another shot's pixels unless the model is blind."""
     from training.readout import readout
 
     root, tokenizer = workspace
     plain = tiny_model(tokenizer, seed=4)
     save_model(plain, tmp_path / "plain", tokenizer.path)
     save_model(add_merger_positions(plain, 64, norm=4.0), tmp_path / "positions", tokenizer.path)
+    with torch.no_grad():  # every vision token the same, whatever the pixels
+        plain.visual.merger.mlp[2].weight.zero_()
+    save_model(plain, tmp_path / "blind", tokenizer.path)
     scores = {name: readout(str(tmp_path / name), "lone", 12, root / "cache", progress=False)
-              for name in ("plain", "positions")}
+              for name in ("plain", "positions", "blind")}
     assert min(scores["positions"]["vision_tokens_to_block_rc_r2"]) > 0.9
     assert max(scores["plain"]["vision_tokens_to_block_rc_r2"]) < 0.5
+    for kind in ("colour", "shape"):
+        blind, looking = scores["blind"]["label_word_nats"][kind], scores["positions"]["label_word_nats"][kind]
+        assert blind["own_video"] == blind["other_video"] and looking["own_video"] != looking["other_video"], kind
+
+
+def test_label_words_are_found_in_a_listing_of_a_stills_things():
+    from training.readout import label_word_spans
+
+    things = [{"label": "red plate", "centre_xy": [90, 50]}, {"label": "blue cylinder", "centre_xy": [20, 60]},
+              {"label": "red cube", "centre_xy": [140, 70]}]
+    answer = table_listing(things, TABLE_WORDINGS[0]).answer
+    assert answer == "From left to right: a blue cylinder, a red plate, a red cube."
+    spans = label_word_spans(answer, [t["label"] for t in things])  # plates have no shape word: left out
+    assert [answer[a:b] for a, b in spans["colour"]] == [" blue", " red"]
+    assert [answer[a:b] for a, b in spans["shape"]] == [" cylinder", " cube"]
 
 
 def test_video_reliance_tells_a_blind_model_from_one_that_looks(workspace, tmp_path):

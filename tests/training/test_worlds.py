@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from ov2_ros.synth.scene import COLOURS_RGB
-from ov2_ros.synth.worlds import (HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, LoneThingWorld, PickPlaceWorld,
+from ov2_ros.synth.worlds import (HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, CloseUpWorld, LoneThingWorld, PickPlaceWorld,
                                   StillsWorld, Variation, WorldConfig)
 
 
@@ -101,20 +101,24 @@ def _table_deviation_outside(image, box) -> float:
     """Largest difference from the table's median colour outside `box` (and its shadow), below
     the wall: wood grain alone stays under 60 grey levels."""
     x0, y0, x1, y1 = box
+    shadow = 2 + int(0.2 * max(x1 - x0, y1 - y0))  # cast down-right by 15% of the object's side
     rest = image.astype(float)
-    rest[max(0, int(y0) - 2):int(y1) + 6, max(0, int(x0) - 2):int(x1) + 6] = np.nan
+    rest[max(0, int(y0) - 2):int(y1) + shadow, max(0, int(x0) - 2):int(x1) + shadow] = np.nan
     table = rest[int(0.15 * image.shape[0]) + 2:]
     return float(np.nanmax(np.abs(table - np.nanmedian(table, axis=(0, 1)))))
 
 
-def test_a_lone_thing_shot_shows_one_object_where_its_box_says_and_nothing_else():
+@pytest.mark.parametrize("kind, side_share", [(LoneThingWorld, (0.08, 0.2)), (CloseUpWorld, (0.4, 0.56))])
+def test_a_lone_thing_shot_shows_one_object_where_its_box_says_and_nothing_else(kind, side_share):
     for seed in range(8):
-        world = LoneThingWorld(WorldConfig(seed=seed, duration_s=1.0, noise_sigma=0.0))
+        world = kind(WorldConfig(seed=seed, duration_s=1.0, noise_sigma=0.0))
         image, truth = world.render(0)
         (thing,) = truth["objects"]
         colour = np.array(COLOURS_RGB[thing["label"].split()[0]], float)
         assert np.abs(_colour_at(image, thing["box_xyxy"]) - colour).max() < 40, (seed, thing)
         assert _table_deviation_outside(image, thing["box_xyxy"]) < 60, seed
+        x0, y0, x1, y1 = thing["box_xyxy"]  # its side, of the frame's shorter side
+        assert side_share[0] - 0.01 <= max(x1 - x0, y1 - y0) / min(image.shape[:2]) <= side_share[1] + 0.01, seed
     # The same measure sees the other things of a busy still.
     busy, truth = StillsWorld(WorldConfig(seed=0, duration_s=1.0, noise_sigma=0.0)).render(0)
     assert _table_deviation_outside(busy, truth["objects"][1]["box_xyxy"]) > 60
