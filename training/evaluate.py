@@ -41,8 +41,8 @@ from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
 from training import metrics, tasks
 from training.centre_vision import mean_vision_token
-from training.data import (IGNORE, INPUT_MODES, WORLD_DURATIONS_S, ClipCache, ClipSpec, ClipVision, answer_tokens_in,
-                           clip_budget, clip_range, encode_example, examples_for_clip, pack)
+from training.data import (IGNORE, INPUT_MODES, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, ClipSpec, ClipVision,
+                           answer_tokens_in, clip_budget, clip_range, encode_example, examples_for_clip, pack)
 
 SUITES = ("jumpscore", "grounding", "trace", "stills")
 SUITE_WORLDS = {"jumpscore": "bounce", "grounding": "pickplace", "trace": "pickplace", "stills": "stills"}
@@ -82,13 +82,17 @@ def with_pixels_of(vision: ClipVision, other: ClipVision) -> ClipVision:
 
 class Evaluator:
     def __init__(self, model_dir: str | Path, cache_dir: str | Path, input_mode: str = "codec", budget: int = 16,
-                 constrained: bool = True, progress: bool = True, variation: str = "heldout"):
+                 constrained: bool = True, progress: bool = True, variation: str = "heldout",
+                 stills_world: str = "stills"):
         model, tokenizer = load_any(model_dir)
         self.backend = TorchBackend(model, tokenizer)
         self.cache = ClipCache(cache_dir)
         self.input_mode, self.budget, self.constrained, self.progress = input_mode, budget, constrained, progress
         self.parse_attempts = self.parse_failures = 0
         self.variation = variation
+        if stills_world not in STILL_WORLDS:
+            raise ValueError(f"stills world must be one of {STILL_WORLDS}, got {stills_world!r}")
+        self.stills_world = stills_world  # the shots the stills suite asks about
 
     def answer(self, spec: ClipSpec, question: str, output_format: str, cut_s: float | None = None):
         """Parsed answer (None when it does not parse) and the raw text."""
@@ -196,7 +200,7 @@ class Evaluator:
         # Teacher-forced, per token; "..._asked_other": the same true answer after a question about
         # another thing in the still: as costly as the right question when the model ignores it.
         nats = {"box_digits": [], "point_digits": [], "point_digits_asked_other": [], "point_label": []}
-        specs = heldout_clips("stills", clips, WORLD_DURATIONS_S["stills"], self.variation)
+        specs = heldout_clips(self.stills_world, clips, WORLD_DURATIONS_S[self.stills_world], self.variation)
         for spec in tqdm(specs, desc="stills", disable=not self.progress):
             _, truth = self.cache.clip(spec)
             texts = set()
@@ -229,17 +233,18 @@ class Evaluator:
 
 
 def evaluate(model_dir, suites, cache_dir, input_mode="codec", budget=16, clips=20, constrained=True,
-             out: str | Path | None = None, progress: bool = True, variation: str = "heldout") -> dict:
-    evaluator = Evaluator(model_dir, cache_dir, input_mode, budget, constrained, progress, variation)
+             out: str | Path | None = None, progress: bool = True, variation: str = "heldout",
+             stills_world: str = "stills") -> dict:
+    evaluator = Evaluator(model_dir, cache_dir, input_mode, budget, constrained, progress, variation, stills_world)
     started = time.time()
     results = {"model": str(model_dir), "input": input_mode, "budget": budget, "constrained": constrained,
-               "variation": variation}
+               "variation": variation, **({"stills_world": stills_world} if "stills" in suites else {})}
     for suite in suites:
         results[suite] = getattr(evaluator, suite)(clips)
     # How much of the vision tokens the LLM can tell apart (training/centre_vision.py): a
     # shared component far larger than the spread drowns what the video says. Training clips of
     # the suites' worlds.
-    worlds = {SUITE_WORLDS[suite] for suite in suites}
+    worlds = {stills_world if suite == "stills" else SUITE_WORLDS[suite] for suite in suites}
     _, stats = mean_vision_token(evaluator.backend.model, evaluator.cache, 4, budget,
                                  {world: WORLD_DURATIONS_S[world] for world in sorted(worlds)})
     results["vision_tokens"] = {key: round(value, 3) for key, value in stats.items()}
@@ -292,6 +297,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=int, default=20, help="held-out clips per suite")
     parser.add_argument("--variation", choices=VARIATIONS, default="heldout",
                         help="heldout: unseen colours, backgrounds and speeds (the goals); train: seen ones, unseen seeds")
+    parser.add_argument("--stills-world", choices=STILL_WORLDS, default="stills",
+                        help="the shots of the stills suite: stills (the goal), lone or closeup (a curriculum's rungs)")
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--unconstrained", action="store_true", help="free decoding (measures parse failures)")
     parser.add_argument("--out", default="out/eval.json", help="JSON results (and a PNG beside it)")
@@ -304,7 +311,7 @@ def run(args) -> int:
         model = default_model_dir()
     suites = SUITES if args.suite == "all" else (args.suite,)
     results = evaluate(model, suites, args.cache, args.input, args.budget, args.clips, not args.unconstrained, args.out,
-                       variation=args.variation)
+                       variation=args.variation, stills_world=args.stills_world)
     print(json.dumps(results, default=str))
     return 0
 

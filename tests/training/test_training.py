@@ -224,6 +224,21 @@ def test_attention_gains_are_scaled_once_and_a_resumed_run_matches_a_straight_on
         torch.testing.assert_close(q2, q1)  # not scaled again on resuming
 
 
+def test_the_stills_suite_asks_about_the_shots_of_the_world_chosen(workspace, tmp_path):
+    """`ov2 eval --suite stills --stills-world closeup`: one thing per close-up shot, each asked
+    for its box and a point; a world that is not a still's is refused by name."""
+    from training.evaluate import Evaluator
+
+    root, tokenizer = workspace
+    save_model(tiny_model(tokenizer, seed=3), tmp_path / "model", tokenizer.path)
+    result = Evaluator(tmp_path / "model", root / "cache", budget=4, progress=False, variation="train",
+                       stills_world="closeup").stills(2)
+    assert result["clips"] == 2 and result["things"] == 2  # stills of 2-4 objects and a plate would give >= 6
+    assert 0.0 <= result["box_accuracy@0.5"] <= 1.0
+    with pytest.raises(ValueError, match="stills world"):
+        Evaluator(tmp_path / "model", root / "cache", progress=False, stills_world="bounce")
+
+
 def test_teacher_forced_answer_nats_are_the_training_loss_of_the_chosen_tokens(workspace, tmp_path):
     """ov2 eval's teacher-forced measure: the loss training gives each answer token, picked by
     character spans (a point's x and y digits: one token per digit)."""
