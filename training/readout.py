@@ -32,7 +32,8 @@ from ov2_ros.model.parsers import FrameSize
 from ov2_ros.model.prompt import TextTokenizer
 from ov2_ros.synth.worlds import SHAPES, TRAIN_COLOURS
 from training import tasks
-from training.data import IGNORE, STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, answer_tokens_in, encode_example, pack
+from training.data import (IGNORE, STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, answer_tokens_in,
+                           encode_example, pack)
 from training.evaluate import HELDOUT_SEED, answer_token_nats, heldout_clips, with_pixels_of
 
 TRAIN_SHARE = 0.7

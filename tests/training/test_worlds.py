@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from ov2_ros.synth.scene import COLOURS_RGB
-from ov2_ros.synth.worlds import (HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, CloseUpWorld, LoneThingWorld, PickPlaceWorld,
-                                  StillsWorld, Variation, WorldConfig)
+from ov2_ros.synth.worlds import (HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, CloseUpWorld, LoneThingWorld,
+                                  PickPlaceWorld, StillsWorld, Variation, WorldConfig)
 
 
 def _colour_at(image, box):
