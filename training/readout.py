@@ -11,6 +11,10 @@ A model that points well has both near 1; R^2 near 0 for `answer` with `vision` 
 the positions are in the tokens but never reach the answer (training/docs: the attention that
 would fetch them has not formed). Why linear: what a single layer (the LM head) can use.
 
+And whether the answer looks at the thing: where the thing's colour word and its point's x
+are predicted, the share of the attention on the video that falls on the thing's own tokens,
+per layer, against the share uniform attention would give.
+
 And what the thing is: the teacher-forced loss (nats) of the colour and shape words when the
 shot's things are listed ("From left to right: a red cube."), shown the shot's own pixels and
 the next shot's in their place. Only the pixels tell these words: a model that reads them
@@ -31,6 +35,7 @@ from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.parsers import FrameSize
 from ov2_ros.model.prompt import TextTokenizer
 from ov2_ros.synth.worlds import SHAPES, TRAIN_COLOURS
+from ov2_ros.tokenizer.geometry import PATCH_PX
 from training import tasks
 from training.data import (IGNORE, STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, answer_tokens_in,
                            encode_example, pack)
@@ -61,6 +66,7 @@ def readout(model_dir: str, world: str = "lone", clips: int = 300, cache_dir: st
     merge = model.config.encoder.spatial_merge_size
     vision_features, vision_blocks, answer_features, answer_centres = [], [], [], []
     word_nats = {(kind, pixels): [] for kind in ("colour", "shape") for pixels in ("own_video", "other_video")}
+    thing_shares, uniform_shares = {"colour_word": [], "x_digit": []}, {"colour_word": [], "x_digit": []}
     specs = heldout_clips(world, clips + 1, WORLD_DURATIONS_S[world], variation)
     for spec, next_spec in tqdm(list(zip(specs, specs[1:])), desc="readout", disable=not progress):
         _, truth = cache.clip(spec)
@@ -74,6 +80,19 @@ def readout(model_dir: str, world: str = "lone", clips: int = 300, cache_dir: st
             nats = answer_token_nats(model, tokenizer, spec, listing, shown)
             for kind in ("colour", "shape"):
                 word_nats[kind, pixels] += [nats[i] for i in answer_tokens_in(tokenizer, listing.answer, spans[kind])]
+        # Where the thing's colour word and its point's x are predicted: how much of the attention
+        # on the video falls on the thing's own tokens.
+        asked_spans = (("colour_word", listing, label_word_spans(listing.answer, [thing["label"]])["colour"]),
+                       ("x_digit", qa, [tasks.point_answer_spans(qa.answer)[0]]))
+        for key, asked, span in asked_spans:
+            batch = pack([encode_example(tokenizer, vision, asked, spec)])
+            answer_positions = (batch.labels[0] != IGNORE).nonzero()[:, 0]
+            row = int(answer_positions[answer_tokens_in(tokenizer, asked.answer, span)[0]]) - 1  # predicts it
+            measured = thing_token_share(model, batch, model.vision_tokens(batch.vision), row, thing["box_xyxy"],
+                                         (spec.width, spec.height))
+            if measured is not None:
+                thing_shares[key].append(measured[0])
+                uniform_shares[key].append(measured[1])
         batch = pack([encode_example(tokenizer, vision, qa, spec)])
         tokens = model.vision_tokens(batch.vision)  # (blocks, hidden)
         blocks = batch.vision.positions_thw.view(-1, merge * merge, 3)[:, 0, 1:] // merge  # (blocks, 2): row, column
@@ -94,7 +113,56 @@ def readout(model_dir: str, world: str = "lone", clips: int = 300, cache_dir: st
             "label_word_nats": {kind: {pixels: round(float(np.mean(word_nats[kind, pixels])), 3)
                                        for pixels in ("own_video", "other_video")} for kind in ("colour", "shape")},
             "label_word_nats_uniform_guess": {"colour": round(math.log(len(TRAIN_COLOURS)), 3),
-                                              "shape": round(math.log(len(SHAPES)), 3)}}
+                                              "shape": round(math.log(len(SHAPES)), 3)},
+            "attention_on_thing": {key: {"per_layer": np.round(np.mean(thing_shares[key], 0), 3).tolist(),
+                                         "if_uniform": round(float(np.mean(uniform_shares[key])), 3),
+                                         "shots": len(thing_shares[key])} if thing_shares[key] else {"shots": 0}
+                                   for key in thing_shares}}
+
+
+@torch.no_grad()
+def attention_rows(model, input_ids: torch.Tensor, vision_tokens: torch.Tensor, segment_ids: torch.Tensor,
+                   rows: list[int]) -> torch.Tensor:
+    """(layers, heads, len(rows), L): every LLM layer's attention probabilities from the given
+    positions of one packed sequence, recomputed from the queries and keys the layer makes."""
+    captured = []
+
+    def capture(attention, args):
+        x, rope, _, _, mask = args  # as DecoderLayer calls its self_attn (packed: mask (1, 1, L, L))
+        q, k, _ = attention.queries_keys_values(x, rope)
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # each query head's KV head
+        scores = q[:, :, rows] @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # (1, H, rows, L)
+        captured.append(scores.masked_fill(~mask[:, :, rows], float("-inf")).softmax(-1)[0])
+
+    hooks = [layer.self_attn.register_forward_pre_hook(capture) for layer in model.language_model.layers]
+    try:
+        model.language_model(model.embed(input_ids, vision_tokens), segment_ids=segment_ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.stack(captured)
+
+
+def thing_token_share(model, batch, tokens: torch.Tensor, row: int, box_xyxy,
+                      source_wh: tuple[int, int]) -> tuple[list[float], float] | None:
+    """Of the attention that position `row` gives the vision tokens, the share on the thing's
+    tokens (block centre inside its box), per layer with heads averaged; and that share under
+    uniform attention. None when no block centre is inside the box."""
+    merge = model.config.encoder.spatial_merge_size
+    blocks = batch.vision.positions_thw.view(-1, merge * merge, 3)[:, 0]
+    blocks = blocks[blocks[:, 0] >= 0].float()  # (tokens, 3): t, h, w of each block's first patch
+    _, patch_rows, patch_cols = batch.vision.grid_thw[0].tolist()
+    scale_x, scale_y = source_wh[0] / (patch_cols * PATCH_PX), source_wh[1] / (patch_rows * PATCH_PX)
+    centre_x = (blocks[:, 2] + merge / 2) * PATCH_PX * scale_x  # source pixels
+    centre_y = (blocks[:, 1] + merge / 2) * PATCH_PX * scale_y
+    x0, y0, x1, y1 = box_xyxy
+    on_thing = (centre_x > x0) & (centre_x < x1) & (centre_y > y0) & (centre_y < y1)
+    if not on_thing.any():
+        return None
+    vision = (batch.input_ids[0] == model.config.tokens.image_pad).nonzero()[:, 0]
+    probabilities = attention_rows(model, batch.input_ids, tokens, batch.segment_ids, [row])[:, :, 0, vision]
+    share = (probabilities[:, :, on_thing].sum(-1) / probabilities.sum(-1)).mean(-1)  # (layers,)
+    return share.tolist(), float(on_thing.float().mean())
 
 
 def label_word_spans(text: str, labels: list[str]) -> dict[str, list[tuple[int, int]]]:

@@ -65,15 +65,20 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps)  # per head, before RoPE
         self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
 
+    def queries_keys_values(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
+        """x (B, L, hidden) -> q (B, H, L, hd) and k (B, KV, L, hd), normed and rotated, and v (B, KV, L, hd)."""
+        b, length, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(b, length, self.num_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(b, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(b, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return apply_rope_1d(q, *rope), apply_rope_1d(k, *rope), v
+
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None, layer: int,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         # x (B, L, hidden); rope: cos, sin (L, head_dim) or (B, 1, L, head_dim) for these L new positions;
         # mask (B, 1, L, L) bool for packed sequences (no cache), else causal over cache + new
         b, length, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(b, length, self.num_heads, self.head_dim)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(b, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
-        v = self.v_proj(x).view(b, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope_1d(q, *rope), apply_rope_1d(k, *rope)  # (B, H, L, hd), (B, KV, L, hd)
+        q, k, v = self.queries_keys_values(x, rope)
         past = 0
         if cache is not None:
             past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[2]

@@ -300,6 +300,40 @@ def test_vision_tokens_tell_where_they_are_only_with_merger_positions(workspace,
         assert blind["own_video"] == blind["other_video"] and looking["own_video"] != looking["other_video"], kind
 
 
+def test_attention_rows_are_the_probabilities_the_llm_attends_with(workspace):
+    """readout's attention probe: per layer, probabilities over the row's own segment only
+    (packed), summing to 1, which weight the layer's values into exactly the attention output."""
+    from training.readout import attention_rows
+
+    root, tokenizer = workspace
+    model = tiny_model(tokenizer, seed=6).eval()
+    cache = ClipCache(root / "cache")
+    examples = [e for seed in (4, 5) for e in examples_for_clip(
+        cache, tokenizer, ClipSpec("lone", seed, duration_s=1.0), "codec", 4, np.random.default_rng(seed), ("caption",))]
+    batch = pack(examples)
+    first_length = len(examples[0].input_ids)
+    rows = [first_length - 1, first_length + 10, batch.input_ids.shape[1] - 1]
+    tokens = model.vision_tokens(batch.vision)
+    inputs, outputs = [], []
+    attention = model.language_model.layers[1].self_attn
+    hooks = [attention.register_forward_pre_hook(lambda module, args: inputs.append(args)),
+             attention.register_forward_hook(lambda module, args, out: outputs.append(out))]
+    with torch.no_grad():
+        probabilities = attention_rows(model, batch.input_ids, tokens, batch.segment_ids, rows)
+        for hook in hooks:
+            hook.remove()
+        x, rope = inputs[0][:2]
+        _, _, v = attention.queries_keys_values(x, rope)
+        values = v.repeat_interleave(probabilities.shape[1] // v.shape[1], dim=1)[0]  # (H, L, hd)
+        weighted = probabilities[1] @ values  # (H, rows, hd)
+        expected = attention.o_proj(weighted.transpose(0, 1).reshape(len(rows), -1))
+    assert probabilities.shape == (len(model.language_model.layers), 4, len(rows), batch.input_ids.shape[1])
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(probabilities.shape[:3]))
+    assert float(probabilities[:, :, 0, first_length:].abs().max()) == 0.0  # not the next example
+    assert float(probabilities[:, :, 1, :first_length].abs().max()) == 0.0  # not the one before
+    torch.testing.assert_close(expected, outputs[0][0, rows], rtol=1e-4, atol=1e-5)
+
+
 def test_label_words_are_found_in_a_listing_of_a_stills_things():
     from training.readout import label_word_spans
 
