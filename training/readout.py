@@ -80,30 +80,33 @@ def readout(model_dir: str, world: str = "lone", clips: int = 300, cache_dir: st
             nats = answer_token_nats(model, tokenizer, spec, listing, shown)
             for kind in ("colour", "shape"):
                 word_nats[kind, pixels] += [nats[i] for i in answer_tokens_in(tokenizer, listing.answer, spans[kind])]
+        # One encoder pass: the listing and the point question show the same canvases.
+        point_batch = pack([encode_example(tokenizer, vision, qa, spec)])
+        listing_batch = pack([encode_example(tokenizer, vision, listing, spec)])
+        tokens = model.vision_tokens(point_batch.vision)  # (blocks, hidden)
+        blocks = point_batch.vision.positions_thw.view(-1, merge * merge, 3)[:, 0]
+        blocks = blocks[blocks[:, 0] >= 0]  # (tokens, 3): t, h, w of each token's block's first patch
+        vision_features.append(tokens.numpy())
+        vision_blocks.append((blocks[:, 1:] // merge).numpy())  # row, column
+        x_row = predicting_row(tokenizer, point_batch, qa.answer, [tasks.point_answer_spans(qa.answer)[0]])
+        x_attention, hidden = attention_rows(model, point_batch.input_ids, tokens, point_batch.segment_ids, [x_row])
+        answer_features.append(hidden[0, x_row].numpy())  # predicts x's first digit
+        answer_centres.append(np.array(thing["centre_xy"]) / np.array([spec.width, spec.height]))
         # Where the thing's colour word and its point's x are predicted: how much of the attention
         # on the video falls on the thing's own tokens.
-        asked_spans = (("colour_word", listing, label_word_spans(listing.answer, [thing["label"]])["colour"]),
-                       ("x_digit", qa, [tasks.point_answer_spans(qa.answer)[0]]))
-        for key, asked, span in asked_spans:
-            batch = pack([encode_example(tokenizer, vision, asked, spec)])
-            answer_positions = (batch.labels[0] != IGNORE).nonzero()[:, 0]
-            row = int(answer_positions[answer_tokens_in(tokenizer, asked.answer, span)[0]]) - 1  # predicts it
-            measured = thing_token_share(model, batch, model.vision_tokens(batch.vision), row, thing["box_xyxy"],
-                                         (spec.width, spec.height))
-            if measured is not None:
-                thing_shares[key].append(measured[0])
-                uniform_shares[key].append(measured[1])
-        batch = pack([encode_example(tokenizer, vision, qa, spec)])
-        tokens = model.vision_tokens(batch.vision)  # (blocks, hidden)
-        blocks = batch.vision.positions_thw.view(-1, merge * merge, 3)[:, 0, 1:] // merge  # (blocks, 2): row, column
-        vision_features.append(tokens.numpy())
-        vision_blocks.append(blocks.numpy())
-        hidden = model.language_model(model.embed(batch.input_ids, tokens), segment_ids=batch.segment_ids)[0]
-        x_span, _, _ = tasks.point_answer_spans(qa.answer)
-        first_x = answer_tokens_in(tokenizer, qa.answer, [x_span])[0]  # x's first digit
-        answer_positions = (batch.labels[0] != IGNORE).nonzero()[:, 0]
-        answer_features.append(hidden[answer_positions[first_x] - 1].numpy())  # predicts that digit
-        answer_centres.append(np.array(thing["centre_xy"]) / np.array([spec.width, spec.height]))
+        on_thing = blocks_on_thing(blocks, point_batch.vision.grid_thw[0], merge, thing["box_xyxy"],
+                                   (spec.width, spec.height))
+        if on_thing.any():
+            colour_spans = label_word_spans(listing.answer, [thing["label"]])["colour"]
+            colour_row = predicting_row(tokenizer, listing_batch, listing.answer, colour_spans)
+            colour_attention, _ = attention_rows(model, listing_batch.input_ids, tokens, listing_batch.segment_ids,
+                                                 [colour_row])
+            for key, attention, batch in (("colour_word", colour_attention, listing_batch),
+                                          ("x_digit", x_attention, point_batch)):
+                vision_positions = (batch.input_ids[0] == model.config.tokens.image_pad).nonzero()[:, 0]
+                on_video = attention[:, :, 0, vision_positions]  # (layers, heads, tokens)
+                thing_shares[key].append((on_video[:, :, on_thing].sum(-1) / on_video.sum(-1)).mean(-1).tolist())
+                uniform_shares[key].append(float(on_thing.float().mean()))
     return {"model": str(model_dir), "world": world, "variation": variation, "clips": clips,
             "seeds_from": HELDOUT_SEED, "penalty": penalty,
             # ~100 tokens a shot: rows enough to need next to no penalty.
@@ -120,11 +123,18 @@ def readout(model_dir: str, world: str = "lone", clips: int = 300, cache_dir: st
                                    for key in thing_shares}}
 
 
+def predicting_row(tokenizer: TextTokenizer, batch, answer: str, spans: list[tuple[int, int]]) -> int:
+    """The position of a one-example batch whose logits predict the first answer token in `spans`."""
+    answer_positions = (batch.labels[0] != IGNORE).nonzero()[:, 0]
+    return int(answer_positions[answer_tokens_in(tokenizer, answer, spans)[0]]) - 1
+
+
 @torch.no_grad()
 def attention_rows(model, input_ids: torch.Tensor, vision_tokens: torch.Tensor, segment_ids: torch.Tensor,
-                   rows: list[int]) -> torch.Tensor:
+                   rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(layers, heads, len(rows), L): every LLM layer's attention probabilities from the given
-    positions of one packed sequence, recomputed from the queries and keys the layer makes."""
+    positions of one packed sequence, recomputed from the queries and keys the layer makes; and
+    the LLM's last hidden state (1, L, hidden) of the same pass."""
     captured = []
 
     def capture(attention, args):
@@ -136,33 +146,24 @@ def attention_rows(model, input_ids: torch.Tensor, vision_tokens: torch.Tensor, 
 
     hooks = [layer.self_attn.register_forward_pre_hook(capture) for layer in model.language_model.layers]
     try:
-        model.language_model(model.embed(input_ids, vision_tokens), segment_ids=segment_ids)
+        hidden = model.language_model(model.embed(input_ids, vision_tokens), segment_ids=segment_ids)
     finally:
         for hook in hooks:
             hook.remove()
-    return torch.stack(captured)
+    return torch.stack(captured), hidden
 
 
-def thing_token_share(model, batch, tokens: torch.Tensor, row: int, box_xyxy,
-                      source_wh: tuple[int, int]) -> tuple[list[float], float] | None:
-    """Of the attention that position `row` gives the vision tokens, the share on the thing's
-    tokens (block centre inside its box), per layer with heads averaged; and that share under
-    uniform attention. None when no block centre is inside the box."""
-    merge = model.config.encoder.spatial_merge_size
-    blocks = batch.vision.positions_thw.view(-1, merge * merge, 3)[:, 0]
-    blocks = blocks[blocks[:, 0] >= 0].float()  # (tokens, 3): t, h, w of each block's first patch
-    _, patch_rows, patch_cols = batch.vision.grid_thw[0].tolist()
+def blocks_on_thing(blocks: torch.Tensor, grid_thw: torch.Tensor, merge: int, box_xyxy,
+                    source_wh: tuple[int, int]) -> torch.Tensor:
+    """(tokens,) bool: the vision tokens whose block centre lies inside the thing's box (source
+    pixels). blocks (tokens, 3): t, h, w of each block's first patch; grid_thw: (canvases, patch
+    rows, patch columns) of the processed frame."""
+    _, patch_rows, patch_cols = grid_thw.tolist()
     scale_x, scale_y = source_wh[0] / (patch_cols * PATCH_PX), source_wh[1] / (patch_rows * PATCH_PX)
-    centre_x = (blocks[:, 2] + merge / 2) * PATCH_PX * scale_x  # source pixels
+    centre_x = (blocks[:, 2] + merge / 2) * PATCH_PX * scale_x
     centre_y = (blocks[:, 1] + merge / 2) * PATCH_PX * scale_y
     x0, y0, x1, y1 = box_xyxy
-    on_thing = (centre_x > x0) & (centre_x < x1) & (centre_y > y0) & (centre_y < y1)
-    if not on_thing.any():
-        return None
-    vision = (batch.input_ids[0] == model.config.tokens.image_pad).nonzero()[:, 0]
-    probabilities = attention_rows(model, batch.input_ids, tokens, batch.segment_ids, [row])[:, :, 0, vision]
-    share = (probabilities[:, :, on_thing].sum(-1) / probabilities.sum(-1)).mean(-1)  # (layers,)
-    return share.tolist(), float(on_thing.float().mean())
+    return (centre_x > x0) & (centre_x < x1) & (centre_y > y0) & (centre_y < y1)
 
 
 def label_word_spans(text: str, labels: list[str]) -> dict[str, list[tuple[int, int]]]:

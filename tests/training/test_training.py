@@ -319,7 +319,7 @@ def test_attention_rows_are_the_probabilities_the_llm_attends_with(workspace):
     hooks = [attention.register_forward_pre_hook(lambda module, args: inputs.append(args)),
              attention.register_forward_hook(lambda module, args, out: outputs.append(out))]
     with torch.no_grad():
-        probabilities = attention_rows(model, batch.input_ids, tokens, batch.segment_ids, rows)
+        probabilities, _ = attention_rows(model, batch.input_ids, tokens, batch.segment_ids, rows)
         for hook in hooks:
             hook.remove()
         x, rope = inputs[0][:2]
