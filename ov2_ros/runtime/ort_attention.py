@@ -6,7 +6,8 @@ than PyTorch's fused attention. For ONNX Runtime the exporter translates each
 `scaled_dot_product_attention` instead into one `com.microsoft.MultiHeadAttention` node (ORT's
 CPU kernel never holds the whole score matrix). Masks map as the model uses them: a (W, 1, 1, L)
 key mask (padded encoder windows) becomes key_padding_mask, a 2-D (S, L) mask (causal prefill)
-an additive attention_bias; grouped-query KV heads are repeated to the query heads.
+an additive attention_bias; the query heads that share a KV head become extra query rows of it
+(no copy of the cache per query head).
 """
 from __future__ import annotations
 
@@ -43,16 +44,19 @@ MULTI_HEAD_ATTENTION = _multi_head_attention()
 
 def ort_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     """aten.scaled_dot_product_attention -> MultiHeadAttention. query (B, N, S, H), key/value
-    (B, N_kv, L, H) -> (B, N, S, H)."""
+    (B, N_kv, L, H) -> (B, N, S, H).
+
+    Grouped-query attention without copying K and V per query head: the G = N / N_kv query heads
+    that share a KV head (heads kv*G .. kv*G+G-1) become G x S query rows of an N_kv-head
+    attention, and the mask rows repeat G times. Decoding one token, that saves two copies of
+    the whole cache per layer and step."""
     if dropout_p or is_causal:
         raise NotImplementedError("the exported model never uses dropout or is_causal")
     heads, head_dim, kv_heads = query.shape[1], query.shape[3], key.shape[1]
-    q = op.Reshape(op.Transpose(query, perm=[0, 2, 1, 3]), op.Constant(value_ints=[0, 0, heads * head_dim]))  # (B, S, N*H)
-    if kv_heads != heads:  # each KV head serves heads / kv_heads query heads
-        repeat = op.Constant(value_ints=[1, 1, heads // kv_heads, 1, 1])
-        shape = op.Constant(value_ints=[0, heads, -1, head_dim])
-        key = op.Reshape(op.Expand(op.Unsqueeze(key, op.Constant(value_ints=[2])), repeat), shape)
-        value = op.Reshape(op.Expand(op.Unsqueeze(value, op.Constant(value_ints=[2])), repeat), shape)
+    group = heads // kv_heads
+    q = op.Reshape(query, op.Constant(value_ints=[0, kv_heads, group, -1, head_dim]))  # (B, N_kv, G, S, H)
+    q = op.Reshape(op.Transpose(q, perm=[0, 2, 3, 1, 4]),
+                   op.Constant(value_ints=[0, -1, kv_heads * head_dim]))  # (B, G*S, N_kv*H)
     key_padding, bias = None, None
     if attn_mask is not None:
         if len(attn_mask.shape) == 4:  # (W, 1, 1, L): which keys exist
@@ -61,9 +65,13 @@ def ort_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
             zero = op.CastLike(op.Constant(value_float=0.0), query)
             blocked = op.CastLike(op.Constant(value_float=float("-inf")), query)
             bias = op.Unsqueeze(op.Where(attn_mask, zero, blocked), op.Constant(value_ints=[0, 1]))  # (1, 1, S, L)
-    out = MULTI_HEAD_ATTENTION(q, key, value, None, key_padding, bias, num_heads=heads,
-                               scale=scale if scale is not None else 1.0 / math.sqrt(head_dim))  # (B, S, N*H)
-    return op.Transpose(op.Reshape(out, op.Constant(value_ints=[0, 0, heads, head_dim])), perm=[0, 2, 1, 3])
+            if group > 1:
+                bias = op.Tile(bias, op.Constant(value_ints=[1, 1, group, 1]))  # (1, 1, G*S, L)
+    out = MULTI_HEAD_ATTENTION(q, key, value, None, key_padding, bias, num_heads=kv_heads,
+                               scale=scale if scale is not None else 1.0 / math.sqrt(head_dim))  # (B, G*S, N_kv*H)
+    out = op.Reshape(out, op.Constant(value_ints=[0, group, -1, kv_heads, head_dim]))  # (B, G, S, N_kv, H)
+    return op.Reshape(op.Transpose(out, perm=[0, 3, 1, 2, 4]),
+                      op.Constant(value_ints=[0, heads, -1, head_dim]))  # (B, N, S, H)
 
 
 TRANSLATION = {torch.ops.aten.scaled_dot_product_attention.default: ort_attention}
