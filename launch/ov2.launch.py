@@ -6,7 +6,7 @@
         default_prompt:="Trace where the gripper moved."
 
 Every parameter of the node lives in the params file (defaults: config/ov2_node.yaml, where each
-one is described); the model and the standing question can also be given here (backend,
+one is described); the model and the standing question can also be given here (backend, dtype,
 model_path, default_prompt), overriding the file.
 
 cameras: one node per camera, each in namespace /<camera> with the same parameters, reading
@@ -25,7 +25,7 @@ from launch_ros.actions import Node
 
 from ov2_ros.ros import names
 
-MODEL_ARGUMENTS = ("backend", "model_path", "default_prompt")
+MODEL_ARGUMENTS = ("backend", "dtype", "model_path", "default_prompt")
 
 
 def _camera_nodes(context):
@@ -68,6 +68,8 @@ def generate_launch_description():
         DeclareLaunchArgument("params_file", default_value=default_params, description="YAML parameters of ov2_node"),
         DeclareLaunchArgument("log_level", default_value="info", description="ROS log level"),
         DeclareLaunchArgument("backend", default_value="torch", description="torch | onnxruntime | tensorrt"),
+        DeclareLaunchArgument("dtype", default_value="fp32",
+                              description="torch: fp32 | fp16 | bf16; onnxruntime: fp32 | int8; tensorrt: fp32 | fp16"),
         DeclareLaunchArgument("model_path", default_value="",
                               description="model folder (torch; empty: the embedded default) or `ov2 export-onnx` folder"),
         DeclareLaunchArgument("default_prompt", default_value="",

@@ -216,6 +216,8 @@ def _add_bench(commands) -> None:
     node.add_argument("--duration", type=float, default=20.0, help="seconds of 30 fps video per stream")
     node.add_argument("--budget", type=int, default=4, help="canvases per answer")
     node.add_argument("--threads", type=int, default=1, help="model threads per node")
+    node.add_argument("--dtype", choices=("fp32", "fp16", "bf16", "int8"), default="fp32",
+                      help="the node's `dtype` parameter (onnxruntime: fp32 or int8)")
     node.add_argument("--prompt", default=None, help="the standing question (default: a gripper trace)")
     node.set_defaults(handler=_run_bench_node)
     fuzz = benches.add_parser("fuzz", help="mutated access units through ingest and tokenizer: nothing may escape")
@@ -274,7 +276,7 @@ def _run_bench_node(args) -> int:
 
     sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes]
     run_node_bench(args.out, args.backend, sizes, tuple(args.cameras), args.duration, args.budget, args.threads,
-                   args.prompt or PROMPT)
+                   args.prompt or PROMPT, args.dtype)
     return 0
 
 
@@ -347,7 +349,9 @@ def _add_generate(commands) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16", "int8"), default="fp32",
+                        help="torch: fp32, fp16 or bf16; onnxruntime: fp32 or int8 (weights); tensorrt: the "
+                             "export's fp32 or fp16")
     parser.set_defaults(handler=_run_generate)
 
 
@@ -424,7 +428,8 @@ def _add_export_onnx(commands) -> None:
                                                       "default: the embedded model)")
     parser.add_argument("--out", required=True, help="folder to write (*.onnx, onnx.json, config.json, tokenizer.json)")
     parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32",
-                        help="fp32 (TensorRT 10: --precision fp16 at build) or fp16 (TensorRT 11 strongly typed)")
+                        help="fp32 (TensorRT 10: --precision fp16 at build; with ONNX Runtime's fused and "
+                             "int8-weight graphs too) or fp16 (TensorRT 11 strongly typed)")
     parser.set_defaults(handler=_run_export_onnx)
 
 
@@ -439,7 +444,8 @@ def _run_export_onnx(args) -> int:
     model = load_any_model(folder, DTYPE_NAMES[args.dtype])
     manifest = export_onnx(model, args.out, folder / "tokenizer.json", source_model=str(folder.resolve()))
     print(json.dumps({"out": args.out, "dtype": manifest.dtype, "opset": manifest.opset,
-                      "graphs": {name: entry["bytes"] for name, entry in manifest.graphs.items()}}))
+                      "graphs": {name: entry["bytes"] for name, entry in manifest.graphs.items()},
+                      "onnxruntime_int8_graphs": {name: entry["bytes"] for name, entry in manifest.ort_int8_graphs.items()}}))
     return 0
 
 

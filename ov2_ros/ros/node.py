@@ -196,7 +196,7 @@ class Ov2Node(LifecycleNode):
         p = self._settings
         started = time.perf_counter()
         try:
-            backend = open_backend(p["backend"], p["model_path"] or None, threads=p["inference_threads"])
+            backend = open_backend(p["backend"], p["model_path"] or None, p["dtype"], p["inference_threads"])
             tokenizer_config = TokenizerConfig(
                 max_pixels=p["max_pixels"] or backend.config.max_pixels, frame_stride=p["frame_stride"],
                 saliency=p["saliency"], grouping=GroupingConfig(min_group_frames=p["min_group_frames"],
@@ -208,7 +208,7 @@ class Ov2Node(LifecycleNode):
         if p["backend"] == "torch":
             import torch
             torch.set_num_threads(p["inference_threads"])
-        self._model_id = f"{p['backend']}:{p['model_path'] or 'embedded default'}"
+        self._model_id = f"{p['backend']}:{p['dtype']}:{p['model_path'] or 'embedded default'}"
         self._tokenizer = StreamingTokenizer(tokenizer_config)
         self._perception = Perception(backend, p["budget_canvases"], p["window_s"], p["max_new_tokens"])
         self.get_logger().info(f"model {self._model_id} loaded in {time.perf_counter() - started:.1f} s")
@@ -352,6 +352,9 @@ class Ov2Node(LifecycleNode):
                 "folder written by `ov2 export-onnx`; empty: the embedded default model (exported once "
                 "into $OV2_CACHE or ~/.cache/ov2_ros for onnxruntime / tensorrt).", str_t,
                 read_only=True)),
+            "dtype": ("fp32", _descriptor(
+                "Precision the model runs in: torch fp32, fp16 or bf16; onnxruntime fp32 or int8 (weights "
+                "int8, docs/deployment.md); tensorrt the export's fp32 or fp16.", str_t, read_only=True)),
             "inference_threads": (1, _descriptor(
                 "CPU threads for the model (torch / onnxruntime).", int_t, read_only=True, int_range=(1, 64))),
             "default_prompt": ("", _descriptor(

@@ -31,7 +31,7 @@ from ov2_ros.synth.stream import write_synthetic_stream
 PROMPT = "Trace where the gripper moved."
 
 
-def _offline_answer_ms(stream_path: Path, backend: str, budget: int, threads: int, prompt: str) -> float:
+def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int, threads: int, prompt: str) -> float:
     """The model alone: the standing question, offline, on the windows the node answers at the
     end of the stream (full ones: as many canvases as the budget allows, a prompt as long as the
     node's)."""
@@ -40,7 +40,7 @@ def _offline_answer_ms(stream_path: Path, backend: str, budget: int, threads: in
     from ov2_ros.tokenizer.files import tokenize_file
     from ov2_ros.tokenizer.pipeline import TokenizerConfig
 
-    model = open_backend(backend, threads=threads)
+    model = open_backend(backend, dtype=dtype, threads=threads)
     # At the model's frame area, as the node tokenizes (its max_pixels parameter is left at 0).
     video, _, _, _ = tokenize_file(stream_path, "stream", TokenizerConfig(max_pixels=model.config.max_pixels))
     perception = Perception(model, budget_canvases=budget)
@@ -57,9 +57,10 @@ def _offline_answer_ms(stream_path: Path, backend: str, budget: int, threads: in
     return float(np.median(times))
 
 
-def _measure(streams: list[Path], backend: str, budget: int, threads: int, duration_s: float, prompt: str) -> dict:
+def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads: int, duration_s: float,
+             prompt: str) -> dict:
     namespaces = [f"/bench_cam{index}" for index in range(len(streams))]
-    processes = [start_node_process({"backend": backend, "default_prompt": prompt, "budget_canvases": budget,
+    processes = [start_node_process({"backend": backend, "dtype": dtype, "default_prompt": prompt, "budget_canvases": budget,
                                      "inference_threads": threads, "log_gop_summaries": False,
                                      "diagnostics_period_s": 0.5}, namespace=namespace)
                  for namespace in namespaces]
@@ -119,26 +120,27 @@ def _measure(streams: list[Path], backend: str, budget: int, threads: int, durat
 
 def run_node_bench(out_path: str | Path | None, backend: str = "onnxruntime", sizes=((640, 480), (1280, 720)),
                    cameras=(1, 2), duration_s: float = 20.0, budget: int = 4, threads: int = 1,
-                   prompt: str = PROMPT) -> dict:
+                   prompt: str = PROMPT, dtype: str = "fp32") -> dict:
     with tempfile.TemporaryDirectory(prefix="ov2_bench_node_") as scratch:  # the streams, for the run
-        return _node_bench(Path(scratch), out_path, backend, sizes, cameras, duration_s, budget, threads, prompt)
+        return _node_bench(Path(scratch), out_path, backend, dtype, sizes, cameras, duration_s, budget, threads,
+                           prompt)
 
 
-def _node_bench(work: Path, out_path, backend, sizes, cameras, duration_s, budget, threads, prompt) -> dict:
+def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s, budget, threads, prompt) -> dict:
     if backend != "torch":  # export the default model once, before timing anything
         from ov2_ros.runtime.backend import open_backend
 
-        open_backend(backend)
+        open_backend(backend, dtype=dtype)
     rows = []
     for width, height in sizes:
         streams = [write_synthetic_stream(SceneConfig(width=width, height=height, duration_s=duration_s, seed=seed),
                                           H264EncoderConfig(width=width, height=height), work, f"{width}x{height}_{seed}",
                                           progress=False).mp4_path for seed in range(max(cameras))]
-        baseline_ms = _offline_answer_ms(streams[0], backend, budget, threads, prompt)
+        baseline_ms = _offline_answer_ms(streams[0], backend, dtype, budget, threads, prompt)
         for count in cameras:
-            row = {"width": width, "height": height, "cameras": count, "backend": backend, "budget_canvases": budget,
-                   "offline_answer_ms": round(baseline_ms, 1), **_measure(streams[:count], backend, budget, threads,
-                                                                         duration_s, prompt)}
+            row = {"width": width, "height": height, "cameras": count, "backend": backend, "dtype": dtype,
+                   "budget_canvases": budget, "offline_answer_ms": round(baseline_ms, 1),
+                   **_measure(streams[:count], backend, dtype, budget, threads, duration_s, prompt)}
             if row["latency_ms_p50"] is not None:
                 row["p50_vs_offline_answer"] = round(row["latency_ms_p50"] / baseline_ms, 2)
             rows.append(row)

@@ -18,6 +18,9 @@ from ov2_ros.model.ov2 import Ov2Model, VisionInput
 from ov2_ros.model.prompt import TextTokenizer
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+# What each backend runs in: torch casts its weights; onnxruntime runs an fp32 export as is or
+# its int8 graphs (ort_int8.py); tensorrt runs the engines of an fp32 or fp16 export.
+PRECISIONS = {"torch": ("fp32", "fp16", "bf16"), "onnxruntime": ("fp32", "int8"), "tensorrt": ("fp32", "fp16")}
 
 
 class Backend(Protocol):
@@ -57,15 +60,18 @@ class TorchBackend:
 def open_backend(kind: str, path: str | Path | None = None, dtype: str = "fp32", threads: int | None = None) -> Backend:
     """`torch`: a model folder; `onnxruntime`: a folder written by `ov2 export-onnx`; `tensorrt`:
     such a folder, its engines built by `ov2 build-engines`. Without a path: the embedded default
-    model (for onnxruntime / tensorrt exported once into the cache, onnx_export.exported_default_model)."""
+    model (for onnxruntime / tensorrt exported once into the cache, onnx_export.exported_default_model).
+    dtype: one of PRECISIONS[kind]."""
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}; one of {BACKENDS}")
+    if dtype not in PRECISIONS[kind]:
+        raise ValueError(f"the {kind} backend runs in {', '.join(PRECISIONS[kind])}, not {dtype!r}")
     if kind == "torch":
         from ov2_ros.model.checkpoint import DTYPE_NAMES, load_any
         from ov2_ros.model.default import default_model_dir
 
         model, tokenizer = load_any(path or default_model_dir(), DTYPE_NAMES[dtype])
         return TorchBackend(model, tokenizer)
-    if kind not in BACKENDS:
-        raise ValueError(f"unknown backend {kind!r}; one of {BACKENDS}")
     if kind == "tensorrt":
         from ov2_ros.runtime.engines import import_tensorrt
 
@@ -77,7 +83,7 @@ def open_backend(kind: str, path: str | Path | None = None, dtype: str = "fp32",
     if kind == "onnxruntime":
         from ov2_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, threads=threads)
+        return OnnxRuntimeBackend(path, threads=threads, precision=dtype)
     from ov2_ros.runtime.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(path)

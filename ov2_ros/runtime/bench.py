@@ -6,8 +6,9 @@ used). Each backend then runs the same work through the shared backend interface
   prefill  that group's 720 vision tokens plus 64 text tokens, tokens/s;
   decode   48 steps with the KV cache after that prompt, tokens/s.
 Baseline: PyTorch eager fp32 with the same thread count, measured in the same run; ONNX Runtime
-is reported with its fused-attention graphs (*.ort.onnx) and with the portable graphs TensorRT
-takes. With a CUDA GPU, PyTorch fp16 on it is added.
+is reported with its fused-attention graphs (*.ort.onnx), with the portable graphs TensorRT
+takes, and with the fused graphs' int8-weight variants (*.ort.int8.onnx; ort_int8.py). With a
+CUDA GPU, PyTorch fp16 on it is added.
 """
 from __future__ import annotations
 
@@ -98,10 +99,10 @@ def run_runtime_bench(out_path: str | Path | None = None, model_dir: str | Path 
             torch.set_num_threads(count)
             baseline = measure(TorchBackend(model, tokenizer), repeats)
             rows = [{"backend": "torch", "device": "cpu", "dtype": "fp32", "threads": count, **baseline}]
-            for fused in (True, False):
-                backend = OnnxRuntimeBackend(onnx_dir, threads=count, fused_attention=fused)
+            for fused, dtype in ((True, "fp32"), (False, "fp32"), (True, "int8")):
+                backend = OnnxRuntimeBackend(onnx_dir, threads=count, fused_attention=fused, precision=dtype)
                 rows.append({"backend": "onnxruntime", "graphs": "fused attention" if fused else "portable",
-                             "device": "cpu", "dtype": "fp32", "threads": count, **measure(backend, repeats)})
+                             "device": "cpu", "dtype": dtype, "threads": count, **measure(backend, repeats)})
             for row in rows:
                 row["vs_torch"] = {
                     "encoder": round(baseline["encoder_ms_per_group"] / row["encoder_ms_per_group"], 2),

@@ -28,11 +28,13 @@ from ov2_ros.model.ov2 import Ov2Model
 from ov2_ros.runtime.onnx_graphs import (GRAPHS, OPSET, WEIGHTS_FILE, OnnxManifest, past_names, present_names,
                                          sha256_file)
 from ov2_ros.runtime.onnx_ops import check_graph
+from ov2_ros.runtime.ort_int8 import INT8_MAX_WEIGHT_BYTES, quantise_int8
 
 MAX_WINDOWS = 256
 MAX_WINDOW_BLOCKS = 8192  # 2x2 blocks per window: 4 canvases of up to 2048 blocks
 MAX_SEQUENCE = 32768
 ORT_GRAPHS = ("vision", "prefill", "decode")  # the graphs with attention
+EXPORT_REVISION = 2  # what export_onnx writes (2: int8 variants); cached default exports are keyed by it
 
 
 class VisionGraph(nn.Module):
@@ -183,8 +185,8 @@ def _export_graph(module: nn.Module, names, args, outputs, dims, path: Path, ops
 
 def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | None = None,
                 source_model: str = "", opset: int = OPSET) -> OnnxManifest:
-    """Write vision/embed/prefill/decode .onnx (+ .ort.onnx variants for fp32), their shared
-    weights.data, config.json, tokenizer.json and onnx.json to `out`, in the model's dtype (fp32,
+    """Write vision/embed/prefill/decode .onnx (+ .ort.onnx and .ort.int8.onnx variants for
+    fp32), their shared weights.data, config.json, tokenizer.json and onnx.json to `out`, in the model's dtype (fp32,
     or fp16 for TensorRT's strongly typed networks)."""
     import onnx
 
@@ -221,7 +223,13 @@ def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | N
                 manifest.ort_graphs[name] = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
     finally:
         manifest.weights = weights.close()
-    for entry in [*manifest.graphs.values(), *manifest.ort_graphs.values()]:
+    if manifest.ort_graphs and manifest.weights["bytes"] <= INT8_MAX_WEIGHT_BYTES:
+        for name, entry in manifest.ort_graphs.items():
+            path = out / f"{name}.ort.int8.onnx"
+            quantise_int8(out / entry["file"], path)
+            manifest.ort_int8_graphs[name] = {"file": path.name, "sha256": sha256_file(path),
+                                              "bytes": path.stat().st_size}
+    for entry in [*manifest.graphs.values(), *manifest.ort_graphs.values(), *manifest.ort_int8_graphs.values()]:
         onnx.checker.check_model(str(out / entry["file"]), full_check=True)  # with the weights in place
     config.save(out / "config.json")
     if tokenizer_json is not None:
@@ -237,7 +245,8 @@ def cache_root() -> Path:
 
 def exported_default_model(dtype: str = "fp32") -> Path:
     """The embedded default model as an ONNX folder, exported on first use (about 30 s on a
-    CPU) into the cache, keyed by the weights' hash; later calls, and other processes, reuse it."""
+    CPU) into the cache, keyed by the weights' hash and EXPORT_REVISION; later calls, and other
+    processes, reuse it."""
     from ov2_ros.model.checkpoint import DTYPE_NAMES, load_any_model
     from ov2_ros.model.default import default_model_dir
     from ov2_ros.runtime.folders import exclusive_lock, publish_folder
@@ -245,7 +254,7 @@ def exported_default_model(dtype: str = "fp32") -> Path:
 
     model_dir = default_model_dir()
     key = sha256_file(model_dir / "model.safetensors")[:16]
-    destination = cache_root() / "onnx" / f"default-{key}-{dtype}"
+    destination = cache_root() / "onnx" / f"default-{key}-r{EXPORT_REVISION}-{dtype}"
     with exclusive_lock(destination.with_name(destination.name + ".lock")):
         if not (destination / MANIFEST_NAME).is_file():
             staging = destination.with_name(destination.name + f".exporting-{os.getpid()}")

@@ -2,8 +2,9 @@
 the folder's manifest (`onnx.json`). `ov2 export-onnx` writes it, the ONNX Runtime and TensorRT
 backends and trt_build/ read it.
 
-Graphs (and, for fp32, `*.ort.onnx` variants of the three with attention, for ONNX Runtime only;
-ort_attention.py) (B = 1 sequence; W windows of L patches; S prompt tokens; P cached positions):
+Graphs (and, for fp32, `*.ort.onnx` variants of the three with attention, for ONNX Runtime only:
+ort_attention.py; and those as `*.ort.int8.onnx`, weights int8 and activations quantised on the
+fly: ort_int8.py) (B = 1 sequence; W windows of L patches; S prompt tokens; P cached positions):
 - vision:  pixel_values (W, L, C*P*P) fp32, rope_cos / rope_sin (W, L, head_dim) fp32 (the 3D
            RoPE of each patch, computed on the host), valid_patches (W,) int64 (rows past it pad
            a short window), [positions_thw (W, L, 3) int64 when the merger has position
@@ -64,6 +65,8 @@ class OnnxManifest:
     # The same graphs with attention as ONNX Runtime's fused contrib op (not for TensorRT;
     # ort_attention.py): fp32 exports only.
     ort_graphs: dict[str, dict] = field(default_factory=dict)
+    # Those with int8 weights, self-contained (ort_int8.py): fp32 exports under INT8_MAX_WEIGHT_BYTES.
+    ort_int8_graphs: dict[str, dict] = field(default_factory=dict)
     weights: dict = field(default_factory=dict)  # {"file", "sha256", "bytes"} of the shared weights
     source_model: str = ""
     exporter: dict = field(default_factory=dict)  # torch / onnx versions
@@ -89,9 +92,14 @@ class OnnxManifest:
             raise OnnxFolderError(f"{path} lists no graph for {missing} or no weights file")
         return manifest
 
-    def graph_path(self, folder: Path, name: str, ort: bool = False) -> Path:
-        """The graph's file; ort=True: its ONNX Runtime variant where there is one."""
-        entry = self.ort_graphs.get(name, self.graphs[name]) if ort else self.graphs[name]
+    def graph_path(self, folder: Path, name: str, ort: bool = False, int8: bool = False) -> Path:
+        """The graph's file; ort=True: its ONNX Runtime variant where there is one; int8=True
+        (with ort): its int8 variant where there is one."""
+        entry = self.graphs[name]
+        if ort:
+            entry = self.ort_graphs.get(name, entry)
+            if int8:
+                entry = self.ort_int8_graphs.get(name, entry)
         path = Path(folder) / entry["file"]
         if not path.is_file():
             raise MissingInputError(f"{path} is missing from the ONNX folder")
@@ -100,7 +108,7 @@ class OnnxManifest:
     def verify(self, folder: Path, weights_hash: bool = False) -> None:
         """Every graph file is the one exported (sha256), and the shared weights file has its size
         (its sha256 too with weights_hash: engine builds do it; 16 GB take a minute to hash)."""
-        for entries in (self.graphs, self.ort_graphs):
+        for entries in (self.graphs, self.ort_graphs, self.ort_int8_graphs):
             for entry in entries.values():
                 path = Path(folder) / entry["file"]
                 if not path.is_file():

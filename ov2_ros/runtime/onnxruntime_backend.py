@@ -14,20 +14,34 @@ import torch
 
 from ov2_ros.model.ov2 import VisionInput, fill_placeholders
 from ov2_ros.model.prompt import TextTokenizer
-from ov2_ros.runtime.onnx_graphs import OnnxManifest, past_names, present_names, read_folder_config
+from ov2_ros.runtime.onnx_graphs import OnnxFolderError, OnnxManifest, past_names, present_names, read_folder_config
+from ov2_ros.runtime.ort_int8 import INT8_MAX_WEIGHT_BYTES
 from ov2_ros.runtime.windows import pack_windows, unpack_tokens
+
+
+ORT_PRECISIONS = ("fp32", "int8")
 
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, folder: str | Path, threads: int | None = None, providers: list[str] | None = None,
-                 fused_attention: bool = True):
+                 fused_attention: bool = True, precision: str = "fp32"):
+        """precision: "fp32", or "int8" for the graphs with int8 weights (ort_int8.py), which
+        an fp32 export carries; "fp16" exports run as fp16 under "fp32" (the graphs' own dtype)."""
         import onnxruntime as ort
 
         folder = Path(folder)
         self.manifest = OnnxManifest.load(folder)
         self.manifest.verify(folder)
+        if precision not in ORT_PRECISIONS:
+            raise ValueError(f"ONNX Runtime precision {precision!r} is not one of {ORT_PRECISIONS}")
+        if precision == "int8" and not (fused_attention and self.manifest.ort_int8_graphs):
+            raise OnnxFolderError(f"{folder} has no int8 graphs" + (
+                " for unfused attention (they are made from the fused ones)" if self.manifest.ort_int8_graphs else
+                f" ({self.manifest.dtype} export; `ov2 export-onnx` writes them for fp32 exports whose weights "
+                f"are under {INT8_MAX_WEIGHT_BYTES >> 30} GB)"))
+        self.precision = precision
         self.config = read_folder_config(folder)
         self.tokenizer = TextTokenizer(folder / "tokenizer.json")
         options = ort.SessionOptions()
@@ -37,7 +51,8 @@ class OnnxRuntimeBackend:
             options.inter_op_num_threads = 1
         providers = providers or ["CPUExecutionProvider"]
         # fused_attention: the *.ort.onnx variants where the export has them (ort_attention.py)
-        self.graphs = {name: ort.InferenceSession(str(self.manifest.graph_path(folder, name, fused_attention)),
+        self.graphs = {name: ort.InferenceSession(str(self.manifest.graph_path(folder, name, fused_attention,
+                                                                               precision == "int8")),
                                                   options, providers=providers)
                        for name in self.manifest.graphs}
         self.present = present_names(self.manifest.num_layers)

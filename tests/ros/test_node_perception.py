@@ -82,7 +82,7 @@ def test_standing_question_answers_on_new_groups_with_frame_stamps(ros, node_und
     assert collector.wait(lambda m: len(m["text"]) >= 1 and len(m["segments"]) >= 1, 120.0), watcher.latest("/standing")
     text = collector.messages["text"][0]
     assert text.prompt == GRASP and text.parsed and text.parse_error == ""
-    assert text.model_id == "torch:embedded default" and text.header.frame_id == "tabletop_camera"
+    assert text.model_id == "torch:fp32:embedded default" and text.header.frame_id == "tabletop_camera"
     start, end = time_to_ns(text.window_start), time_to_ns(text.window_end)
     assert before <= start < end <= after  # the frames the model saw were published in this run
     assert time_to_ns(text.header.stamp) == end

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper
 from ov2_ros.errors import MissingInputError
 from ov2_ros.model.generate import GenerationConfig, TorchSession, generate
 from ov2_ros.model.prompt import encode_prompt
-from ov2_ros.runtime.backend import TorchBackend
+from ov2_ros.runtime.backend import TorchBackend, open_backend
 from ov2_ros.runtime.onnx_graphs import GRAPHS, OnnxFolderError, OnnxManifest
 from ov2_ros.runtime.onnx_ops import check_graph, tensorrt_ops
 from ov2_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
@@ -141,3 +141,56 @@ def test_an_altered_or_incomplete_onnx_folder_is_refused(exported, tmp_path):
     with pytest.raises(MissingInputError, match="ov2 export-onnx"):
         OnnxRuntimeBackend(copy)
     OnnxRuntimeBackend(folder)  # the original is untouched
+
+
+def test_fp32_exports_carry_int8_weight_variants_of_the_onnx_runtime_graphs(exported):
+    _, folder = exported["fp32"]
+    manifest = OnnxManifest.load(folder)
+    assert sorted(manifest.ort_int8_graphs) == sorted(manifest.ort_graphs)
+    for name, entry in manifest.ort_int8_graphs.items():
+        graph = onnx.load(str(folder / entry["file"])).graph
+        ops = [node.op_type for node in graph.node]
+        assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops, name
+        assert ops.count("MultiHeadAttention") == 2, name  # attention stays the fused fp32 kernel
+        constants = {tensor.name: tensor for tensor in graph.initializer}
+        # No product with a weight is left in fp32: every MatMul / Gemm that remains multiplies
+        # activations, and the quantised weights are int8.
+        assert not any(node.input[1] in constants for node in graph.node if node.op_type in ("MatMul", "Gemm")), name
+        int8_weights = [t for t in constants.values() if t.data_type == TensorProto.INT8 and len(t.dims) == 2]
+        assert len(int8_weights) >= 2, name
+    assert OnnxManifest.load(exported["fp16"][1]).ort_int8_graphs == {}
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got.float() - expected.float()).norm() / expected.float().norm())
+
+
+def test_onnxruntime_int8_stays_within_a_few_percent_of_pytorch(exported, tokenizer):
+    """int8 weights move the numbers by about a percent, not the answer's first token."""
+    model, folder = exported["fp32"]
+    int8 = OnnxRuntimeBackend(folder, threads=1, precision="int8")
+    vision = vision_input(GRID)
+    reference = TorchBackend(model, tokenizer)
+    expected_tokens = reference.vision_tokens(vision)
+    tokens = int8.vision_tokens(vision)
+    assert tokens.shape == expected_tokens.shape
+    vision_error = _relative_error(tokens, expected_tokens)
+    prompt = encode_prompt(tokenizer, "When does the gripper grasp the cube?", vision.positions_thw.numpy(), 30.0)
+    torch_session, session = TorchSession(model), int8.session()
+    pairs = [(torch_session.prefill(prompt.input_ids, expected_tokens), session.prefill(prompt.input_ids, expected_tokens))]
+    for token in [17, 40, 5]:
+        pairs.append((torch_session.step(token), session.step(token)))
+    logit_errors = [_relative_error(got, want) for want, got in pairs]
+    assert 0 < vision_error < 0.03 and 0 < max(logit_errors) < 0.03, (vision_error, logit_errors)
+    assert all(int(got.argmax()) == int(want.argmax()) for want, got in pairs)
+
+
+def test_int8_is_refused_where_an_export_has_no_int8_graphs(exported):
+    with pytest.raises(OnnxFolderError, match="has no int8 graphs .fp16 export"):
+        OnnxRuntimeBackend(exported["fp16"][1], precision="int8")
+    with pytest.raises(OnnxFolderError, match="for unfused attention"):
+        OnnxRuntimeBackend(exported["fp32"][1], precision="int8", fused_attention=False)
+    with pytest.raises(ValueError, match="precision 'int4'"):
+        OnnxRuntimeBackend(exported["fp32"][1], precision="int4")
+    with pytest.raises(ValueError, match="the torch backend runs in fp32, fp16, bf16, not 'int8'"):
+        open_backend("torch", dtype="int8")
