@@ -24,9 +24,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32, scale in the input dtype (as Qwen3).
+        # Normalise in fp32, scale in the input dtype (as Qwen3). Written as a division by the
+        # root, not a product with rsqrt: the exported graph is then the pattern ONNX Runtime
+        # fuses into one SimplifiedLayerNormalization kernel (7 nodes -> 1, 17 times per step).
         x32 = x.to(torch.float32)
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        normed = x32 / torch.sqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
 
 
