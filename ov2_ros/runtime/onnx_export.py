@@ -34,7 +34,7 @@ MAX_WINDOWS = 256
 MAX_WINDOW_BLOCKS = 8192  # 2x2 blocks per window: 4 canvases of up to 2048 blocks
 MAX_SEQUENCE = 32768
 ORT_GRAPHS = ("vision", "prefill", "decode")  # the graphs with attention
-EXPORT_REVISION = 2  # what export_onnx writes (2: int8 variants); cached default exports are keyed by it
+EXPORT_REVISION = 3  # what export_onnx writes (2: int8 variants, 3: fusable RMSNorm); keys cached default exports
 
 
 class VisionGraph(nn.Module):
