@@ -144,15 +144,19 @@ def test_query_service_and_prompt_topic(ros, node_under_test, episode):
     assert counter(values, "groups_encoded") == counter(answered, "groups_encoded")
 
 
-def test_a_model_path_that_does_not_exist_stops_the_node_with_the_reason(tmp_path):
+@pytest.mark.parametrize("parameters, reasons", [
+    ({"model_path": "{tmp}/nowhere"}, [b"nowhere", b"does not exist"]),
+    ({"dtype": "int8"}, [b"the torch backend runs in fp32, fp16, bf16, not 'int8'"]),
+])
+def test_a_model_that_cannot_load_stops_the_node_with_the_reason(tmp_path, parameters, reasons):
     import subprocess
 
     from ov2_ros.ros.harness import start_node_process
 
-    process = start_node_process({"model_path": str(tmp_path / "nowhere")}, namespace="/nomodel",
-                                 stdout=subprocess.PIPE)
+    parameters = {name: value.format(tmp=tmp_path) for name, value in parameters.items()}
+    process = start_node_process(parameters, namespace="/nomodel", stdout=subprocess.PIPE)
     output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0 and b"nowhere" in output and b"does not exist" in output
+    assert process.returncode != 0 and all(reason in output for reason in reasons), output[-2000:]
 
 
 @pytest.fixture(scope="module")
