@@ -18,10 +18,10 @@ def _bitrate(text: str) -> int:
 def _add_synth_stream(commands) -> None:
     parser = commands.add_parser(
         "synth-stream", help="render a synthetic scene or training world to H.264 (Annex-B + MP4) with ground truth")
-    parser.add_argument("--world", choices=("scene", "bounce", "pickplace", "stills", "lone", "closeup"),
+    parser.add_argument("--world", choices=("scene", "bounce", "pickplace", "stills", "lone", "mid", "closeup"),
                         default="scene",
                         help="scene: moving objects and a gripper (ingest tests); bounce, pickplace, stills, lone, "
-                             "closeup: the training worlds (ov2_ros/synth/worlds.py), episode truth included")
+                             "mid, closeup: the training worlds (ov2_ros/synth/worlds.py), episode truth included")
     parser.add_argument("--variation", choices=("train", "heldout"), default="train",
                         help="training worlds: the colours, backgrounds and speeds of training or held-out ones")
     parser.add_argument("--out", required=True, help="output folder")

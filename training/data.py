@@ -47,7 +47,7 @@ WORLD_VERSIONS = {"pickplace": 2}
 
 @dataclass(frozen=True)
 class ClipSpec:
-    world: str  # a key of ov2_ros.synth.worlds.WORLDS: "bounce", "pickplace", "stills", "lone", "closeup"
+    world: str  # a key of ov2_ros.synth.worlds.WORLDS: "bounce", "pickplace", "stills", "lone", "mid", "closeup"
     seed: int
     split: str = "train"  # "train" or "heldout" (unseen colours, backgrounds, speeds)
     duration_s: float = 12.0
@@ -70,8 +70,8 @@ class ClipSpec:
 
 # Clip lengths of each world, seconds (low, high), as evaluation and the last stages (s3, s4) use them.
 WORLD_DURATIONS_S = {"bounce": (10.0, 30.0), "pickplace": (9.0, 12.0), "stills": (1.0, 1.0), "lone": (1.0, 1.0),
-                     "closeup": (1.0, 1.0)}
-STILL_WORLDS = ("stills", "lone", "closeup")  # still shots: one group, box and point questions
+                     "mid": (1.0, 1.0), "closeup": (1.0, 1.0)}
+STILL_WORLDS = ("stills", "lone", "mid", "closeup")  # still shots: one group, box and point questions
 
 
 def clip_range(world: str, first_seed: int, count: int, durations_s, split: str = "train") -> list[ClipSpec]:

@@ -1,7 +1,7 @@
 """`python -m training.readout`: does the model know where the thing it is asked to point at is,
 and what it is?
 
-Two linear read-outs over still shots (world `stills`, `lone` or `closeup`), each a ridge
+Two linear read-outs over still shots (world `stills`, `lone`, `mid` or `closeup`), each a ridge
 regression fitted on 70% of the shots and scored (R^2) on the rest:
   vision   the LLM's input vision tokens (merger output, positions included) -> each token's
            (row, column) block in the frame: is where a token is written into it?

@@ -4,7 +4,7 @@ import pytest
 
 from ov2_ros.synth.scene import COLOURS_RGB
 from ov2_ros.synth.worlds import (HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, CloseUpWorld, LoneThingWorld,
-                                  PickPlaceWorld, StillsWorld, Variation, WorldConfig)
+                                  MidWorld, PickPlaceWorld, StillsWorld, Variation, WorldConfig)
 
 
 def _colour_at(image, box):
@@ -108,7 +108,8 @@ def _table_deviation_outside(image, box) -> float:
     return float(np.nanmax(np.abs(table - np.nanmedian(table, axis=(0, 1)))))
 
 
-@pytest.mark.parametrize("kind, side_share", [(LoneThingWorld, (0.08, 0.2)), (CloseUpWorld, (0.4, 0.56))])
+@pytest.mark.parametrize("kind, side_share", [(LoneThingWorld, (0.08, 0.2)), (MidWorld, (0.24, 0.32)),
+                                              (CloseUpWorld, (0.4, 0.56))])
 def test_a_lone_thing_shot_shows_one_object_where_its_box_says_and_nothing_else(kind, side_share):
     for seed in range(8):
         world = kind(WorldConfig(seed=seed, duration_s=1.0, noise_sigma=0.0))
