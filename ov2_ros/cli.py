@@ -445,7 +445,8 @@ def _run_export_onnx(args) -> int:
     manifest = export_onnx(model, args.out, folder / "tokenizer.json", source_model=str(folder.resolve()))
     print(json.dumps({"out": args.out, "dtype": manifest.dtype, "opset": manifest.opset,
                       "graphs": {name: entry["bytes"] for name, entry in manifest.graphs.items()},
-                      "onnxruntime_int8_graphs": {name: entry["bytes"] for name, entry in manifest.ort_int8_graphs.items()}}))
+                      "onnxruntime_int8_graphs": {name: entry["bytes"]
+                                                  for name, entry in manifest.ort_int8_graphs.items()}}))
     return 0
 
 

@@ -298,7 +298,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variation", choices=VARIATIONS, default="heldout",
                         help="heldout: unseen colours, backgrounds and speeds (the goals); train: seen ones, unseen seeds")
     parser.add_argument("--stills-world", choices=STILL_WORLDS, default="stills",
-                        help="the shots of the stills suite: stills (the goal), lone, mid or closeup (a curriculum's rungs)")
+                        help="the shots of the stills suite: stills (the goal), lone, mid or closeup (a "
+                             "curriculum's rungs)")
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--unconstrained", action="store_true", help="free decoding (measures parse failures)")
     parser.add_argument("--out", default="out/eval.json", help="JSON results (and a PNG beside it)")

@@ -60,8 +60,9 @@ def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int,
 def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads: int, duration_s: float,
              prompt: str) -> dict:
     namespaces = [f"/bench_cam{index}" for index in range(len(streams))]
-    processes = [start_node_process({"backend": backend, "dtype": dtype, "default_prompt": prompt, "budget_canvases": budget,
-                                     "inference_threads": threads, "log_gop_summaries": False,
+    processes = [start_node_process({"backend": backend, "dtype": dtype, "default_prompt": prompt,
+                                     "budget_canvases": budget, "inference_threads": threads,
+                                     "log_gop_summaries": False,
                                      "diagnostics_period_s": 0.5}, namespace=namespace)
                  for namespace in namespaces]
     latencies_ms: dict[str, list[float]] = {namespace: [] for namespace in namespaces}

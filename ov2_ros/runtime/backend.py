@@ -16,11 +16,12 @@ from ov2_ros.model.config import Ov2Config
 from ov2_ros.model.generate import DecodingSession, TorchSession
 from ov2_ros.model.ov2 import Ov2Model, VisionInput
 from ov2_ros.model.prompt import TextTokenizer
+from ov2_ros.runtime.onnxruntime_backend import ORT_PRECISIONS
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 # What each backend runs in: torch casts its weights; onnxruntime runs an fp32 export as is or
 # its int8 graphs (ort_int8.py); tensorrt runs the engines of an fp32 or fp16 export.
-PRECISIONS = {"torch": ("fp32", "fp16", "bf16"), "onnxruntime": ("fp32", "int8"), "tensorrt": ("fp32", "fp16")}
+PRECISIONS = {"torch": ("fp32", "fp16", "bf16"), "onnxruntime": ORT_PRECISIONS, "tensorrt": ("fp32", "fp16")}
 
 
 class Backend(Protocol):

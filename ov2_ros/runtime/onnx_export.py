@@ -186,8 +186,8 @@ def _export_graph(module: nn.Module, names, args, outputs, dims, path: Path, ops
 def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | None = None,
                 source_model: str = "", opset: int = OPSET) -> OnnxManifest:
     """Write vision/embed/prefill/decode .onnx (+ .ort.onnx and .ort.int8.onnx variants for
-    fp32), their shared weights.data, config.json, tokenizer.json and onnx.json to `out`, in the model's dtype (fp32,
-    or fp16 for TensorRT's strongly typed networks)."""
+    fp32), their shared weights.data, config.json, tokenizer.json and onnx.json to `out`, in the
+    model's dtype (fp32, or fp16 for TensorRT's strongly typed networks)."""
     import onnx
 
     torch_dtype = model.lm_head.weight.dtype

@@ -27,8 +27,8 @@ class OnnxRuntimeBackend:
 
     def __init__(self, folder: str | Path, threads: int | None = None, providers: list[str] | None = None,
                  fused_attention: bool = True, precision: str = "fp32"):
-        """precision: "fp32", or "int8" for the graphs with int8 weights (ort_int8.py), which
-        an fp32 export carries; "fp16" exports run as fp16 under "fp32" (the graphs' own dtype)."""
+        """precision: "fp32" runs the export's own graphs (fp16 ones for an fp16 export); "int8"
+        the variants with int8 weights (ort_int8.py) that an fp32 export carries."""
         import onnxruntime as ort
 
         folder = Path(folder)

@@ -177,7 +177,8 @@ def test_onnxruntime_int8_stays_within_a_few_percent_of_pytorch(exported, tokeni
     vision_error = _relative_error(tokens, expected_tokens)
     prompt = encode_prompt(tokenizer, "When does the gripper grasp the cube?", vision.positions_thw.numpy(), 30.0)
     torch_session, session = TorchSession(model), int8.session()
-    pairs = [(torch_session.prefill(prompt.input_ids, expected_tokens), session.prefill(prompt.input_ids, expected_tokens))]
+    pairs = [(torch_session.prefill(prompt.input_ids, expected_tokens),
+              session.prefill(prompt.input_ids, expected_tokens))]
     for token in [17, 40, 5]:
         pairs.append((torch_session.step(token), session.step(token)))
     logit_errors = [_relative_error(got, want) for want, got in pairs]
