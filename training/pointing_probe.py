@@ -33,6 +33,7 @@ from training import tasks
 from training.data import IGNORE, answer_tokens_in
 
 ROWS, COLS = 4, 5
+BLOCK_PX = 2 * PATCH_PX  # one 2x2 block of patches, one vision token
 TOKEN_NORM = 450.0  # the curriculum models' vision tokens (training/docs: 330-1,000 on still shots)
 CONTENT_NOISE = 0.3  # each block's own variation, of its content's norm
 QUESTION = "Point to the {thing}."
@@ -40,16 +41,18 @@ THING = {"label": "red cube"}
 
 
 class ProbeShots:
-    """Shots of one fixed table / thing / position-code draw (seeded)."""
+    """Shots of one fixed table / thing / position-code draw (`seed`); where the thing is in
+    each shot is drawn from `shots_seed` (default: `seed`), so a held-out set shows the same
+    table and thing in other places."""
 
-    def __init__(self, tokenizer: TextTokenizer, hidden: int, position_share: float, seed: int):
+    def __init__(self, tokenizer: TextTokenizer, hidden: int, position_share: float, seed: int,
+                 shots_seed: int | None = None):
         self.tokenizer, self.position_share = tokenizer, position_share
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed if shots_seed is None else shots_seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.table, self.thing = self._unit(hidden), self._unit(hidden)
         self.codes = self._unit(ROWS * COLS, hidden)  # (blocks, hidden): one per place
-        block_px = 2 * PATCH_PX
-        self.frame = FrameSize(COLS * block_px, ROWS * block_px)
+        self.frame = FrameSize(COLS * BLOCK_PX, ROWS * BLOCK_PX)
         # (blocks * 4, 3): t, h, w of every patch, in 2x2 block order, as the tokenizer writes them
         positions = np.array([[0, 2 * (b // COLS) + dh, 2 * (b % COLS) + dw]
                               for b in range(ROWS * COLS) for dh in (0, 1) for dw in (0, 1)])
@@ -65,8 +68,7 @@ class ProbeShots:
         content = self.table.expand(ROWS * COLS, -1) + CONTENT_NOISE * self._unit(ROWS * COLS, self.table.shape[0])
         content[block] = self.thing + CONTENT_NOISE * self._unit(self.thing.shape[0])
         tokens = TOKEN_NORM * F.normalize(F.normalize(content, dim=-1) + self.position_share * self.codes, dim=-1)
-        block_px = 2 * PATCH_PX
-        centre = ((block % COLS + 0.5) * block_px, (block // COLS + 0.5) * block_px)
+        centre = ((block % COLS + 0.5) * BLOCK_PX, (block // COLS + 0.5) * BLOCK_PX)
         answer = tasks.thing_point({**THING, "centre_xy": centre}, self.frame, QUESTION).answer
         x_span = tasks.point_answer_spans(answer)[0]
         first_x = answer_tokens_in(self.tokenizer, answer, [(x_span[0], x_span[0] + 1)])[0]
@@ -99,8 +101,7 @@ def probe(model_dir: str, position_share: float, steps: int = 300, batch: int = 
     model, tokenizer = load_model(model_dir), TextTokenizer(f"{model_dir}/tokenizer.json")
     filler = model.config.tokens.end_of_text
     shots = ProbeShots(tokenizer, model.config.llm.hidden_size, position_share, seed)
-    held_out = ProbeShots(tokenizer, model.config.llm.hidden_size, position_share, seed)
-    held_out.rng = np.random.default_rng(seed + 1)  # same table, thing and codes; other shots
+    held_out = ProbeShots(tokenizer, model.config.llm.hidden_size, position_share, seed, shots_seed=seed + 1)
     evaluation = held_out.batch(eval_shots, filler)
     parameters = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
