@@ -15,6 +15,12 @@ the answer's hidden state holds nothing of the thing's centre, the x digit's att
 uniform). If this LLM learns to point from such tokens within a few hundred steps, pointing is
 limited by the tokens the encoder gives it (a thing smaller than a block shares its token with
 the table), not by what the LLM can learn; if it does not, by the LLM or its optimisation.
+
+`--world mid|lone|closeup|stills` asks the same of the model's own vision tokens: real still
+shots (cached training seeds; held-out seeds to score), their canvases through the model's frozen
+encoder and merger once, their real prompts, OV2's point question about one of their things. If
+the LLM learns to point from those as fast as from made-up ones, the tokens are good enough and
+the full runs lack steps; if not, the encoder does not yet give the thing tokens of its own.
 """
 from __future__ import annotations
 
@@ -25,12 +31,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tqdm import tqdm
+
 from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.parsers import FrameSize
 from ov2_ros.model.prompt import IM_END, TextTokenizer, chat_prompt, video_text
 from ov2_ros.tokenizer.geometry import PATCH_PX
 from training import tasks
-from training.data import IGNORE, answer_tokens_in
+from training.data import (IGNORE, STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, ClipVision,
+                           answer_tokens_in, clip_range, encode_example, pack)
+from training.evaluate import heldout_clips
 
 ROWS, COLS = 4, 5
 BLOCK_PX = 2 * PATCH_PX  # one 2x2 block of patches, one vision token
@@ -75,17 +85,71 @@ class ProbeShots:
         return tokens, self.prompt_ids + self.tokenizer.encode(answer + IM_END), len(self.prompt_ids) + first_x
 
     def batch(self, size: int, filler: int):
-        """(input ids (B, L), labels (B, L), vision tokens per shot, first-x-digit index per shot);
-        shorter answers are followed by `filler` ids with IGNORE labels (causal attention: what
-        follows a sequence cannot change it)."""
-        shots = [self.shot() for _ in range(size)]
-        length = max(len(ids) for _, ids, _ in shots)
-        input_ids = torch.full((size, length), filler, dtype=torch.long)
-        labels = torch.full((size, length), IGNORE, dtype=torch.long)
-        for row, (_, ids, _) in enumerate(shots):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            labels[row, len(self.prompt_ids):len(ids)] = torch.tensor(ids[len(self.prompt_ids):])
-        return input_ids, labels, [tokens for tokens, _, _ in shots], [first_x for _, _, first_x in shots]
+        return batch_of([(*self.shot(), len(self.prompt_ids)) for _ in range(size)], filler)
+
+
+def batch_of(shots: list[tuple[torch.Tensor, list[int], int, int]], filler: int):
+    """Shots (vision tokens, input ids, first-x-digit index, answer start) -> (input ids (B, L),
+    labels (B, L): the answers, vision tokens per shot, first-x-digit index per shot). Shorter
+    sequences are followed by `filler` ids with IGNORE labels (causal attention: what follows a
+    sequence cannot change it)."""
+    length = max(len(shot[1]) for shot in shots)
+    input_ids = torch.full((len(shots), length), filler, dtype=torch.long)
+    labels = torch.full((len(shots), length), IGNORE, dtype=torch.long)
+    for row, (_, ids, _, answer_start) in enumerate(shots):
+        input_ids[row, :len(ids)] = torch.tensor(ids)
+        labels[row, answer_start:len(ids)] = torch.tensor(ids[answer_start:])
+    return input_ids, labels, [shot[0] for shot in shots], [shot[2] for shot in shots]
+
+
+class RealShots:
+    """Still shots of a world from the clip cache, their vision tokens made once by the model's
+    own (frozen) encoder and merger from codec canvases, each asked OV2's point question about
+    one of its objects (the last thing of its truth: a still's plate comes first)."""
+
+    def __init__(self, model, tokenizer: TextTokenizer, cache: ClipCache, specs, seed: int, desc: str,
+                 canvases: int = STILL_BUDGET):
+        self.rng = np.random.default_rng(seed)
+        self.shots = []  # (vision tokens (blocks, hidden), input ids, first-x-digit index, answer start)
+        self.first_digits = []
+        with torch.no_grad():
+            for spec in tqdm(specs, desc=desc):
+                _, truth = cache.clip(spec)
+                qa = tasks.thing_point(truth["episode"]["things"][-1], FrameSize(spec.width, spec.height),
+                                       QUESTION)
+                vision = first_canvases(cache.vision(spec, "codec", STILL_BUDGET), canvases)
+                batch = pack([encode_example(tokenizer, vision, qa, spec)])
+                answer_start = int((batch.labels[0] != IGNORE).nonzero()[0, 0])
+                x_span = tasks.point_answer_spans(qa.answer)[0]
+                first_x = answer_start + answer_tokens_in(tokenizer, qa.answer, [(x_span[0], x_span[0] + 1)])[0]
+                self.shots.append((model.vision_tokens(batch.vision), batch.input_ids[0].tolist(), first_x,
+                                   answer_start))
+                self.first_digits.append(qa.answer[x_span[0]])
+
+    def batch(self, size: int, filler: int):
+        return batch_of([self.shots[int(i)] for i in self.rng.integers(len(self.shots), size=size)], filler)
+
+    def all(self, filler: int):
+        return batch_of(self.shots, filler)
+
+    def mean_token(self) -> torch.Tensor:
+        return torch.cat([shot[0] for shot in self.shots]).mean(0)
+
+    def shift(self, offset: torch.Tensor) -> None:
+        """Every vision token plus `offset` (minus the mean token: centred, as training centres them)."""
+        self.shots = [(tokens + offset, *rest) for tokens, *rest in self.shots]
+
+    def majority_share(self) -> float:
+        """Accuracy of always naming the most frequent first x digit (the prior alone)."""
+        _, counts = np.unique(self.first_digits, return_counts=True)
+        return float(counts.max() / counts.sum())
+
+
+def first_canvases(vision: ClipVision, count: int) -> ClipVision:
+    """A still shot's vision (one group) cut to its first `count` canvases."""
+    per_canvas = len(vision.positions_thw[0]) // vision.canvases[0].shape[0]
+    return ClipVision([vision.canvases[0][:count]], [vision.positions_thw[0][:count * per_canvas]], vision.fps,
+                      vision.source_size)
 
 
 def _logits(model, input_ids: torch.Tensor, vision_tokens: list[torch.Tensor]) -> torch.Tensor:
@@ -96,13 +160,34 @@ def _logits(model, input_ids: torch.Tensor, vision_tokens: list[torch.Tensor]) -
 
 
 def probe(model_dir: str, position_share: float, steps: int = 300, batch: int = 16, lr: float = 5e-4,
-          eval_shots: int = 200, every: int = 100, seed: int = 0) -> dict:
+          eval_shots: int = 200, every: int = 100, seed: int = 0, world: str | None = None,
+          train_shots: int = 2000, cache_dir: str = "cache/worlds", canvases: int = STILL_BUDGET,
+          centred: bool = False) -> dict:
+    """world None: made-up tokens (ProbeShots); else real shots of that world (RealShots), their
+    first `canvases` canvases, their tokens `centred` (the training shots' mean token subtracted)
+    or not."""
     torch.manual_seed(seed)
     model, tokenizer = load_model(model_dir), TextTokenizer(f"{model_dir}/tokenizer.json")
     filler = model.config.tokens.end_of_text
-    shots = ProbeShots(tokenizer, model.config.llm.hidden_size, position_share, seed)
-    held_out = ProbeShots(tokenizer, model.config.llm.hidden_size, position_share, seed, shots_seed=seed + 1)
-    evaluation = held_out.batch(eval_shots, filler)
+    if world is None:
+        shots = ProbeShots(tokenizer, model.config.llm.hidden_size, position_share, seed)
+        held_out = ProbeShots(tokenizer, model.config.llm.hidden_size, position_share, seed, shots_seed=seed + 1)
+        evaluation, chance = held_out.batch(eval_shots, filler), 1 / COLS
+        setting = {"position_share": position_share, "rows": ROWS, "cols": COLS}
+    else:
+        cache = ClipCache(cache_dir)
+        model.eval()
+        shots = RealShots(model, tokenizer, cache, clip_range(world, 0, train_shots, WORLD_DURATIONS_S[world]), seed,
+                          "training shots", canvases)
+        held_out = RealShots(model, tokenizer, cache, heldout_clips(world, eval_shots, WORLD_DURATIONS_S[world],
+                                                                    "train"), seed, "held-out shots", canvases)
+        if centred:
+            mean = shots.mean_token()
+            shots.shift(-mean)
+            held_out.shift(-mean)
+        evaluation, chance = held_out.all(filler), held_out.majority_share()
+        setting = {"world": world, "train_shots": train_shots, "eval_shots": eval_shots, "canvases": canvases,
+                   "centred": centred}
     parameters = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
 
@@ -120,7 +205,7 @@ def probe(model_dir: str, position_share: float, steps: int = 300, batch: int = 
 
     curve = [{"step": 0, **first_x_digit()}]
     model.train()
-    for step in range(1, steps + 1):
+    for step in tqdm(range(1, steps + 1), desc="probe steps"):
         input_ids, labels, tokens, _ = shots.batch(batch, filler)
         logits = _logits(model, input_ids, tokens)
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
@@ -130,8 +215,9 @@ def probe(model_dir: str, position_share: float, steps: int = 300, batch: int = 
         optimizer.step()
         if step % every == 0 or step == steps:
             curve.append({"step": step, "loss": round(loss.item(), 4), **first_x_digit()})
-    return {"model": str(model_dir), "position_share": position_share, "rows": ROWS, "cols": COLS, "batch": batch,
-            "lr": lr, "seed": seed, "chance_accuracy": 1 / COLS, "first_x_digit": curve}
+            tqdm.write(json.dumps(curve[-1]))
+    return {"model": str(model_dir), **setting, "batch": batch, "lr": lr, "seed": seed,
+            "chance_accuracy": round(chance, 3), "first_x_digit": curve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,9 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--world", choices=STILL_WORLDS,
+                        help="real shots of this world through the model's own encoder (default: made-up tokens)")
+    parser.add_argument("--train-shots", type=int, default=2000, help="with --world: training seeds 0..N-1")
+    parser.add_argument("--eval-shots", type=int, default=200, help="held-out shots scored")
+    parser.add_argument("--every", type=int, default=100, help="score every N steps")
+    parser.add_argument("--canvases", type=int, default=STILL_BUDGET, choices=range(1, STILL_BUDGET + 1),
+                        help="with --world: the shot's first N canvases (1: the whole first frame alone)")
+    parser.add_argument("--centred", action="store_true", help="with --world: subtract the mean vision token")
+    parser.add_argument("--cache", default="cache/worlds")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(json.dumps(probe(args.model, args.position_share, args.steps, args.batch, args.lr, seed=args.seed)))
+    print(json.dumps(probe(args.model, args.position_share, args.steps, args.batch, args.lr, args.eval_shots,
+                           args.every, args.seed, args.world, args.train_shots, args.cache, args.canvases,
+                           args.centred)))
     return 0
 
 

@@ -1,0 +1,208 @@
+"""`python -m training.encoder_pretrain --init DIR --out DIR`: teach the vision tower (encoder and
+merger) to say, token by token, what lies in its own 2x2 block, before the LLM is asked to point.
+
+Why: OV2 starts from a pretrained OneVision-Encoder whose tokens already describe their patches;
+ours starts from random weights and learnt only through the LLM's answers, which rewarded tokens
+that say what the whole shot holds (the colour of the lone thing: read) rather than what their
+own block holds (where it is: never read). `training.pointing_probe --world` measures the gap:
+the same LLM learns to point from made-up tokens in which one block is the thing, not from the
+encoder's. This stage is our stand-in for the pretrained encoder, made from the worlds' exact
+truth: every content block of a still shot's codec canvases gets a target distribution over
+CLASSES (the table, or a colour and kind of thing: cube, cylinder, plate), the share of the
+block's area each covers in the source frame, and a linear head reads each merger output token,
+RMS-normalised as the LLM's first norm reads it, to predict it (soft cross-entropy, the few
+blocks on things weighted up). Only the vision tower and the
+head train; the head is dropped, the model saved with its LLM untouched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ov2_ros.model.checkpoint import load_model, save_model
+from ov2_ros.model.inputs import vision_input_from
+from ov2_ros.model.ov2 import content_blocks
+from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS
+from ov2_ros.tokenizer.geometry import PATCH_PX
+from training.data import STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
+from training.evaluate import heldout_clips
+
+THING_KINDS = ("cube", "cylinder", "plate")
+CLASSES = ("table",) + tuple(f"{colour} {kind}" for colour in TRAIN_COLOURS + HELDOUT_COLOURS
+                             for kind in THING_KINDS)
+SAMPLES = 8  # sample points per block side: a block's class shares are measured on 8 x 8 points
+THING_SHARE = 0.5  # a block is "on" a thing (for the scores) when the thing covers at least this share
+# Loss weight of a block wholly on things, against 1 for a table block (linear in between): on
+# still shots ~4% of blocks touch a thing, and those are the ones pointing needs.
+THING_WEIGHT = 10.0
+
+
+def thing_covers(thing: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether source pixels (x, y) lie on a still's thing as the worlds draw it from above: a
+    cube is its box, a cylinder and a plate a disc filling it (shadows are table)."""
+    x0, y0, x1, y1 = thing["box_xyxy"]
+    if thing["label"].endswith(" cube"):
+        return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    cx, cy = thing["centre_xy"]
+    return (x - cx) ** 2 + (y - cy) ** 2 <= ((x1 - x0) / 2) ** 2
+
+
+def block_targets(things: list[dict], blocks_hw: np.ndarray, processed_hw: tuple[int, int],
+                  source_wh: tuple[int, int], merge: int = 2) -> np.ndarray:
+    """(blocks, len(CLASSES)) float: the share of each block's area on each class. blocks_hw
+    (blocks, 2): patch row and column of each block's first patch in the processed frame of
+    processed_hw (rows, columns) pixels; things in drawing order (later ones cover earlier)."""
+    side = merge * PATCH_PX
+    offsets = (np.arange(SAMPLES) + 0.5) * side / SAMPLES  # sample points inside a block, processed pixels
+    scale_x, scale_y = source_wh[0] / processed_hw[1], source_wh[1] / processed_hw[0]
+    px = (blocks_hw[:, 1, None, None] * PATCH_PX + offsets[None, None, :]) * scale_x  # (blocks, 1, S)
+    py = (blocks_hw[:, 0, None, None] * PATCH_PX + offsets[None, :, None]) * scale_y  # (blocks, S, 1)
+    px, py = np.broadcast_arrays(px, py)  # (blocks, S, S) each
+    owner = np.zeros(px.shape, np.int64)  # class index per sample point: 0 = table
+    for thing in things:
+        owner[thing_covers(thing, px, py)] = CLASSES.index(thing["label"])
+    counts = np.stack([(owner == c).sum(axis=(1, 2)) for c in range(len(CLASSES))], axis=-1)
+    return (counts / SAMPLES ** 2).astype(np.float32)
+
+
+class ShotSet:
+    """Still shots' vision inputs (codec canvases, cached) and their blocks' class shares."""
+
+    def __init__(self, cache: ClipCache, specs: list[ClipSpec], desc: str):
+        self.shots = []  # (canvases, positions_thw, targets (content blocks, classes))
+        for spec in tqdm(specs, desc=desc):
+            _, truth = cache.clip(spec)
+            vision = cache.vision(spec, "codec", STILL_BUDGET)
+            positions = np.concatenate(vision.positions_thw)
+            blocks = positions.reshape(-1, 4, 3)[:, 0]
+            blocks = blocks[blocks[:, 0] >= 0]  # content blocks, in the order the merger emits them
+            _, height, width, _ = vision.canvases[0].shape
+            targets = block_targets(truth["episode"]["things"], blocks[:, 1:], (height, width),
+                                    (spec.width, spec.height))
+            self.shots.append((vision.canvases, vision.positions_thw, targets))
+
+    def batch(self, indices) -> tuple:
+        chosen = [self.shots[int(i)] for i in indices]
+        vision = vision_input_from([c for shot in chosen for c in shot[0]], [p for shot in chosen for p in shot[1]])
+        return vision, torch.from_numpy(np.concatenate([shot[2] for shot in chosen]))
+
+
+def weighted_nats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Soft cross-entropy per block, blocks on things weighted up to THING_WEIGHT."""
+    weights = 1.0 + (THING_WEIGHT - 1.0) * (1.0 - targets[:, 0])
+    return (weights * -(targets * logits.log_softmax(-1)).sum(-1)).sum() / weights.sum()
+
+
+def block_logits(model, head: torch.nn.Linear, vision) -> torch.Tensor:
+    """(content blocks, classes): the head on each merger output token as the LLM's first
+    RMSNorm sees it (unit RMS), so the token's scale, free for the LLM, is free here too."""
+    _, merged = model.visual(vision)
+    tokens = merged[content_blocks(vision.positions_thw, model.config.encoder.spatial_merge_size)]
+    return head(F.rms_norm(tokens, (tokens.shape[-1],)))
+
+
+@torch.no_grad()
+def scores(model, head, shots: ShotSet, batch: int = 16) -> dict:
+    """Soft cross-entropy (nats per block), and on the blocks a thing covers at least
+    THING_SHARE of: how often the head names that thing (colour and kind), and how often it
+    calls a table block a thing."""
+    model.eval()
+    nats, on_thing, named, on_table, false_thing = [], 0, 0, 0, 0
+    for start in range(0, len(shots.shots), batch):
+        vision, targets = shots.batch(range(start, min(start + batch, len(shots.shots))))
+        logits = block_logits(model, head, vision)
+        nats.append(float(-(targets * logits.log_softmax(-1)).sum(-1).mean()) * len(targets))
+        predicted, share = logits.argmax(-1), targets[:, 1:].max(-1)
+        truth = targets[:, 1:].argmax(-1) + 1
+        thing_blocks = share.values >= THING_SHARE
+        on_thing += int(thing_blocks.sum())
+        named += int((predicted[thing_blocks] == truth[thing_blocks]).sum())
+        table_blocks = targets[:, 0] == 1.0
+        on_table += int(table_blocks.sum())
+        false_thing += int((predicted[table_blocks] != 0).sum())
+    model.train()
+    blocks = sum(len(shot[2]) for shot in shots.shots)
+    return {"nats_per_block": round(sum(nats) / blocks, 4), "thing_blocks": on_thing,
+            "thing_blocks_named": round(named / max(1, on_thing), 3), "table_blocks": on_table,
+            "table_blocks_called_things": round(false_thing / max(1, on_table), 4)}
+
+
+def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int = 16, lr: float = 1e-3,
+             eval_shots: int = 60, every: int = 100, seed: int = 0, cache_dir: str = "cache/worlds") -> dict:
+    """Train `init`'s vision tower on `worlds` ({world: training shots, seeds 0..N-1}); score on
+    held-out seeds of each world (training variations) every `every` steps; save to `out`."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = load_model(init)
+    cache = ClipCache(cache_dir)
+    training = ShotSet(cache, [spec for world, count in worlds.items()
+                               for spec in clip_range(world, 0, count, WORLD_DURATIONS_S[world])], "training shots")
+    held_out = {world: ShotSet(cache, heldout_clips(world, eval_shots, WORLD_DURATIONS_S[world], "train"),
+                               f"held-out {world}") for world in worlds}
+    head = torch.nn.Linear(model.config.llm.hidden_size, len(CLASSES))
+    parameters = list(model.visual.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    curve = [{"step": 0, **{world: scores(model, head, shots) for world, shots in held_out.items()}}]
+    model.train()
+    started = time.monotonic()
+    losses = []
+    for step in tqdm(range(1, steps + 1), desc="encoder pretraining"):
+        for group in optimizer.param_groups:  # cosine to a tenth, after 20 warm-up steps
+            progress = max(0.0, (step - 20) / max(1, steps - 20))
+            group["lr"] = lr * min(1.0, step / 20) * (0.1 + 0.45 * (1 + np.cos(np.pi * progress)))
+        vision, targets = training.batch(rng.integers(len(training.shots), size=batch))
+        loss = weighted_nats(block_logits(model, head, vision), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if step % every == 0 or step == steps:
+            curve.append({"step": step, "loss": round(float(np.mean(losses[-every:])), 4),
+                          **{world: scores(model, head, shots) for world, shots in held_out.items()}})
+            tqdm.write(json.dumps(curve[-1]))
+    save_model(model, out, f"{init}/tokenizer.json")
+    result = {"init": init, "worlds": worlds, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
+              "classes": CLASSES, "wall_s": round(time.monotonic() - started, 1), "curve": curve}
+    Path(out, "encoder_pretrain.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.encoder_pretrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--init", required=True, help="model folder whose vision tower is trained")
+    parser.add_argument("--out", required=True, help="folder for the model (its LLM unchanged)")
+    parser.add_argument("--worlds", default="mid:3000,lone:3000,closeup:2000,stills:2000",
+                        help="still worlds and training shots each, WORLD:COUNT,...")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=16, help="shots a step")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-shots", type=int, default=60, help="held-out shots per world")
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default="cache/worlds")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    worlds = {}
+    for item in args.worlds.split(","):
+        world, _, count = item.partition(":")
+        if world not in STILL_WORLDS or not count.isdigit():
+            parser.error(f"--worlds: {item!r} is not WORLD:COUNT with WORLD one of {STILL_WORLDS}")
+        worlds[world] = int(count)
+    torch.set_num_threads(args.threads)
+    result = pretrain(args.init, args.out, worlds, args.steps, args.batch, args.lr, args.eval_shots, args.every,
+                      args.seed, args.cache)
+    print(json.dumps(result["curve"][-1]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
