@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
         if step % every == 0 or step == steps:
             curve.append({"step": step, "loss": round(float(np.mean(losses[-every:])), 4),
                           **{world: scores(model, head, shots) for world, shots in held_out.items()}})
-            tqdm.write(json.dumps(curve[-1]))
+            tqdm.write(json.dumps(curve[-1]), file=sys.stderr)  # stdout: the result alone
     save_model(model, out, f"{init}/tokenizer.json")
     result = {"init": init, "worlds": worlds, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
               "classes": CLASSES, "wall_s": round(time.monotonic() - started, 1), "curve": curve}

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -215,15 +217,50 @@ def probe(model_dir: str, position_share: float, steps: int = 300, batch: int = 
         optimizer.step()
         if step % every == 0 or step == steps:
             curve.append({"step": step, "loss": round(loss.item(), 4), **first_x_digit()})
-            tqdm.write(json.dumps(curve[-1]))
+            tqdm.write(json.dumps(curve[-1]), file=sys.stderr)  # stdout: the result alone
     return {"model": str(model_dir), **setting, "batch": batch, "lr": lr, "seed": seed,
             "chance_accuracy": round(chance, 3), "first_x_digit": curve}
+
+
+def describe(result: dict) -> str:
+    """A probe run in a few words, for a plot's legend."""
+    if "world" not in result:
+        return f"made-up tokens, place codes {result['position_share']}"
+    return (f"{Path(result['model']).parent.name if Path(result['model']).name == 'last' else Path(result['model']).name}"
+            f", {result['world']}, {result['canvases']} canvas{'es' if result['canvases'] > 1 else ''}"
+            f"{', centred' if result['centred'] else ''}")
+
+
+def plot_curves(results: list[dict], path: Path) -> None:
+    """First-x-digit accuracy against training shots, one line per probe run, chance dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for result in results:
+        curve = result["first_x_digit"]
+        line, = axis.plot([point["step"] * result["batch"] for point in curve], [point["accuracy"] for point in curve],
+                          marker="o", label=describe(result))
+        axis.axhline(result["chance_accuracy"], color=line.get_color(), linestyle=":", linewidth=1)
+    axis.set_xlabel("training shots (LLM only; dotted: the prior's accuracy)")
+    axis.set_ylabel("first x digit accuracy (held-out shots)")
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.pointing_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model folder (its LLM is trained; nothing is saved)")
+    parser.add_argument("--model", help="model folder (its LLM is trained; nothing is saved)")
+    parser.add_argument("--plot", nargs="+", metavar="JSON",
+                        help="instead of a run: plot these runs' printed results into --out")
+    parser.add_argument("--out", default="pointing_probe.png", help="with --plot: the PNG written")
     parser.add_argument("--position-share", type=float, default=0.3,
                         help="each place code's norm, of the content's (0: no place in the tokens)")
     parser.add_argument("--steps", type=int, default=300)
@@ -241,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--centred", action="store_true", help="with --world: subtract the mean vision token")
     parser.add_argument("--cache", default="cache/worlds")
     args = parser.parse_args(argv)
+    if args.plot:
+        plot_curves([json.loads(Path(path).read_text()) for path in args.plot], Path(args.out))
+        return 0
+    if not args.model:
+        parser.error("--model is required (or --plot)")
     torch.set_num_threads(args.threads)
     print(json.dumps(probe(args.model, args.position_share, args.steps, args.batch, args.lr, args.eval_shots,
                            args.every, args.seed, args.world, args.train_shots, args.cache, args.canvases,
