@@ -34,6 +34,7 @@ from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS
 from ov2_ros.tokenizer.geometry import PATCH_PX
 from training.data import STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
 from training.evaluate import heldout_clips
+from training.train import StageConfig, lr_at
 
 THING_KINDS = ("cube", "cylinder", "plate")
 CLASSES = ("table",) + tuple(f"{colour} {kind}" for colour in TRAIN_COLOURS + HELDOUT_COLOURS
@@ -154,10 +155,10 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
     model.train()
     started = time.monotonic()
     losses = []
+    schedule = StageConfig("encoder_pretrain", steps=steps, lr=lr, lr_min=lr / 10, warmup_steps=20)
     for step in tqdm(range(1, steps + 1), desc="encoder pretraining"):
-        for group in optimizer.param_groups:  # cosine to a tenth, after 20 warm-up steps
-            progress = max(0.0, (step - 20) / max(1, steps - 20))
-            group["lr"] = lr * min(1.0, step / 20) * (0.1 + 0.45 * (1 + np.cos(np.pi * progress)))
+        for group in optimizer.param_groups:  # the stages' schedule: warm-up, cosine to a tenth
+            group["lr"] = lr_at(step - 1, schedule)
         vision, targets = training.batch(rng.integers(len(training.shots), size=batch))
         loss = weighted_nats(block_logits(model, head, vision), targets)
         optimizer.zero_grad()

@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from tqdm import tqdm
 
 from ov2_ros.model.checkpoint import load_model
@@ -226,9 +225,10 @@ def describe(result: dict) -> str:
     """A probe run in a few words, for a plot's legend."""
     if "world" not in result:
         return f"made-up tokens, place codes {result['position_share']}"
-    return (f"{Path(result['model']).parent.name if Path(result['model']).name == 'last' else Path(result['model']).name}"
-            f", {result['world']}, {result['canvases']} canvas{'es' if result['canvases'] > 1 else ''}"
-            f"{', centred' if result['centred'] else ''}")
+    model = Path(result["model"])
+    run = model.parent.name if model.name == "last" else model.name  # runs/NAME/last -> NAME
+    canvases = f"{result['canvases']} canvas" + ("es" if result["canvases"] > 1 else "")
+    return f"{run}, {result['world']}, {canvases}" + (", centred" if result["centred"] else "")
 
 
 def plot_curves(results: list[dict], path: Path) -> None:
