@@ -13,6 +13,13 @@ block's area each covers in the source frame, and a linear head reads each merge
 RMS-normalised as the LLM's first norm reads it, to predict it (soft cross-entropy, the few
 blocks on things weighted up). Only the vision tower and the
 head train; the head is dropped, the model saved with its LLM untouched.
+
+Place as well (`--place-weight`, default 1): the head also names the tenth of the frame, across
+and down, that each block's centre lies in, the first digit of OV2's 0-1000 coordinates. Why:
+the LLM reads place from the raster order of the first (whole-frame) canvas only (its RoPE is
+1-D), so a token of a salient canvas, packed beside blocks from anywhere, must say its place in
+its content for a point to be copied from it. The encoder can learn it: its 3D RoPE gives each
+token its true (h, w) relative to the whole frame's tokens in its window.
 """
 from __future__ import annotations
 
@@ -44,6 +51,7 @@ THING_SHARE = 0.5  # a block is "on" a thing (for the scores) when the thing cov
 # Loss weight of a block wholly on things, against 1 for a table block (linear in between): on
 # still shots ~4% of blocks touch a thing, and those are the ones pointing needs.
 THING_WEIGHT = 10.0
+PLACE_BINS = 10  # tenths of the frame across and down: the first digit of a 0-1000 coordinate
 
 
 def thing_covers(thing: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -74,11 +82,20 @@ def block_targets(things: list[dict], blocks_hw: np.ndarray, processed_hw: tuple
     return (counts / SAMPLES ** 2).astype(np.float32)
 
 
+def block_places(blocks_hw: np.ndarray, processed_hw: tuple[int, int], merge: int = 2) -> np.ndarray:
+    """(blocks, 2) int: the tenth of the frame across (column) and down (row) that each block's
+    centre lies in; the processed frame is the source scaled, so its fractions are the source's."""
+    centre = blocks_hw * PATCH_PX + merge * PATCH_PX / 2  # (blocks, 2) processed pixels, (row, column)
+    fraction = centre / np.asarray(processed_hw, float)
+    return np.minimum((fraction * PLACE_BINS).astype(np.int64), PLACE_BINS - 1)[:, ::-1].copy()
+
+
 class ShotSet:
-    """Still shots' vision inputs (codec canvases, cached) and their blocks' class shares."""
+    """Still shots' vision inputs (codec canvases, cached), their blocks' class shares and places."""
 
     def __init__(self, cache: ClipCache, specs: list[ClipSpec], desc: str):
-        self.shots = []  # (canvases, positions_thw, targets (content blocks, classes))
+        # (canvases, positions_thw, shares (content blocks, classes), places (content blocks, 2))
+        self.shots = []
         for spec in tqdm(specs, desc=desc):
             _, truth = cache.clip(spec)
             vision = cache.vision(spec, "codec", STILL_BUDGET)
@@ -88,12 +105,14 @@ class ShotSet:
             _, height, width, _ = vision.canvases[0].shape
             targets = block_targets(truth["episode"]["things"], blocks[:, 1:], (height, width),
                                     (spec.width, spec.height))
-            self.shots.append((vision.canvases, vision.positions_thw, targets))
+            places = block_places(blocks[:, 1:], (height, width))
+            self.shots.append((vision.canvases, vision.positions_thw, targets, places))
 
     def batch(self, indices) -> tuple:
         chosen = [self.shots[int(i)] for i in indices]
         vision = vision_input_from([c for shot in chosen for c in shot[0]], [p for shot in chosen for p in shot[1]])
-        return vision, torch.from_numpy(np.concatenate([shot[2] for shot in chosen]))
+        return (vision, torch.from_numpy(np.concatenate([shot[2] for shot in chosen])),
+                torch.from_numpy(np.concatenate([shot[3] for shot in chosen])))
 
 
 def weighted_nats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -102,44 +121,59 @@ def weighted_nats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (weights * -(targets * logits.log_softmax(-1)).sum(-1)).sum() / weights.sum()
 
 
-def block_logits(model, head: torch.nn.Linear, vision) -> torch.Tensor:
-    """(content blocks, classes): the head on each merger output token as the LLM's first
-    RMSNorm sees it (unit RMS), so the token's scale, free for the LLM, is free here too."""
+def place_nats(place_logits: torch.Tensor, places: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the column and the row tenth, per block and axis."""
+    return F.cross_entropy(place_logits.reshape(-1, PLACE_BINS), places.reshape(-1))
+
+
+def block_logits(model, head: torch.nn.Linear, vision) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head on each content block's merger output token as the LLM's first RMSNorm sees it
+    (unit RMS), so the token's scale, free for the LLM, is free here too: class logits (blocks,
+    classes) and place logits (blocks, 2 (column, row), PLACE_BINS)."""
     _, merged = model.visual(vision)
     tokens = merged[content_blocks(vision.positions_thw, model.config.encoder.spatial_merge_size)]
-    return head(F.rms_norm(tokens, (tokens.shape[-1],)))
+    logits = head(F.rms_norm(tokens, (tokens.shape[-1],)))
+    return logits[:, :len(CLASSES)], logits[:, len(CLASSES):].reshape(-1, 2, PLACE_BINS)
 
 
 @torch.no_grad()
 def scores(model, head, shots: ShotSet, batch: int = 16) -> dict:
-    """Soft cross-entropy (nats per block), and on the blocks a thing covers at least
-    THING_SHARE of: how often the head names that thing (colour and kind), and how often it
-    calls a table block a thing."""
+    """Soft cross-entropy (nats per block); on the blocks a thing covers at least THING_SHARE
+    of: how often the head names that thing (colour and kind) and its place (column and row
+    tenth both right); how often it calls a table block a thing; places right on every block."""
     model.eval()
     nats, on_thing, named, on_table, false_thing = [], 0, 0, 0, 0
+    placed, placed_on_thing = 0, 0
     for start in range(0, len(shots.shots), batch):
-        vision, targets = shots.batch(range(start, min(start + batch, len(shots.shots))))
-        logits = block_logits(model, head, vision)
+        vision, targets, places = shots.batch(range(start, min(start + batch, len(shots.shots))))
+        logits, place_logits = block_logits(model, head, vision)
         nats.append(float(-(targets * logits.log_softmax(-1)).sum(-1).mean()) * len(targets))
+        place_right = (place_logits.argmax(-1) == places).all(-1)
         predicted, share = logits.argmax(-1), targets[:, 1:].max(-1)
         truth = targets[:, 1:].argmax(-1) + 1
         thing_blocks = share.values >= THING_SHARE
         on_thing += int(thing_blocks.sum())
         named += int((predicted[thing_blocks] == truth[thing_blocks]).sum())
+        placed += int(place_right.sum())
+        placed_on_thing += int(place_right[thing_blocks].sum())
         table_blocks = targets[:, 0] == 1.0
         on_table += int(table_blocks.sum())
         false_thing += int((predicted[table_blocks] != 0).sum())
     model.train()
     blocks = sum(len(shot[2]) for shot in shots.shots)
     return {"nats_per_block": round(sum(nats) / blocks, 4), "thing_blocks": on_thing,
-            "thing_blocks_named": round(named / max(1, on_thing), 3), "table_blocks": on_table,
-            "table_blocks_called_things": round(false_thing / max(1, on_table), 4)}
+            "thing_blocks_named": round(named / max(1, on_thing), 3),
+            "thing_blocks_placed": round(placed_on_thing / max(1, on_thing), 3), "table_blocks": on_table,
+            "table_blocks_called_things": round(false_thing / max(1, on_table), 4),
+            "blocks_placed": round(placed / max(1, blocks), 3)}
 
 
 def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int = 16, lr: float = 1e-3,
-             eval_shots: int = 60, every: int = 100, seed: int = 0, cache_dir: str = "cache/worlds") -> dict:
-    """Train `init`'s vision tower on `worlds` ({world: training shots, seeds 0..N-1}); score on
-    held-out seeds of each world (training variations) every `every` steps; save to `out`."""
+             eval_shots: int = 60, every: int = 100, seed: int = 0, cache_dir: str = "cache/worlds",
+             place_weight: float = 1.0) -> dict:
+    """Train the vision tower of the model folder `init` on `worlds` ({world: training shots,
+    seeds 0..N-1}); score on held-out seeds of each world (training variations) every `every`
+    steps; save to `out`."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = load_model(init)
@@ -148,7 +182,7 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
                                for spec in clip_range(world, 0, count, WORLD_DURATIONS_S[world])], "training shots")
     held_out = {world: ShotSet(cache, heldout_clips(world, eval_shots, WORLD_DURATIONS_S[world], "train"),
                                f"held-out {world}") for world in worlds}
-    head = torch.nn.Linear(model.config.llm.hidden_size, len(CLASSES))
+    head = torch.nn.Linear(model.config.llm.hidden_size, len(CLASSES) + 2 * PLACE_BINS)
     parameters = list(model.visual.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     curve = [{"step": 0, **{world: scores(model, head, shots) for world, shots in held_out.items()}}]
@@ -159,8 +193,9 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
     for step in tqdm(range(1, steps + 1), desc="encoder pretraining"):
         for group in optimizer.param_groups:  # the stages' schedule: warm-up, cosine to a tenth
             group["lr"] = lr_at(step - 1, schedule)
-        vision, targets = training.batch(rng.integers(len(training.shots), size=batch))
-        loss = weighted_nats(block_logits(model, head, vision), targets)
+        vision, targets, places = training.batch(rng.integers(len(training.shots), size=batch))
+        logits, place_logits = block_logits(model, head, vision)
+        loss = weighted_nats(logits, targets) + place_weight * place_nats(place_logits, places)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -171,8 +206,8 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
                           **{world: scores(model, head, shots) for world, shots in held_out.items()}})
             tqdm.write(json.dumps(curve[-1]), file=sys.stderr)  # stdout: the result alone
     save_model(model, out, f"{init}/tokenizer.json")
-    result = {"init": init, "worlds": worlds, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-              "classes": CLASSES, "wall_s": round(time.monotonic() - started, 1), "curve": curve}
+    result = {"init": init, "worlds": worlds, "steps": steps, "batch": batch, "lr": lr,
+              "place_weight": place_weight, "seed": seed, "classes": CLASSES, "wall_s": round(time.monotonic() - started, 1), "curve": curve}
     Path(out, "encoder_pretrain.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -189,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-shots", type=int, default=60, help="held-out shots per world")
     parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--place-weight", type=float, default=1.0,
+                        help="weight of the place targets (column and row tenth) against the classes; 0: none")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--threads", type=int, default=2)
@@ -201,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         worlds[world] = int(count)
     torch.set_num_threads(args.threads)
     result = pretrain(args.init, args.out, worlds, args.steps, args.batch, args.lr, args.eval_shots, args.every,
-                      args.seed, args.cache)
+                      args.seed, args.cache, args.place_weight)
     print(json.dumps(result["curve"][-1]))
     return 0
 

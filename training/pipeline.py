@@ -1,29 +1,69 @@
 """All four stages in a row, each starting from the previous stage's model:
-`python -m training.pipeline --out runs/nano_codec --input codec [--preset nano] [--seed-scale 1.0]`.
+`python -m training.pipeline --out runs/nano_codec --input codec [--preset nano] [--steps-scale 1.0]
+[--encoder-pretrain STEPS] [--centre-vision M]`.
+With `--encoder-pretrain`, the preset's random model first has its vision tower pretrained on
+still shots' exact truth (training/encoder_pretrain.py, OUT/s0_encoder): our stand-in for OV2's
+pretrained OneVision-Encoder, from which OV2's stage 1 starts. `--centre-vision M` sets every
+stage's centre_vision_momentum (training/centre_vision.py says why).
 The command and its arguments are written to OUT/command.json, so a model says how it was made."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-from training.train import StageConfig, train_stage
+import torch
+
+from ov2_ros.model.checkpoint import save_model
+from ov2_ros.model.prompt import TextTokenizer
+from training.encoder_pretrain import pretrain
+from training.text import build_tokenizer
+from training.train import StageConfig, initial_model, train_stage
 
 STAGES = ("s1_align", "s2_mid", "s3_long", "s4_spatial")
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
+ENCODER_WORLDS = {"mid": 2000, "lone": 1000, "closeup": 1000, "stills": 2000}  # still shots per world
+
+
+def pretrained_encoder(out: Path, preset: str, cache: str, steps: int, seed: int,
+                       worlds: dict[str, int] = ENCODER_WORLDS, eval_shots: int = 60) -> str:
+    """OUT/s0_encoder: the preset's random model (seeded as stage 1 would seed it) with its
+    vision tower pretrained for `steps` steps on `worlds`; kept when already there (a resumed
+    pipeline)."""
+    folder = out / "s0_encoder"
+    if (folder / "encoder_pretrain.json").is_file():
+        return str(folder)
+    random_init = out / "s0_random"
+    if not (random_init / "model.safetensors").is_file():
+        build_tokenizer(out / "tokenizer.json")
+        torch.manual_seed(seed)
+        save_model(initial_model(preset, TextTokenizer(out / "tokenizer.json")), random_init, out / "tokenizer.json")
+    result = pretrain(str(random_init), str(folder), worlds, steps, eval_shots=eval_shots, cache_dir=cache)
+    print(json.dumps(result["curve"][-1]), flush=True)
+    return str(folder)
+
+
 def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, threads: int | None,
-                 steps_scale: float = 1.0) -> list[dict]:
+                 steps_scale: float = 1.0, encoder_pretrain_steps: int = 0,
+                 centre_vision: float | None = None) -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
     init, results = preset, []
+    if encoder_pretrain_steps:
+        init = pretrained_encoder(out, preset, cache, encoder_pretrain_steps,
+                                  StageConfig.load(CONFIGS / f"{STAGES[0]}.json").seed)
     for name in STAGES:
         config = StageConfig.load(CONFIGS / f"{name}.json")
+        if centre_vision is not None:
+            config = dataclasses.replace(config, centre_vision_momentum=centre_vision)
         if steps_scale != 1.0:
-            import dataclasses
             steps = max(1, int(round(config.steps * steps_scale)))
             config = dataclasses.replace(config, steps=steps, warmup_steps=min(config.warmup_steps, steps),
                                          save_every=steps)
@@ -46,10 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every stage's steps (quick runs)")
+    parser.add_argument("--encoder-pretrain", type=int, default=0, metavar="STEPS",
+                        help="pretrain the random model's vision tower this many steps first (0: no)")
+    parser.add_argument("--centre-vision", type=float, default=None, metavar="M",
+                        help="every stage's centre_vision_momentum (default: each config's own)")
     args = parser.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "command.json").write_text(json.dumps({"argv": sys.argv, "args": vars(args)}, indent=1))
-    run_pipeline(args.out, args.input, args.preset, args.cache, args.threads, args.steps_scale)
+    run_pipeline(args.out, args.input, args.preset, args.cache, args.threads, args.steps_scale,
+                 args.encoder_pretrain, args.centre_vision)
     return 0
 
 

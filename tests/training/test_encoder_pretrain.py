@@ -9,7 +9,7 @@ from ov2_ros.synth.scene import COLOURS_RGB
 from ov2_ros.synth.worlds import CloseUpWorld, StillsWorld, Variation, WorldConfig
 from tests.model.conftest import model_dir, tokenizer  # noqa: F401 (the fixtures)
 from training.data import ClipCache, ClipSpec
-from training.encoder_pretrain import CLASSES, block_targets, pretrain
+from training.encoder_pretrain import CLASSES, block_places, block_targets, pretrain
 
 PROCESSED_HW = (112, 168)  # a 160x120 still as the tokenizer resizes it: 4 x 6 blocks of 28 pixels
 
@@ -48,7 +48,23 @@ def test_pretraining_moves_the_vision_tower_toward_the_shares_and_leaves_the_llm
                       eval_shots=4, every=30, cache_dir=str(tmp_path / "cache"))
     first, last = result["curve"][0]["mid"], result["curve"][-1]["mid"]
     assert last["nats_per_block"] < first["nats_per_block"] - 0.3
+    assert last["blocks_placed"] > first["blocks_placed"]
     after = load_model(tmp_path / "out")
     llm_before, llm_after = before.language_model.state_dict(), after.language_model.state_dict()
     assert all(torch.equal(llm_before[name], llm_after[name]) for name in llm_before)
     assert not torch.equal(before.visual.merger.mlp[2].weight, after.visual.merger.mlp[2].weight)
+
+
+def test_block_places_are_the_tenths_of_the_frame_their_centres_lie_in():
+    # 112 x 168 processed pixels: 4 x 6 blocks of 28; patch (row, column) of each block's first patch
+    blocks = np.array([(0, 0), (0, 10), (6, 0), (6, 10), (2, 4)])
+    places = block_places(blocks, PROCESSED_HW)
+    # block centres in pixels (row, column): (14, 14), (14, 154), (98, 14), (98, 154), (42, 70);
+    # the tenth across and down, floored, as (column, row)
+    expected = [(int(14 / 168 * 10), int(14 / 112 * 10)), (int(154 / 168 * 10), int(14 / 112 * 10)),
+                (int(14 / 168 * 10), int(98 / 112 * 10)), (int(154 / 168 * 10), int(98 / 112 * 10)),
+                (int(70 / 168 * 10), int(42 / 112 * 10))]
+    assert places.tolist() == [list(e) for e in expected] == [[0, 1], [9, 1], [0, 8], [9, 8], [4, 3]]
+    # a block whose centre sits on the far edge still gets the last tenth
+    assert block_places(np.array([(0, 0)]), (28, 28)).tolist() == [[5, 5]]
+    assert block_places(np.array([(1, 1)]), (28, 28)).tolist() == [[9, 9]]

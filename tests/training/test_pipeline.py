@@ -1,0 +1,26 @@
+"""The pipeline's stage 0: a seeded random model whose vision tower alone is pretrained, kept
+when a resumed pipeline finds it."""
+import torch
+
+from ov2_ros.model.checkpoint import load_model
+from training.pipeline import pretrained_encoder
+
+
+def test_stage_zero_pretrains_the_vision_tower_of_a_seeded_random_model_once(tmp_path):
+    out, cache = tmp_path / "run", str(tmp_path / "cache")
+    folder = pretrained_encoder(out, "nano", cache, steps=3, seed=1, worlds={"mid": 3}, eval_shots=2)
+    random_init, pretrained = load_model(out / "s0_random"), load_model(folder)
+    assert (out / "s0_random" / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+    llm = random_init.language_model.state_dict()
+    assert all(torch.equal(llm[name], weight) for name, weight in pretrained.language_model.state_dict().items())
+    assert not torch.equal(random_init.visual.merger.mlp[2].weight, pretrained.visual.merger.mlp[2].weight)
+    # the random model is a function of the seed: a second run's stage 0 starts from the same weights
+    again = pretrained_encoder(tmp_path / "again", "nano", cache, steps=3, seed=1, worlds={"mid": 3}, eval_shots=2)
+    first, second = random_init.state_dict(), load_model(tmp_path / "again" / "s0_random").state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    # same seed, same data, same steps: the same pretrained tower
+    assert torch.equal(pretrained.visual.merger.mlp[2].weight, load_model(again).visual.merger.mlp[2].weight)
+    # a resumed pipeline keeps stage 0 as it is
+    written = (out / "s0_encoder" / "model.safetensors").stat().st_mtime_ns
+    assert pretrained_encoder(out, "nano", cache, steps=3, seed=1, worlds={"mid": 3}, eval_shots=2) == folder
+    assert (out / "s0_encoder" / "model.safetensors").stat().st_mtime_ns == written
