@@ -208,6 +208,15 @@ def _add_bench(commands) -> None:
     runtime.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     runtime.add_argument("--repeats", type=int, default=3)
     runtime.set_defaults(handler=_run_bench_runtime)
+    drafts = benches.add_parser("drafts", help="a standing question with and without draft tokens, offline")
+    drafts.add_argument("--out", default="out/bench_drafts.json", help="JSON results (default: %(default)s)")
+    drafts.add_argument("--backend", choices=("torch", "onnxruntime"), default="onnxruntime")
+    drafts.add_argument("--dtype", choices=("fp32", "fp16", "bf16", "int8"), default="int8")
+    drafts.add_argument("--threads", type=int, default=1, help="model threads")
+    drafts.add_argument("--drafts", type=int, nargs="+", default=[0, 4, 8, 16], help="draft_tokens settings (0: baseline)")
+    drafts.add_argument("--budget", type=int, default=16, help="canvases per answer")
+    drafts.add_argument("--duration", type=float, default=12.0, help="seconds of the episode")
+    drafts.set_defaults(handler=_run_bench_drafts)
     node = benches.add_parser("node", help="the real node's latency, message in to result out, and losses")
     node.add_argument("--out", default="out/bench_node.json", help="JSON results (default: %(default)s)")
     node.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
@@ -219,6 +228,8 @@ def _add_bench(commands) -> None:
     node.add_argument("--dtype", choices=("fp32", "fp16", "bf16", "int8"), default="fp32",
                       help="the node's `dtype` parameter (onnxruntime: fp32 or int8)")
     node.add_argument("--prompt", default=None, help="the standing question (default: a gripper trace)")
+    node.add_argument("--draft-tokens", type=int, default=None,
+                      help="the node's `draft_tokens` parameter (default: the node's default)")
     node.set_defaults(handler=_run_bench_node)
     fuzz = benches.add_parser("fuzz", help="mutated access units through ingest and tokenizer: nothing may escape")
     fuzz.add_argument("--out", default="out/fuzz.json", help="JSON results (default: %(default)s)")
@@ -271,12 +282,20 @@ def _run_bench_runtime(args) -> int:
     return 0
 
 
+def _run_bench_drafts(args) -> int:
+    from ov2_ros.runtime.drafts_bench import run_drafts_bench
+
+    run_drafts_bench(args.out, args.backend, args.dtype, args.threads, tuple(args.drafts), args.budget, args.duration)
+    return 0
+
+
 def _run_bench_node(args) -> int:
     from ov2_ros.ros.node_bench import PROMPT, run_node_bench
+    from ov2_ros.runtime.perception import DRAFT_TOKENS
 
     sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes]
     run_node_bench(args.out, args.backend, sizes, tuple(args.cameras), args.duration, args.budget, args.threads,
-                   args.prompt or PROMPT, args.dtype)
+                   args.prompt or PROMPT, args.dtype, DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens)
     return 0
 
 
@@ -348,6 +367,9 @@ def _add_generate(commands) -> None:
                         help="answer format (auto: from the question's wording; text: free, unparsed)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    parser.add_argument("--draft-tokens", type=int, default=None,
+                        help="greedy: guess up to this many tokens per decoder pass from the answer so far "
+                             "(0: one pass per token; default: the node's, runtime.perception.DRAFT_TOKENS)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16", "int8"), default="fp32",
                         help="torch: fp32, fp16 or bf16; onnxruntime: fp32 or int8 (weights); tensorrt: the "
@@ -359,13 +381,15 @@ def _run_generate(args) -> int:
     from ov2_ros.model.generate import GenerationConfig
     from ov2_ros.runtime.answer import ask, video_for_model
     from ov2_ros.runtime.backend import open_backend
+    from ov2_ros.runtime.perception import DRAFT_TOKENS
 
     backend = open_backend(args.backend, args.model, args.dtype)
     canvases, positions, fps, source_size = video_for_model(args.video, args.input, args.budget,
                                                             backend.config.max_pixels)
     answer = ask(backend, canvases, positions, fps, source_size, args.prompt,
                  None if args.format == "text" else args.format,
-                 GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))
+                 GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                                  draft_tokens=DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens))
     print(json.dumps(answer.to_dict()))
     return 0
 

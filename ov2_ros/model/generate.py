@@ -12,12 +12,24 @@ increase strictly, a segment ends at or after its start; a list can always close
 segment's end can always equal its start, so this never leaves the model without a valid token.
 Boxes likewise: x2 >= x1 and y2 >= y1 (a far corner can always equal the near one).
 
+Draft tokens (greedy decoding, `draft_tokens` > 0, a session that can `extend`): instead of
+one decoder step per token, the loop guesses the next few tokens and has the model check them
+all in one pass; it keeps the guesses up to the first the model would not have picked itself,
+and that pick (prompt lookup decoding). Guesses are copied from a reference, the last answer to
+the same question (a standing query re-asks it on every new group, and answers change little)
+or the answer so far (traces repeat their punctuation): where the last few tokens written occur
+in it, what followed them there. On a CPU a pass over 9 tokens costs little more than over one,
+so every token guessed right is a decoder step saved. The answer is the one step-by-step greedy
+decoding gives, up to the rounding of a batched pass (int8 graphs quantise a pass's activations
+with one scale: a near tie between two digits may fall the other way).
+
 The loop is written once, against `DecodingSession` (prefill a prompt, then one token at a
-time); every runtime backend (PyTorch, ONNX Runtime, TensorRT) only provides sessions.
+time, or several); every runtime backend (PyTorch, ONNX Runtime, TensorRT) only provides sessions.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +50,7 @@ class GenerationConfig:
     seed: int | None = None
     output_format: str | None = None  # a key of parsers.OUTPUT_PATTERNS, or None for free text
     max_time_s: float | None = None  # constrained times (events, segments) stay below this: the video's end
+    draft_tokens: int = 0  # >0: guess up to this many tokens per decoder pass (greedy only; module doc)
 
 
 @dataclass
@@ -49,6 +62,9 @@ class GenerationResult:
     prefill_s: float
     decode_s: float
     timings: dict = field(default_factory=dict)
+    decoder_passes: int = 0  # after the prefill: one per step, or per checked draft
+    draft_proposed: int = 0  # tokens guessed
+    draft_accepted: int = 0  # of them, the ones the model confirmed
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -184,16 +200,31 @@ class DecodingSession(Protocol):
         """Append one token -> next-token logits (vocab,)."""
 
 
+class ExtendingSession(DecodingSession, Protocol):
+    """A session that can also append several tokens in one pass and forget the newest ones
+    (what draft tokens need)."""
+
+    can_extend: bool  # False where the backend lacks the graph for it: one token at a time
+    length: int  # positions in the KV cache
+
+    def extend(self, tokens: list[int]) -> torch.Tensor:
+        """Append tokens -> (len(tokens), vocab) logits: after each of them, what comes next."""
+
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` positions of the cache."""
+
+
 class TorchSession:
     """A DecodingSession on the PyTorch model, with its KV cache (or, use_cache=False, recomputing
     the whole sequence every step: the reference the cache is checked against)."""
+
+    can_extend = True
 
     def __init__(self, model: Ov2Model, use_cache: bool = True):
         self.model, self.use_cache = model, use_cache
         self.tokens = model.config.tokens
         self.cache = model.new_cache() if use_cache else None
         self.embeds: torch.Tensor | None = None  # (1, L, hidden), kept only without a cache
-
         self.device = model.lm_head.weight.device
 
     @torch.inference_mode()
@@ -203,18 +234,56 @@ class TorchSession:
         self.embeds = None if self.use_cache else embeds
         return self.model.logits(embeds, self.cache)[0, -1].cpu()  # the loop picks tokens on the CPU
 
-    @torch.inference_mode()
+    @property
+    def length(self) -> int:
+        return self.cache.length if self.use_cache else self.embeds.shape[1]
+
     def step(self, token):
-        embeds = self.model.language_model.embed_tokens(torch.tensor([[token]], device=self.device))  # (1, 1, hidden)
+        return self.extend([token])[-1]
+
+    @torch.inference_mode()
+    def extend(self, tokens):
+        embeds = self.model.language_model.embed_tokens(torch.tensor([tokens], device=self.device))  # (1, n, hidden)
         if self.use_cache:
-            return self.model.logits(embeds, self.cache)[0, -1].cpu()
+            return self.model.logits(embeds, self.cache)[0].cpu()  # (n, vocab)
         self.embeds = torch.cat([self.embeds, embeds], dim=1)
-        return self.model.logits(self.embeds)[0, -1].cpu()
+        return self.model.logits(self.embeds)[0, -len(tokens):].cpu()
+
+    def truncate(self, length):
+        if self.use_cache:
+            self.cache.truncate(length)
+        else:
+            self.embeds = self.embeds[:, :length]
+
+
+LOOKUP_NGRAM = 3  # the longest run of last tokens looked up in the reference
+
+
+def draft_from(written: Sequence[int], reference: Sequence[int], count: int) -> list[int]:
+    """Up to `count` tokens guessed to follow `written`: where its last n tokens (n = 3, 2, 1:
+    the longest found) occur in `reference`, the tokens after them, from the occurrence nearest
+    to where `written` ends (the reference is an answer of the same shape); else where they
+    occurred earlier in `written` itself, the latest occurrence."""
+    for n in range(min(LOOKUP_NGRAM, len(written)), 0, -1):
+        tail = list(written[-n:])
+        ends = [i + n for i in range(len(reference) - n) if list(reference[i:i + n]) == tail]
+        if ends:
+            end = min(ends, key=lambda e: abs(e - len(written)))
+            return list(reference[end:end + count])
+        for i in range(len(written) - n - 1, -1, -1):
+            if list(written[i:i + n]) == tail:
+                return list(written[i + n:i + n + count])
+    return []
 
 
 def generate(session: DecodingSession, tokenizer: TextTokenizer, input_ids: list[int],
-             vision_tokens: torch.Tensor | None, config: GenerationConfig = GenerationConfig()) -> GenerationResult:
+             vision_tokens: torch.Tensor | None, config: GenerationConfig = GenerationConfig(),
+             reference: Sequence[int] = ()) -> GenerationResult:
+    """reference: token ids to copy draft tokens from (config.draft_tokens), such as the last
+    answer to the same question."""
     stop_ids = {session.tokens.im_end, session.tokens.end_of_text}
+    drafting = (config.draft_tokens > 0 and config.temperature <= 0 and getattr(session, "can_extend", False))
+    reference = [token for token in reference if token not in stop_ids]
     constraint = (FormatConstraint(config.output_format, tokenizer, config.max_time_s)
                   if config.output_format else None)
     budget = max(config.max_new_tokens, constraint.max_tokens if constraint else 0)
@@ -227,19 +296,52 @@ def generate(session: DecodingSession, tokenizer: TextTokenizer, input_ids: list
     started = time.perf_counter()
     generated: list[int] = []
     text = ""
-    stop_reason = "max_tokens"
-    while len(generated) < budget:
+    stop_reason = None if budget > 0 else "max_tokens"
+    passes = proposed = accepted = 0
+
+    def pick(logits: torch.Tensor) -> int:
         allowed = (lambda token: constraint.allows(text, token)) if constraint is not None else None
-        token = _pick(logits, config, generator, allowed)
+        return _pick(logits, config, generator, allowed)
+
+    def write(token: int) -> None:
+        """Append a picked token; stop_reason says when the answer has ended."""
+        nonlocal text, stop_reason
         if token in stop_ids:
             stop_reason = "stop_token"
-            break
+            return
         generated.append(token)
         if constraint is not None:  # the constraint reads the text so far; ASCII patterns, so pieces add up
             text += constraint.texts[token]
             if constraint.complete(text):  # nothing can follow: stop without another decoder step
                 stop_reason = "format_complete"
+        if stop_reason is None and len(generated) >= budget:
+            stop_reason = "max_tokens"
+
+    while stop_reason is None:
+        token = pick(logits)
+        write(token)
+        if stop_reason is not None:
+            break
+        passes += 1
+        draft = draft_from(generated, reference, min(config.draft_tokens, budget - len(generated))) if drafting else []
+        if not draft:
+            logits = session.step(token)
+            continue
+        kept = session.length + 1  # the cache up to `token`
+        rows = session.extend([token, *draft])  # (1 + len(draft), vocab): what follows each
+        proposed += len(draft)
+        logits = rows[-1]  # what follows the whole draft, if the model confirms all of it
+        for row, guess in zip(rows, draft):
+            if pick(row) != guess:  # the model's own pick from `row` is the next token
+                logits = row
                 break
-        logits = session.step(token)
-    return GenerationResult(text=tokenizer.decode(generated), token_ids=generated, stop_reason=stop_reason,
-                            prompt_tokens=len(input_ids), prefill_s=prefill_s, decode_s=time.perf_counter() - started)
+            write(guess)
+            accepted += 1
+            kept += 1
+            if stop_reason is not None:
+                break
+        session.truncate(kept)
+    return GenerationResult(text=tokenizer.decode(generated), token_ids=generated,
+                            stop_reason=stop_reason, prompt_tokens=len(input_ids),
+                            prefill_s=prefill_s, decode_s=time.perf_counter() - started, decoder_passes=passes,
+                            draft_proposed=proposed, draft_accepted=accepted)

@@ -57,7 +57,7 @@ from ov2_ros.ros import names, results
 from ov2_ros.ros.conversions import image_to_rgb, key_values, ns_to_time, time_to_ns
 from ov2_ros.runtime.annotate import annotate
 from ov2_ros.runtime.backend import BACKENDS, open_backend
-from ov2_ros.runtime.perception import Perception, PerceptionResult, Query
+from ov2_ros.runtime.perception import DRAFT_TOKENS, Perception, PerceptionResult, Query
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,8 @@ class Ov2Node(LifecycleNode):
             torch.set_num_threads(p["inference_threads"])
         self._model_id = f"{p['backend']}:{p['dtype']}:{p['model_path'] or 'embedded default'}"
         self._tokenizer = StreamingTokenizer(tokenizer_config)
-        self._perception = Perception(backend, p["budget_canvases"], p["window_s"], p["max_new_tokens"])
+        self._perception = Perception(backend, p["budget_canvases"], p["window_s"], p["max_new_tokens"],
+                                      draft_tokens=p["draft_tokens"])
         self.get_logger().info(f"model {self._model_id} loaded in {time.perf_counter() - started:.1f} s")
         self._results = {
             "text": self.create_publisher(ModelText, names.TEXT_TOPIC, 10),
@@ -374,6 +375,10 @@ class Ov2Node(LifecycleNode):
             "max_new_tokens": (64, _descriptor(
                 "Generated tokens per free-text answer (formatted answers stop when complete).", int_t,
                 read_only=True, int_range=(1, 4096))),
+            "draft_tokens": (DRAFT_TOKENS, _descriptor(
+                "Greedy answers: guess up to this many tokens per decoder pass, copied from the last answer "
+                "to the same question, and keep those the model confirms (same answer, fewer passes; "
+                "onnxruntime and torch); 0: one pass per token.", int_t, read_only=True, int_range=(0, 63))),
             "visualize": (False, _descriptor(
                 "Also publish each answer drawn on the newest frame (ov2/annotated, sensor_msgs/Image) and "
                 "as markers (ov2/markers, visualization_msgs/MarkerArray).", bool_t, read_only=True)),

@@ -25,13 +25,15 @@ from ov2_ros.msg import ModelText
 from ov2_ros.ros.conversions import time_to_ns
 from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
+from ov2_ros.runtime.perception import DRAFT_TOKENS
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
 
 PROMPT = "Trace where the gripper moved."
 
 
-def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int, threads: int, prompt: str) -> float:
+def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int, threads: int, prompt: str,
+                       draft_tokens: int) -> float:
     """The model alone: the standing question, offline, on the windows the node answers at the
     end of the stream (full ones: as many canvases as the budget allows, a prompt as long as the
     node's)."""
@@ -43,7 +45,7 @@ def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int,
     model = open_backend(backend, dtype=dtype, threads=threads)
     # At the model's frame area, as the node tokenizes (its max_pixels parameter is left at 0).
     video, _, _, _ = tokenize_file(stream_path, "stream", TokenizerConfig(max_pixels=model.config.max_pixels))
-    perception = Perception(model, budget_canvases=budget)
+    perception = Perception(model, budget_canvases=budget, draft_tokens=draft_tokens)
     size = (video.geometry.source_height, video.geometry.source_width)
     groups = video.groups
     ends = range(max(2, len(groups) - 4), len(groups) + 1)
@@ -58,11 +60,11 @@ def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int,
 
 
 def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads: int, duration_s: float,
-             prompt: str) -> dict:
+             prompt: str, draft_tokens: int) -> dict:
     namespaces = [f"/bench_cam{index}" for index in range(len(streams))]
     processes = [start_node_process({"backend": backend, "dtype": dtype, "default_prompt": prompt,
                                      "budget_canvases": budget, "inference_threads": threads,
-                                     "log_gop_summaries": False,
+                                     "draft_tokens": draft_tokens, "log_gop_summaries": False,
                                      "diagnostics_period_s": 0.5}, namespace=namespace)
                  for namespace in namespaces]
     latencies_ms: dict[str, list[float]] = {namespace: [] for namespace in namespaces}
@@ -121,13 +123,14 @@ def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads
 
 def run_node_bench(out_path: str | Path | None, backend: str = "onnxruntime", sizes=((640, 480), (1280, 720)),
                    cameras=(1, 2), duration_s: float = 20.0, budget: int = 4, threads: int = 1,
-                   prompt: str = PROMPT, dtype: str = "fp32") -> dict:
+                   prompt: str = PROMPT, dtype: str = "fp32", draft_tokens: int = DRAFT_TOKENS) -> dict:
     with tempfile.TemporaryDirectory(prefix="ov2_bench_node_") as scratch:  # the streams, for the run
         return _node_bench(Path(scratch), out_path, backend, dtype, sizes, cameras, duration_s, budget, threads,
-                           prompt)
+                           prompt, draft_tokens)
 
 
-def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s, budget, threads, prompt) -> dict:
+def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s, budget, threads, prompt,
+                draft_tokens) -> dict:
     if backend != "torch":  # export the default model once, before timing anything
         from ov2_ros.runtime.backend import open_backend
 
@@ -137,11 +140,11 @@ def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s
         streams = [write_synthetic_stream(SceneConfig(width=width, height=height, duration_s=duration_s, seed=seed),
                                           H264EncoderConfig(width=width, height=height), work, f"{width}x{height}_{seed}",
                                           progress=False).mp4_path for seed in range(max(cameras))]
-        baseline_ms = _offline_answer_ms(streams[0], backend, dtype, budget, threads, prompt)
+        baseline_ms = _offline_answer_ms(streams[0], backend, dtype, budget, threads, prompt, draft_tokens)
         for count in cameras:
             row = {"width": width, "height": height, "cameras": count, "backend": backend, "dtype": dtype,
-                   "budget_canvases": budget, "offline_answer_ms": round(baseline_ms, 1),
-                   **_measure(streams[:count], backend, dtype, budget, threads, duration_s, prompt)}
+                   "budget_canvases": budget, "draft_tokens": draft_tokens, "offline_answer_ms": round(baseline_ms, 1),
+                   **_measure(streams[:count], backend, dtype, budget, threads, duration_s, prompt, draft_tokens)}
             if row["latency_ms_p50"] is not None:
                 row["p50_vs_offline_answer"] = round(row["latency_ms_p50"] / baseline_ms, 2)
             rows.append(row)

@@ -36,6 +36,10 @@ class Answer:
     generated_tokens: int
     stop_reason: str
     timings_s: dict = field(default_factory=dict)
+    token_ids: list[int] = field(default_factory=list)  # the answer's tokens: the next draft's reference
+    decoder_passes: int = 0  # after the prefill (model/generate.py)
+    draft_proposed: int = 0
+    draft_accepted: int = 0
 
     def to_dict(self) -> dict:
         parsed = self.parsed
@@ -46,17 +50,21 @@ class Answer:
         return {"question": self.question, "text": self.text, "format": self.output_format, "parsed": parsed,
                 "parse_error": self.parse_error, "vision_tokens": self.vision_tokens,
                 "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
-                "stop_reason": self.stop_reason, "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()}}
+                "stop_reason": self.stop_reason, "decoder_passes": self.decoder_passes,
+                "draft_proposed": self.draft_proposed, "draft_accepted": self.draft_accepted,
+                "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()}}
 
 
 def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.ndarray], fps: float,
         source_size: tuple[int, int], question: str, output_format: str | None = "auto",
-        generation: GenerationConfig = GenerationConfig(), vision_tokens: torch.Tensor | None = None) -> Answer:
+        generation: GenerationConfig = GenerationConfig(), vision_tokens: torch.Tensor | None = None,
+        draft_reference: list[int] | tuple = ()) -> Answer:
     """canvases / positions_thw: per group, as the tokenizer made them; source_size (h, w) maps
     the answer's normalised coordinates back to source pixels. output_format "auto" infers it
     from the question; None answers in free text. vision_tokens: the backend's tokens of these
     canvases when the caller has them already (a live stream encodes each group once:
-    runtime/perception.py); encoded here otherwise."""
+    runtime/perception.py); encoded here otherwise. draft_reference: tokens to copy draft
+    tokens from (generation.draft_tokens), e.g. the last answer to the same question."""
     if output_format == "auto":
         output_format = infer_format(question)
     timings = {}
@@ -68,7 +76,8 @@ def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.nda
     prompt = encode_prompt(backend.tokenizer, question, positions, fps)
     end_s = (int(positions[:, 0].max()) + 1) / fps + END_SLACK_S  # the last frame shown, and a little more
     result = generate(backend.session(), backend.tokenizer, prompt.input_ids, vision_tokens,
-                      dataclasses.replace(generation, output_format=output_format, max_time_s=end_s))
+                      dataclasses.replace(generation, output_format=output_format, max_time_s=end_s),
+                      draft_reference)
     timings.update(prefill_s=result.prefill_s, decode_s=result.decode_s)
     parsed, error = None, None
     if output_format is not None:
@@ -77,7 +86,8 @@ def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.nda
         except OutputParseError as failure:
             error = str(failure)
     return Answer(question, result.text, output_format, parsed, error, int(vision_tokens.shape[0]), len(prompt.input_ids),
-                  len(result.token_ids), result.stop_reason, timings)
+                  len(result.token_ids), result.stop_reason, timings, result.token_ids, result.decoder_passes,
+                  result.draft_proposed, result.draft_accepted)
 
 
 def video_for_model(path, input_mode: str = "codec", budget: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):

@@ -1,5 +1,6 @@
 """`ov2 export-onnx`: the model as four ONNX graphs (onnx_graphs.py) that TensorRT 10.3's parser
-and ONNX Runtime both take.
+and ONNX Runtime both take, and for ONNX Runtime an `extend` graph (several new tokens on the
+cache: draft tokens, model/generate.py).
 
 Each graph is a thin wrapper that calls the very modules the PyTorch model runs (no second
 implementation): the encoder's `encode_windows` and the merger, the token embedding, and the
@@ -33,8 +34,10 @@ from ov2_ros.runtime.ort_int8 import INT8_MAX_WEIGHT_BYTES, quantise_int8
 MAX_WINDOWS = 256
 MAX_WINDOW_BLOCKS = 8192  # 2x2 blocks per window: 4 canvases of up to 2048 blocks
 MAX_SEQUENCE = 32768
-ORT_GRAPHS = ("vision", "prefill", "decode")  # the graphs with attention
-EXPORT_REVISION = 3  # what export_onnx writes (2: int8 variants, 3: fusable RMSNorm); keys cached default exports
+ORT_GRAPHS = ("vision", "prefill", "decode", "extend")  # the graphs with attention (extend: ONNX Runtime's only)
+MAX_EXTEND = 64  # tokens one extend pass takes: a token and its draft
+# What export_onnx writes (2: int8 variants, 3: fusable RMSNorm, 4: extend); keys cached default exports.
+EXPORT_REVISION = 4
 
 
 class VisionGraph(nn.Module):
@@ -84,6 +87,15 @@ class DecodeGraph(nn.Module):
         return (self.lm_head(hidden[:, -1]), *[t for pair in zip(cache.keys, cache.values) for t in pair])
 
 
+class ExtendGraph(DecodeGraph):
+    """Several new tokens on the cache: their logits at every position, not only the last."""
+
+    def forward(self, inputs_embeds, *past):
+        cache = KVCache(list(past[0::2]), list(past[1::2]))  # (1, KV, P, hd) each
+        hidden = self.language_model(inputs_embeds, cache)  # (1, S, hidden), causal among the S
+        return (self.lm_head(hidden), *[t for pair in zip(cache.keys, cache.values) for t in pair])  # (1, S, vocab)
+
+
 def _examples(config: Ov2Config, dtype: torch.dtype) -> dict:
     """Per graph: input names, example inputs, output names, and the dynamic dimensions in the
     structure of forward's arguments (torch.export's dynamic_shapes)."""
@@ -92,6 +104,7 @@ def _examples(config: Ov2Config, dtype: torch.dtype) -> dict:
         "window_blocks", min=1, max=MAX_WINDOW_BLOCKS)
     sequence = torch.export.Dim("sequence", min=2, max=MAX_SEQUENCE)
     cached = torch.export.Dim("cached", min=1, max=MAX_SEQUENCE)
+    extended = torch.export.Dim("extended", min=2, max=MAX_EXTEND)
     w, length, p = 2, 4 * 24, 5
     vision_names = ["pixel_values", "rope_cos", "rope_sin", "valid_patches"]
     vision_args = [torch.randn(w, length, e.patch_dim), torch.randn(w, length, e.head_dim),
@@ -112,6 +125,8 @@ def _examples(config: Ov2Config, dtype: torch.dtype) -> dict:
         "decode": (["inputs_embeds", *past], [torch.randn(1, 1, l.hidden_size, dtype=dtype)] + [kv(p) for _ in past],
                    ["logits", *present_names(l.num_layers)],
                    (None, tuple({2: cached} for _ in past))),  # forward(inputs_embeds, *past)
+        "extend": (["inputs_embeds", *past], [torch.randn(1, 3, l.hidden_size, dtype=dtype)] + [kv(p) for _ in past],
+                   ["logits", *present_names(l.num_layers)], ({1: extended}, tuple({2: cached} for _ in past))),
     }
 
 
@@ -200,7 +215,7 @@ def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | N
     config = model.config
     positions = bool(config.encoder.merger_position_embeddings)
     modules = {"vision": VisionGraph(model, positions), "embed": EmbedGraph(model),
-               "prefill": PrefillGraph(model), "decode": DecodeGraph(model)}
+               "prefill": PrefillGraph(model), "decode": DecodeGraph(model), "extend": ExtendGraph(model)}
     manifest = OnnxManifest(dtype=dtype, opset=opset, num_layers=config.llm.num_layers, merger_positions=positions,
                             source_model=source_model,
                             exporter={"torch": torch.__version__, "onnx": onnx.__version__})

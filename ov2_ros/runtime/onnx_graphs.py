@@ -14,6 +14,10 @@ fly: ort_int8.py) (B = 1 sequence; W windows of L patches; S prompt tokens; P ca
            present.{i}.key / present.{i}.value (1, kv_heads, S, head_dim) per layer.
 - decode:  inputs_embeds (1, 1, hidden), past.{i}.key / past.{i}.value (1, kv_heads, P, head_dim)
            -> logits (1, vocab), present.{i}.key / .value (1, kv_heads, P + 1, head_dim).
+- extend:  (ONNX Runtime variants only) inputs_embeds (1, S, hidden), S = 2-64, and the past as
+           decode's -> logits (1, S, vocab), one row after each new token, and the presents
+           (1, kv_heads, P + S, head_dim). Draft tokens (model/generate.py) need it; a folder
+           without it decodes one token at a time.
 `hidden`, logits and the KV cache are in the export dtype (fp32 or fp16); RoPE inputs stay fp32.
 """
 from __future__ import annotations
@@ -95,11 +99,13 @@ class OnnxManifest:
     def graph_path(self, folder: Path, name: str, ort: bool = False, int8: bool = False) -> Path:
         """The graph's file; ort=True: its ONNX Runtime variant where there is one; int8=True
         (with ort): its int8 variant where there is one."""
-        entry = self.graphs[name]
+        entry = self.graphs.get(name)
         if ort:
             entry = self.ort_graphs.get(name, entry)
             if int8:
                 entry = self.ort_int8_graphs.get(name, entry)
+        if entry is None:
+            raise OnnxFolderError(f"the ONNX folder {folder} has no {name} graph" + (" for ONNX Runtime" if ort else ""))
         path = Path(folder) / entry["file"]
         if not path.is_file():
             raise MissingInputError(f"{path} is missing from the ONNX folder")

@@ -3,7 +3,9 @@
 Vision: canvases' patch rows -> padded windows (windows.py) -> vision graph -> tokens. Text:
 the embed graph gives the prompt's embeddings, the vision tokens fill its <|image_pad|> slots
 (the same function the PyTorch model uses), the prefill graph returns the next-token logits and
-the KV cache, and each decode step feeds the cache back (explicit inputs and outputs).
+the KV cache, and each decode step feeds the cache back (explicit inputs and outputs); the
+extend graph, where the folder has it (fused-attention exports since revision 4), takes a token
+and its draft in one pass.
 """
 from __future__ import annotations
 
@@ -51,10 +53,11 @@ class OnnxRuntimeBackend:
             options.inter_op_num_threads = 1
         providers = providers or ["CPUExecutionProvider"]
         # fused_attention: the *.ort.onnx variants where the export has them (ort_attention.py)
+        names = [*self.manifest.graphs, *(["extend"] if fused_attention and "extend" in self.manifest.ort_graphs else [])]
         self.graphs = {name: ort.InferenceSession(str(self.manifest.graph_path(folder, name, fused_attention,
                                                                                precision == "int8")),
                                                   options, providers=providers)
-                       for name in self.manifest.graphs}
+                       for name in names}
         self.present = present_names(self.manifest.num_layers)
         self.past = past_names(self.manifest.num_layers)
 
@@ -76,6 +79,11 @@ class OnnxRuntimeSession:
         self.backend = backend
         self.tokens = backend.config.tokens
         self.cache: list[np.ndarray] = []
+        self.can_extend = "extend" in backend.graphs
+
+    @property
+    def length(self) -> int:
+        return self.cache[0].shape[2] if self.cache else 0
 
     def prefill(self, input_ids, vision_tokens):
         embeds = torch.from_numpy(self.backend.embed(input_ids))
@@ -88,3 +96,11 @@ class OnnxRuntimeSession:
         feeds = {"inputs_embeds": self.backend.embed([token]), **dict(zip(self.backend.past, self.cache))}
         logits, *self.cache = self.backend.graphs["decode"].run(["logits", *self.backend.present], feeds)
         return torch.from_numpy(logits[0]).float()
+
+    def extend(self, tokens):
+        feeds = {"inputs_embeds": self.backend.embed(tokens), **dict(zip(self.backend.past, self.cache))}
+        logits, *self.cache = self.backend.graphs["extend"].run(["logits", *self.backend.present], feeds)
+        return torch.from_numpy(logits[0]).float()  # (len(tokens), vocab)
+
+    def truncate(self, length):
+        self.cache = [np.ascontiguousarray(part[:, :, :length]) for part in self.cache]

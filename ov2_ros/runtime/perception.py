@@ -15,6 +15,9 @@ Tokens are therefore kept per (group, window start): a question on the window of
 (a query between two standing answers) and a window that grows without losing its first group
 encode only what is new; a window that slides encodes again. Results are exactly those of
 encoding from scratch.
+
+The last answer to each question is kept too: the next answer to it (a standing query's, one
+group later) copies its draft tokens from it (`draft_tokens`, model/generate.py).
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ from ov2_ros.tokenizer.canvas import TokenizedGroup, rebase_t
 from ov2_ros.tokenizer.pipeline import window_groups
 
 _request_ids = itertools.count(1)
+DRAFT_TOKENS = 8  # guessed tokens per decoder pass (ov2 bench drafts measured the choice)
+KEPT_ANSWERS = 16  # questions whose last answer is kept as a draft reference
 
 
 @dataclass(frozen=True)
@@ -94,11 +99,13 @@ class Perception:
     """Not thread-safe: one per inference thread (it keeps encoded groups)."""
 
     def __init__(self, backend: Backend, budget_canvases: int = 16, window_s: float = 10.0,
-                 max_new_tokens: int = 64, nominal_fps: float = 30.0):
-        if budget_canvases < 1 or window_s <= 0:
-            raise ValueError("budget_canvases must be >= 1 and window_s > 0")
+                 max_new_tokens: int = 64, nominal_fps: float = 30.0, draft_tokens: int = DRAFT_TOKENS):
+        if budget_canvases < 1 or window_s <= 0 or draft_tokens < 0:
+            raise ValueError("budget_canvases must be >= 1, window_s > 0 and draft_tokens >= 0")
         self.backend, self.budget_canvases, self.window_s = backend, budget_canvases, window_s
-        self.max_new_tokens, self.nominal_fps = max_new_tokens, nominal_fps
+        self.max_new_tokens, self.nominal_fps, self.draft_tokens = max_new_tokens, nominal_fps, draft_tokens
+        # The last answer's tokens per (question, format), newest last; a few questions' worth.
+        self._last_answers: collections.OrderedDict[tuple, list[int]] = collections.OrderedDict()
         # (canvases, vision tokens) per (id of the group's canvases, window start t), newest last:
         # this window's and the last one's. Holding the canvases keeps their id unique meanwhile.
         self._encoded: collections.OrderedDict[tuple, tuple[np.ndarray, torch.Tensor]] = collections.OrderedDict()
@@ -143,9 +150,16 @@ class Perception:
         started = time.perf_counter()
         tokens = self.vision_tokens(chosen)
         encode_s = time.perf_counter() - started
-        generation = GenerationConfig(max_new_tokens=query.max_new_tokens or self.max_new_tokens)
+        generation = GenerationConfig(max_new_tokens=query.max_new_tokens or self.max_new_tokens,
+                                      draft_tokens=self.draft_tokens)
+        asked = (query.prompt, query.output_format)
         answer = ask(self.backend, [g.canvases for g in chosen], [rebase_t(g.positions_thw, base_t) for g in chosen],
-                     self.fps(chosen), image_size, query.prompt, query.output_format, generation, tokens)
+                     self.fps(chosen), image_size, query.prompt, query.output_format, generation, tokens,
+                     self._last_answers.get(asked, ()))
+        self._last_answers[asked] = answer.token_ids
+        self._last_answers.move_to_end(asked)
+        while len(self._last_answers) > KEPT_ANSWERS:
+            self._last_answers.popitem(last=False)
         answer.timings_s["vision_s"] = encode_s  # the groups new to this question
         result = PerceptionResult(query, answer, base_ns, chosen[-1].last_stamp_ns, [g.index for g in chosen],
                                   image_size)

@@ -90,6 +90,8 @@ class TensorRTBackend:
 
 
 class TensorRTSession:
+    can_extend = False  # engines are built for the four portable graphs: one token at a time
+
     def __init__(self, backend: TensorRTBackend):
         self.backend, self.tokens = backend, backend.config.tokens
         self.cache: list[torch.Tensor] = []

@@ -1,9 +1,11 @@
-"""Qwen3 with a KV cache, generation, constrained decoding, prompts."""
+"""Qwen3 with a KV cache, generation, draft tokens, constrained decoding, prompts."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from ov2_ros.model.generate import GenerationConfig, TorchSession, generate
+from ov2_ros.model.generate import GenerationConfig, TorchSession, draft_from, generate
 from ov2_ros.model.ov2 import PlaceholderMismatchError
 from ov2_ros.model.parsers import OUTPUT_PATTERNS, FrameSize, parse_output
 from ov2_ros.model.prompt import encode_prompt, timestamp_runs, video_text
@@ -175,3 +177,57 @@ def test_constrained_boxes_never_have_a_far_corner_before_the_near_one(tokenizer
     assert constraint.allows("[642, 484, ", digit["6"]) and constraint.allows("[642, 484, 6", digit["4"])
     assert not constraint.allows("[642, 484, ", digit["5"]) and not constraint.allows("[642, 484, 6", digit["3"])
     assert constraint.allows("[642, 484, 642, ", digit["4"]) and not constraint.allows("[642, 484, 642, 48", digit["3"])
+
+
+def test_draft_tokens_come_from_the_nearest_match_of_the_longest_tail():
+    reference = [5, 6, 7, 8, 9, 5, 6, 10, 11, 12]
+    # tail (.., 5, 6): found twice; the occurrence ending nearest to where the writing ends wins
+    assert draft_from([1, 5, 6], reference, 3) == [7, 8, 9]
+    assert draft_from([1, 2, 3, 4, 9, 9, 5, 6], reference, 3) == [10, 11, 12]
+    # the longest tail found decides: (7, 5, 6) nowhere, (5, 6) twice, so not the lone 6's
+    assert draft_from([7, 5, 6], [6, 13, 5, 6, 14], 2) == [14]
+    # not in the reference: the answer's own earlier tokens, latest occurrence first
+    assert draft_from([40, 41, 42, 40, 43, 40], reference, 2) == [43, 40]
+    assert draft_from([40, 41], reference, 4) == []
+    assert draft_from([5], reference, 0) == []
+
+
+@pytest.mark.parametrize("output_format", [None, "trace2d", "events"])
+def test_drafted_generation_equals_step_by_step_greedy_and_saves_passes(tokenizer, output_format):
+    model = tiny_model(tokenizer, seed=6)
+    prompt = encode_prompt(tokenizer, "Trace the gripper.", None, 30.0).input_ids
+    plain = GenerationConfig(max_new_tokens=40, output_format=output_format, max_time_s=20.0)
+    stepwise = generate(TorchSession(model), tokenizer, prompt, None, plain)
+    drafted = dataclasses.replace(plain, draft_tokens=6)
+    assert stepwise.decoder_passes == len(stepwise.token_ids) - (stepwise.stop_reason != "stop_token")
+    other_prompt = encode_prompt(tokenizer, "When does the gripper grasp the cube?", None, 30.0).input_ids
+    other = generate(TorchSession(model), tokenizer, other_prompt, None, plain).token_ids
+    noise = torch.randint(10, tokenizer.vocab_size, (60,), generator=torch.Generator().manual_seed(1)).tolist()
+    for reference in (stepwise.token_ids, other, noise, []):
+        result = generate(TorchSession(model), tokenizer, prompt, None, drafted, reference)
+        assert result.token_ids == stepwise.token_ids and result.stop_reason == stepwise.stop_reason
+        assert result.draft_accepted <= result.draft_proposed
+        # every pass writes one token of its own plus the guesses it confirmed
+        assert result.decoder_passes + result.draft_accepted >= len(result.token_ids) - 1
+    # the answer itself as the reference: all but the first token confirmed, a pass or two in all
+    again = generate(TorchSession(model), tokenizer, prompt, None, drafted, stepwise.token_ids)
+    assert again.draft_accepted == len(stepwise.token_ids) - 1 - (again.decoder_passes - 1)
+    assert again.decoder_passes <= -(-(len(stepwise.token_ids) - 1) // 7) + 1 < stepwise.decoder_passes
+    # sampling never drafts
+    sampled = generate(TorchSession(model), tokenizer, prompt, None,
+                       dataclasses.replace(drafted, temperature=0.8, seed=2), stepwise.token_ids)
+    assert sampled.draft_proposed == 0
+
+
+def test_a_truncated_cache_continues_as_if_the_dropped_tokens_were_never_seen(tokenizer):
+    model = tiny_model(tokenizer, seed=7)
+    ids = torch.randint(10, tokenizer.vocab_size, (9,), generator=torch.Generator().manual_seed(3)).tolist()
+    session = TorchSession(model)
+    session.prefill(ids[:5], None)
+    session.extend([ids[5], 77, 78, 79])
+    session.truncate(6)
+    assert session.length == 6
+    continued = session.extend(ids[6:])
+    straight = TorchSession(model)
+    straight.prefill(ids[:6], None)
+    torch.testing.assert_close(continued, straight.extend(ids[6:]), rtol=1e-5, atol=1e-5)

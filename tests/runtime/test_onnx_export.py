@@ -1,4 +1,5 @@
 """ONNX export: valid graphs TensorRT 10.3 can parse, and ONNX Runtime equal to PyTorch."""
+import dataclasses
 import json
 
 import onnx
@@ -38,7 +39,7 @@ def test_every_graph_is_valid_onnx_that_tensorrt_10_3_parses(exported, variant):
 def test_fp32_exports_carry_onnx_runtime_variants_with_fused_attention(exported):
     _, folder = exported["fp32"]
     manifest = OnnxManifest.load(folder)
-    assert sorted(manifest.ort_graphs) == ["decode", "prefill", "vision"]
+    assert sorted(manifest.ort_graphs) == ["decode", "extend", "prefill", "vision"]
     for name, entry in manifest.ort_graphs.items():
         ops = [node.op_type for node in onnx.load(str(folder / entry["file"])).graph.node]
         assert ops.count("MultiHeadAttention") == 2 and "Softmax" not in ops, name  # one per layer
@@ -115,6 +116,46 @@ def test_onnxruntime_generates_the_same_tokens_as_pytorch(exported, tokenizer, o
     got = generate(backend.session(), tokenizer, prompt, backend.vision_tokens(vision), config)
     assert got.token_ids == expected.token_ids and len(got.token_ids) > 0
     assert got.stop_reason == expected.stop_reason
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_onnxruntime_extends_by_several_tokens_as_pytorch_does_and_forgets_what_it_truncates(
+        exported, tokenizer, precision):
+    model, folder = exported["fp32"]
+    backend = OnnxRuntimeBackend(folder, threads=1, precision=precision)
+    vision = vision_input([[4, 4, 6]], seed=2)
+    tokens = TorchBackend(model, tokenizer).vision_tokens(vision)
+    prompt = encode_prompt(tokenizer, "Trace the gripper.", vision.positions_thw.numpy(), 30.0).input_ids
+    reference, session = TorchSession(model), backend.session()
+    assert session.can_extend
+    reference.prefill(prompt, tokens), session.prefill(prompt, tokens)
+    expected, got = reference.extend([17, 40, 5, 99]), session.extend([17, 40, 5, 99])
+    assert got.shape == (4, model.config.llm.vocab_size) and session.length == len(prompt) + 4
+    tolerance = 1e-4 if precision == "fp32" else 3e-2
+    assert _relative_error(got, expected) < tolerance
+    reference.truncate(len(prompt) + 2), session.truncate(len(prompt) + 2)  # 5 and 99 were a wrong draft
+    expected, got = reference.step(230), session.step(230)
+    assert session.length == len(prompt) + 3 and _relative_error(got, expected) < tolerance
+
+
+@pytest.mark.parametrize("output_format", [None, "trace2d"])
+def test_onnxruntime_drafted_generation_writes_the_tokens_of_step_by_step_decoding(exported, tokenizer, output_format):
+    model, folder = exported["fp32"]
+    backend = OnnxRuntimeBackend(folder, threads=1)
+    vision = vision_input([[4, 4, 6], [4, 4, 6]], seed=3)
+    tokens = backend.vision_tokens(vision)
+    prompt = encode_prompt(tokenizer, "Trace the gripper.", vision.positions_thw.numpy(), 30.0).input_ids
+    config = GenerationConfig(max_new_tokens=30, output_format=output_format)
+    stepwise = generate(backend.session(), tokenizer, prompt, tokens, config)
+    other = vision_input([[4, 4, 6], [4, 4, 6]], seed=4)  # another clip's answer as the reference
+    reference = generate(backend.session(), tokenizer, prompt, backend.vision_tokens(other), config).token_ids
+    drafted = generate(backend.session(), tokenizer, prompt, tokens, dataclasses.replace(config, draft_tokens=8),
+                       reference)
+    assert drafted.token_ids == stepwise.token_ids and drafted.draft_proposed > 0
+    assert drafted.decoder_passes < stepwise.decoder_passes
+    unfused = OnnxRuntimeBackend(folder, threads=1, fused_attention=False)  # no extend graph: one at a time
+    plain = generate(unfused.session(), tokenizer, prompt, tokens, dataclasses.replace(config, draft_tokens=8), reference)
+    assert plain.token_ids == stepwise.token_ids and plain.draft_proposed == 0
 
 
 def test_an_altered_or_incomplete_onnx_folder_is_refused(exported, tmp_path):

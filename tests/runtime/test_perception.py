@@ -116,3 +116,25 @@ def test_the_encoded_groups_kept_are_bounded_by_the_budget(backend, groups):
     for newest in range(1, len(groups) + 1):
         perception.vision_tokens(perception.select(groups[:newest], 60.0))
     assert len(perception._encoded) <= 2 * (2 + 1)
+
+
+def test_a_standing_question_drafts_from_its_last_answer_and_answers_as_without_drafts(backend, groups):
+    drafting = Perception(backend, budget_canvases=8, window_s=60.0, max_new_tokens=24, draft_tokens=8)
+    stepwise = Perception(backend, budget_canvases=8, window_s=60.0, max_new_tokens=24, draft_tokens=0)
+    trace, caption = Query("Trace where the gripper moved."), Query("What happened in the video?", output_format=None)
+    saved_passes = []
+    for newest in range(1, len(groups) + 1):
+        for query in (trace, caption):
+            drafted = drafting.answer(groups[:newest], (240, 320), query).answer
+            plain = stepwise.answer(groups[:newest], (240, 320), query).answer
+            assert drafted.text == plain.text and plain.draft_proposed == 0
+            assert drafted.decoder_passes + drafted.draft_accepted >= drafted.generated_tokens - 1
+            # each question's last answer is its own reference: the trace's tokens, not the caption's
+            assert drafting._last_answers[query.prompt, query.output_format] == drafted.token_ids
+            if query is trace and newest > 1:
+                saved_passes.append(plain.decoder_passes - drafted.decoder_passes)
+    assert drafting._last_answers.keys() == {(trace.prompt, trace.output_format), (caption.prompt, None)}
+    # from the second group on, the trace is drafted from the previous one: fewer passes each time
+    assert min(saved_passes) > 0
+    with pytest.raises(ValueError, match="draft_tokens >= 0"):
+        Perception(backend, draft_tokens=-1)
