@@ -172,6 +172,7 @@ class Ov2Node(LifecycleNode):
         self._groups_seen = 0  # groups completed; the standing question last ran at _standing_seen
         self._standing_seen = 0
         self._answers = collections.Counter()  # standing, query, refused, failed
+        self._drafts = collections.Counter()  # draft tokens proposed and confirmed, over all answers
         self._inference_ms = RollingWindow()
         self._last_stage_s: dict = {}
         self._last_answer = ""
@@ -677,6 +678,7 @@ class Ov2Node(LifecycleNode):
         answer = job.result.answer
         with self._work:
             self._answers[job.kind] += 1
+            self._drafts.update(proposed=answer.draft_proposed, confirmed=answer.draft_accepted)
             self._inference_ms.add(elapsed_ms)
             self._last_stage_s = dict(answer.timings_s)
             self._last_answer = f"{job.query.request_id} [{answer.output_format}] {answer.text[:80]}"
@@ -760,6 +762,9 @@ class Ov2Node(LifecycleNode):
                 "groups_encoded": self._perception.groups_encoded if self._perception is not None else 0,
                 "inference_ms_p50": self._inference_ms.percentile(50),
                 "inference_ms_p99": self._inference_ms.percentile(99),
+                # Draft tokens (parameter draft_tokens): each confirmed one is a decoder pass saved.
+                "draft_tokens_proposed": self._drafts["proposed"],
+                "draft_tokens_confirmed": self._drafts["confirmed"],
                 **{f"last_{stage}_ms": seconds * 1e3 for stage, seconds in self._last_stage_s.items()},
                 "last_answer": self._last_answer,
             })

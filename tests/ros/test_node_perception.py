@@ -90,9 +90,11 @@ def test_standing_question_answers_on_new_groups_with_frame_stamps(ros, node_und
     assert segments.request_id == text.request_id and len(segments.segments) == 1
     segment = segments.segments[0]
     assert start <= time_to_ns(segment.start) <= time_to_ns(segment.end) <= end + 2_000_000_000  # END_SLACK_S
-    values = watcher.wait_for(lambda v: counter(v, "answers_standing") >= 1, 30.0, name_prefix="/standing/ov2_node")
+    values = watcher.wait_for(lambda v: counter(v, "answers_standing") >= 2, 30.0, name_prefix="/standing/ov2_node")
     assert values is not None and counter(values, "answers_failed") == 0
     assert float(values["inference_ms_p50"]) > 0 and float(values["last_vision_s_ms"]) > 0
+    # the second answer on was drafted from the one before
+    assert 0 < counter(values, "draft_tokens_confirmed") <= counter(values, "draft_tokens_proposed")
 
 
 def test_query_service_and_prompt_topic(ros, node_under_test, episode):
