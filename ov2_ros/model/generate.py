@@ -20,8 +20,8 @@ the same question (a standing query re-asks it on every new group, and answers c
 or the answer so far (traces repeat their punctuation): where the last few tokens written occur
 in it, what followed them there. On a CPU a pass over 9 tokens costs little more than over one,
 so every token guessed right is a decoder step saved. The answer is the one step-by-step greedy
-decoding gives, up to the rounding of a batched pass (int8 graphs quantise a pass's activations
-with one scale: a near tie between two digits may fall the other way).
+decoding gives, up to the rounding of a batched pass (a near tie between two digits may fall the
+other way; ONNX Runtime's int8 precision checks drafts in fp32, runtime/onnxruntime_backend.py).
 
 The loop is written once, against `DecodingSession` (prefill a prompt, then one token at a
 time, or several); every runtime backend (PyTorch, ONNX Runtime, TensorRT) only provides sessions.

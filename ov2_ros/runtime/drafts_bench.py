@@ -11,8 +11,8 @@ Per setting and question: median answer and decode ms, decoder passes per answer
 proposed and confirmed, the ratio to the baseline's median answer and decode ms, and the share
 of answers whose text equals the baseline's (drafting changes no token, up to the rounding of a
 batched pass). At a reduced precision (int8), the share equal to the fp32 model's answers too:
-int8 graphs quantise each pass's activations with one scale, so a pass over a draft rounds
-differently from single steps, and what matters is whether it strays further from fp32.
+there drafts are checked in fp32 (runtime/onnxruntime_backend.py), so drafted answers move
+toward fp32's.
 """
 from __future__ import annotations
 

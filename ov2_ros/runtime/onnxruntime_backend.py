@@ -52,12 +52,16 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         providers = providers or ["CPUExecutionProvider"]
-        # fused_attention: the *.ort.onnx variants where the export has them (ort_attention.py)
-        names = [*self.manifest.graphs, *(["extend"] if fused_attention and "extend" in self.manifest.ort_graphs else [])]
-        self.graphs = {name: ort.InferenceSession(str(self.manifest.graph_path(folder, name, fused_attention,
-                                                                               precision == "int8")),
-                                                  options, providers=providers)
-                       for name in names}
+        # fused_attention: the *.ort.onnx variants where the export has them (ort_attention.py).
+        # int8 leaves extend in fp32: an int8 graph quantises a pass's activations with one scale,
+        # so a row's logits would depend on the draft tokens after it.
+        names = list(self.manifest.graphs)
+        if fused_attention and "extend" in self.manifest.ort_graphs:
+            names.append("extend")
+        paths = {name: self.manifest.graph_path(folder, name, fused_attention, precision == "int8" and name != "extend")
+                 for name in names}
+        self.graphs = {name: ort.InferenceSession(str(path), options, providers=providers)
+                       for name, path in paths.items()}
         self.present = present_names(self.manifest.num_layers)
         self.past = past_names(self.manifest.num_layers)
 
