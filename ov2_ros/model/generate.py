@@ -260,10 +260,10 @@ LOOKUP_NGRAM = 3  # the longest run of last tokens looked up in the reference
 
 
 def draft_from(written: Sequence[int], reference: Sequence[int], count: int) -> list[int]:
-    """Up to `count` tokens guessed to follow `written`: where its last n tokens (n = 3, 2, 1:
-    the longest found) occur in `reference`, the tokens after them, from the occurrence nearest
-    to where `written` ends (the reference is an answer of the same shape); else where they
-    occurred earlier in `written` itself, the latest occurrence."""
+    """Up to `count` tokens guessed to follow `written`: the tokens after its last n tokens
+    (n = 3, then 2, then 1) where they occur in `reference`, at the occurrence nearest to where
+    `written` ends (the reference is an answer of the same shape), else where they occurred
+    earlier in `written` itself, at the latest occurrence."""
     for n in range(min(LOOKUP_NGRAM, len(written)), 0, -1):
         tail = list(written[-n:])
         ends = [i + n for i in range(len(reference) - n) if list(reference[i:i + n]) == tail]
@@ -279,8 +279,9 @@ def draft_from(written: Sequence[int], reference: Sequence[int], count: int) -> 
 def generate(session: DecodingSession, tokenizer: TextTokenizer, input_ids: list[int],
              vision_tokens: torch.Tensor | None, config: GenerationConfig = GenerationConfig(),
              reference: Sequence[int] = ()) -> GenerationResult:
-    """reference: token ids to copy draft tokens from (config.draft_tokens), such as the last
-    answer to the same question."""
+    """config.draft_tokens > 0 drafts where the session is an ExtendingSession that can_extend
+    (greedy only); reference: token ids to copy draft tokens from, such as the last answer to
+    the same question."""
     stop_ids = {session.tokens.im_end, session.tokens.end_of_text}
     drafting = (config.draft_tokens > 0 and config.temperature <= 0 and getattr(session, "can_extend", False))
     reference = [token for token in reference if token not in stop_ids]
