@@ -2,7 +2,7 @@
 the folder's manifest (`onnx.json`). `ov2 export-onnx` writes it, the ONNX Runtime and TensorRT
 backends and trt_build/ read it.
 
-Graphs (and, for fp32, `*.ort.onnx` variants of the three with attention, for ONNX Runtime only:
+Graphs (and, for fp32, `*.ort.onnx` variants of the three with attention and extend, for ONNX Runtime only:
 ort_attention.py; and those as `*.ort.int8.onnx`, weights int8 and activations quantised on the
 fly: ort_int8.py) (B = 1 sequence; W windows of L patches; S prompt tokens; P cached positions):
 - vision:  pixel_values (W, L, C*P*P) fp32, rope_cos / rope_sin (W, L, head_dim) fp32 (the 3D
