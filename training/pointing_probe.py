@@ -225,8 +225,9 @@ def describe(result: dict) -> str:
     """A probe run in a few words, for a plot's legend."""
     if "world" not in result:
         return f"made-up tokens, place codes {result['position_share']}"
-    model = Path(result["model"])
-    run = model.parent.name if model.name == "last" else model.name  # runs/NAME/last -> NAME
+    parts = Path(result["model"]).parts
+    parts = parts[parts.index("runs") + 1:] if "runs" in parts else parts[-1:]
+    run = "/".join(parts[:-1] if parts[-1] == "last" and len(parts) > 1 else parts)  # runs/A/B/last -> A/B
     canvases = f"{result['canvases']} canvas" + ("es" if result["canvases"] > 1 else "")
     return f"{run}, {result['world']}, {canvases}" + (", centred" if result["centred"] else "")
 
