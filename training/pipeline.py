@@ -25,8 +25,6 @@ from training.train import StageConfig, initial_model, train_stage
 
 STAGES = ("s1_align", "s2_mid", "s3_long", "s4_spatial")
 CONFIGS = Path(__file__).resolve().parent / "configs"
-
-
 ENCODER_WORLDS = {"mid": 2000, "lone": 1000, "closeup": 1000, "stills": 2000}  # still shots per world
 
 
