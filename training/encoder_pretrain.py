@@ -115,10 +115,15 @@ class ShotSet:
                 torch.from_numpy(np.concatenate([shot[3] for shot in chosen])))
 
 
+def block_nats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(blocks,): each block's soft cross-entropy against its class shares."""
+    return -(targets * logits.log_softmax(-1)).sum(-1)
+
+
 def weighted_nats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Soft cross-entropy per block, blocks on things weighted up to THING_WEIGHT."""
     weights = 1.0 + (THING_WEIGHT - 1.0) * (1.0 - targets[:, 0])
-    return (weights * -(targets * logits.log_softmax(-1)).sum(-1)).sum() / weights.sum()
+    return (weights * block_nats(logits, targets)).sum() / weights.sum()
 
 
 def place_nats(place_logits: torch.Tensor, places: torch.Tensor) -> torch.Tensor:
@@ -147,7 +152,7 @@ def scores(model, head, shots: ShotSet, batch: int = 16) -> dict:
     for start in range(0, len(shots.shots), batch):
         vision, targets, places = shots.batch(range(start, min(start + batch, len(shots.shots))))
         logits, place_logits = block_logits(model, head, vision)
-        nats.append(float(-(targets * logits.log_softmax(-1)).sum(-1).mean()) * len(targets))
+        nats.append(float(block_nats(logits, targets).sum()))
         place_right = (place_logits.argmax(-1) == places).all(-1)
         predicted, share = logits.argmax(-1), targets[:, 1:].max(-1)
         truth = targets[:, 1:].argmax(-1) + 1

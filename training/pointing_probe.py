@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model folder (its LLM is trained; nothing is saved)")
     parser.add_argument("--plot", nargs="+", metavar="JSON",
-                        help="instead of a run: plot these runs' printed results into --out")
+                        help="instead of a run: plot these runs' printed results (one run or a list of runs "
+                             "per file, as docs/pointing_probe_real.json) into --out")
     parser.add_argument("--out", default="pointing_probe.png", help="with --plot: the PNG written")
     parser.add_argument("--position-share", type=float, default=0.3,
                         help="each place code's norm, of the content's (0: no place in the tokens)")
@@ -280,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="cache/worlds")
     args = parser.parse_args(argv)
     if args.plot:
-        plot_curves([json.loads(Path(path).read_text()) for path in args.plot], Path(args.out))
+        loaded = [json.loads(Path(path).read_text()) for path in args.plot]
+        plot_curves([run for item in loaded for run in (item if isinstance(item, list) else [item])], Path(args.out))
         return 0
     if not args.model:
         parser.error("--model is required (or --plot)")

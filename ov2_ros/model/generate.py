@@ -318,30 +318,34 @@ def generate(session: DecodingSession, tokenizer: TextTokenizer, input_ids: list
         if stop_reason is None and len(generated) >= budget:
             stop_reason = "max_tokens"
 
+    token = pick(logits) if stop_reason is None else None
     while stop_reason is None:
-        token = pick(logits)
         write(token)
         if stop_reason is not None:
             break
         passes += 1
         draft = draft_from(generated, reference, min(config.draft_tokens, budget - len(generated))) if drafting else []
         if not draft:
-            logits = session.step(token)
+            token = pick(session.step(token))
             continue
         kept = session.length + 1  # the cache up to `token`
         rows = session.extend([token, *draft])  # (1 + len(draft), vocab): what follows each
         proposed += len(draft)
-        logits = rows[-1]  # what follows the whole draft, if the model confirms all of it
+        token = None
         for row, guess in zip(rows, draft):
-            if pick(row) != guess:  # the model's own pick from `row` is the next token
-                logits = row
+            choice = pick(row)
+            if choice != guess:  # the model's own pick is the next token
+                token = choice
                 break
             write(guess)
             accepted += 1
             kept += 1
             if stop_reason is not None:
                 break
-        session.truncate(kept)
+        if stop_reason is None:
+            session.truncate(kept)
+            if token is None:  # every guess confirmed: what follows the whole draft
+                token = pick(rows[-1])
     return GenerationResult(text=tokenizer.decode(generated), token_ids=generated,
                             stop_reason=stop_reason, prompt_tokens=len(input_ids),
                             prefill_s=prefill_s, decode_s=time.perf_counter() - started, decoder_passes=passes,
