@@ -8,8 +8,8 @@ own block holds (where it is: never read). `training.pointing_probe --world` mea
 the same LLM learns to point from made-up tokens in which one block is the thing, not from the
 encoder's. This stage is our stand-in for the pretrained encoder, made from the worlds' exact
 truth: every content block of a still shot's codec canvases gets a target distribution over
-CLASSES (the table, or a colour and kind of thing: cube, cylinder, plate), the share of the
-block's area each covers in the source frame, and a linear head reads each merger output token,
+CLASSES (the table, or a colour and kind of thing: cube, cylinder, plate, ball; or the
+gripper), the share of the block's area each covers in the source frame it was cut from, and a linear head reads each merger output token,
 RMS-normalised as the LLM's first norm reads it, to predict it (soft cross-entropy, the few
 blocks on things weighted up). Only the vision tower and the
 head train; the head is dropped, the model saved with its LLM untouched.
@@ -20,6 +20,12 @@ the LLM reads place from the raster order of the first (whole-frame) canvas only
 1-D), so a token of a salient canvas, packed beside blocks from anywhere, must say its place in
 its content for a point to be copied from it. The encoder can learn it: its 3D RoPE gives each
 token its true (h, w) relative to the whole frame's tokens in its window.
+
+Video clips as well (`--worlds bounce:N,pickplace:N`): a clip's codec canvases (VIDEO_BUDGET:
+two groups) hold blocks of many frames, each tagged with its frame, so each block's target is
+measured in that frame's truth: the bouncing ball; the plate, the objects (carried ones too) and
+the gripper of a pick-and-place frame. Why: the video tasks ask where the ball and the gripper
+are at each moment, and stills hold neither a ball nor a moving arm.
 """
 from __future__ import annotations
 
@@ -37,15 +43,22 @@ from tqdm import tqdm
 from ov2_ros.model.checkpoint import load_model, save_model
 from ov2_ros.model.inputs import vision_input_from
 from ov2_ros.model.ov2 import content_blocks
-from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS
+from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS, gripper_rectangles
 from ov2_ros.tokenizer.geometry import PATCH_PX
 from training.data import STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
 from training.evaluate import heldout_clips
 from training.train import StageConfig, lr_at
 
-THING_KINDS = ("cube", "cylinder", "plate")
+THING_KINDS = ("cube", "cylinder", "plate", "ball")
+# "table" is the background: the table, walls and distractors no question asks about.
 CLASSES = ("table",) + tuple(f"{colour} {kind}" for colour in TRAIN_COLOURS + HELDOUT_COLOURS
-                             for kind in THING_KINDS)
+                             for kind in THING_KINDS) + ("gripper",)
+VIDEO_WORLDS = ("bounce", "pickplace")
+PRETRAIN_WORLDS = STILL_WORLDS + VIDEO_WORLDS
+# Canvases of a video clip a step sees: two groups (each its first frame whole, then salient
+# blocks of its frames), as a stage's smallest video budget shows a clip.
+VIDEO_BUDGET = 8
+VIDEO_EVAL_CLIPS = 20  # held-out clips per video world at most (a clip holds many shots' blocks)
 SAMPLES = 8  # sample points per block side: a block's class shares are measured on 8 x 8 points
 THING_SHARE = 0.5  # a block is "on" a thing (for the scores) when the thing covers at least this share
 # Loss weight of a block wholly on things, against 1 for a table block (linear in between): on
@@ -55,10 +68,11 @@ PLACE_BINS = 10  # tenths of the frame across and down: the first digit of a 0-1
 
 
 def thing_covers(thing: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Whether source pixels (x, y) lie on a still's thing as the worlds draw it from above: a
-    cube is its box, a cylinder and a plate a disc filling it (shadows are table)."""
+    """Whether source pixels (x, y) lie on a thing as the worlds draw it from above: a cube and
+    a part of the gripper are their box, a cylinder, a plate and a ball a disc filling it about
+    its centre (shadows are table)."""
     x0, y0, x1, y1 = thing["box_xyxy"]
-    if thing["label"].endswith(" cube"):
+    if thing["label"].endswith(" cube") or thing["label"] == "gripper":
         return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
     cx, cy = thing["centre_xy"]
     return (x - cx) ** 2 + (y - cy) ** 2 <= ((x1 - x0) / 2) ** 2
@@ -82,6 +96,33 @@ def block_targets(things: list[dict], blocks_hw: np.ndarray, processed_hw: tuple
     return (counts / SAMPLES ** 2).astype(np.float32)
 
 
+def _boxed(label: str, box_xyxy) -> dict:
+    x0, y0, x1, y1 = box_xyxy
+    return {"label": label, "box_xyxy": [x0, y0, x1, y1], "centre_xy": [(x0 + x1) / 2, (y0 + y1) / 2]}
+
+
+def things_in_frame(world: str, truth: dict, frame: int, source_wh: tuple[int, int]) -> list[dict]:
+    """The things frame `frame` of a clip of `world` shows, in drawing order (later ones cover
+    earlier), as thing_covers reads them: a still's things (the same in every frame); the
+    bouncing ball; a pick-and-place frame's plate (moved by the camera's shake), objects and
+    gripper (arm and fingers)."""
+    episode = truth["episode"]
+    if world in STILL_WORLDS:
+        return episode["things"]
+    record = truth["frames"][frame]
+    if record["frame"] != frame:
+        raise ValueError(f"truth frame {record['frame']} stored at index {frame}")
+    if world == "bounce":
+        return [_boxed(episode["object"], record["ball_box_xyxy"])]
+    dx, dy = record["camera_offset_xy"]
+    x0, y0, x1, y1 = episode["plate_box_xyxy"]
+    gripper = record["gripper"]
+    return ([_boxed(episode["plate"], (x0 + dx, y0 + dy, x1 + dx, y1 + dy))]
+            + [_boxed(obj["label"], obj["box_xyxy"]) for obj in record["objects"]]
+            + [_boxed("gripper", rectangle) for rectangle in
+               gripper_rectangles(gripper["x"], gripper["y"], gripper["opening"], gripper["height"], min(source_wh))])
+
+
 def block_places(blocks_hw: np.ndarray, processed_hw: tuple[int, int], merge: int = 2) -> np.ndarray:
     """(blocks, 2) int: the tenth of the frame across (column) and down (row) that each block's
     centre lies in; the processed frame is the source scaled, so its fractions are the source's."""
@@ -91,20 +132,24 @@ def block_places(blocks_hw: np.ndarray, processed_hw: tuple[int, int], merge: in
 
 
 class ShotSet:
-    """Still shots' vision inputs (codec canvases, cached), their blocks' class shares and places."""
+    """Shots' vision inputs (codec canvases, cached: a still's one group, a clip's VIDEO_BUDGET
+    canvases), their blocks' class shares (each in its own frame's truth) and places."""
 
     def __init__(self, cache: ClipCache, specs: list[ClipSpec], desc: str):
         # (canvases, positions_thw, shares (content blocks, classes), places (content blocks, 2))
         self.shots = []
         for spec in tqdm(specs, desc=desc):
             _, truth = cache.clip(spec)
-            vision = cache.vision(spec, "codec", STILL_BUDGET)
+            vision = cache.vision(spec, "codec", STILL_BUDGET if spec.world in STILL_WORLDS else VIDEO_BUDGET)
             positions = np.concatenate(vision.positions_thw)
             blocks = positions.reshape(-1, 4, 3)[:, 0]
-            blocks = blocks[blocks[:, 0] >= 0]  # content blocks, in the order the merger emits them
+            blocks = blocks[blocks[:, 0] >= 0]  # content blocks (t, h, w), in the order the merger emits them
             _, height, width, _ = vision.canvases[0].shape
-            targets = block_targets(truth["episode"]["things"], blocks[:, 1:], (height, width),
-                                    (spec.width, spec.height))
+            targets = np.zeros((len(blocks), len(CLASSES)), np.float32)
+            for frame in np.unique(blocks[:, 0]):
+                rows = blocks[:, 0] == frame
+                things = things_in_frame(spec.world, truth, int(frame), (spec.width, spec.height))
+                targets[rows] = block_targets(things, blocks[rows, 1:], (height, width), (spec.width, spec.height))
             places = block_places(blocks[:, 1:], (height, width))
             self.shots.append((vision.canvases, vision.positions_thw, targets, places))
 
@@ -176,8 +221,8 @@ def scores(model, head, shots: ShotSet, batch: int = 16) -> dict:
 def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int = 16, lr: float = 1e-3,
              eval_shots: int = 60, every: int = 100, seed: int = 0, cache_dir: str = "cache/worlds",
              place_weight: float = 1.0) -> dict:
-    """Train the vision tower of the model folder `init` on `worlds` ({world: training shots,
-    seeds 0..N-1}); score on held-out seeds of each world (training variations) every `every`
+    """Train the vision tower of the model folder `init` on `worlds` ({world: training shots or
+    clips, seeds 0..N-1}); score on held-out seeds of each world (training variations) every `every`
     steps; save to `out`."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -185,7 +230,8 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
     cache = ClipCache(cache_dir)
     training = ShotSet(cache, [spec for world, count in worlds.items()
                                for spec in clip_range(world, 0, count, WORLD_DURATIONS_S[world])], "training shots")
-    held_out = {world: ShotSet(cache, heldout_clips(world, eval_shots, WORLD_DURATIONS_S[world], "train"),
+    held_out = {world: ShotSet(cache, heldout_clips(world, eval_shots if world in STILL_WORLDS else
+                                                    min(eval_shots, VIDEO_EVAL_CLIPS), WORLD_DURATIONS_S[world], "train"),
                                f"held-out {world}") for world in worlds}
     head = torch.nn.Linear(model.config.llm.hidden_size, len(CLASSES) + 2 * PLACE_BINS)
     parameters = list(model.visual.parameters()) + list(head.parameters())
@@ -217,13 +263,24 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
     return result
 
 
+def parse_worlds(text: str) -> dict[str, int]:
+    """"mid:2000,bounce:200" -> {"mid": 2000, "bounce": 200}."""
+    worlds = {}
+    for item in text.split(","):
+        world, _, count = item.partition(":")
+        if world not in PRETRAIN_WORLDS or not count.isdigit():
+            raise ValueError(f"{item!r} is not WORLD:COUNT with WORLD one of {PRETRAIN_WORLDS}")
+        worlds[world] = int(count)
+    return worlds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.encoder_pretrain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--init", required=True, help="model folder whose vision tower is trained")
     parser.add_argument("--out", required=True, help="folder for the model (its LLM unchanged)")
     parser.add_argument("--worlds", default="mid:3000,lone:3000,closeup:2000,stills:2000",
-                        help="still worlds and training shots each, WORLD:COUNT,...")
+                        help=f"worlds and training shots (clips) each, WORLD:COUNT,... WORLD one of {PRETRAIN_WORLDS}")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=16, help="shots a step")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -235,12 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    worlds = {}
-    for item in args.worlds.split(","):
-        world, _, count = item.partition(":")
-        if world not in STILL_WORLDS or not count.isdigit():
-            parser.error(f"--worlds: {item!r} is not WORLD:COUNT with WORLD one of {STILL_WORLDS}")
-        worlds[world] = int(count)
+    try:
+        worlds = parse_worlds(args.worlds)
+    except ValueError as error:
+        parser.error(f"--worlds: {error}")
     torch.set_num_threads(args.threads)
     result = pretrain(args.init, args.out, worlds, args.steps, args.batch, args.lr, args.eval_shots, args.every,
                       args.seed, args.cache, args.place_weight)

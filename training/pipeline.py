@@ -1,8 +1,8 @@
 """All four stages in a row, each starting from the previous stage's model:
 `python -m training.pipeline --out runs/nano_codec --input codec [--preset nano] [--steps-scale 1.0]
-[--encoder-pretrain STEPS] [--centre-vision M]`.
+[--encoder-pretrain STEPS [--encoder-worlds WORLD:COUNT,...]] [--centre-vision M]`.
 With `--encoder-pretrain`, the preset's random model first has its vision tower pretrained on
-still shots' exact truth (training/encoder_pretrain.py, OUT/s0_encoder): our stand-in for OV2's
+the worlds' exact truth (still shots; `--encoder-worlds` adds video clips) (training/encoder_pretrain.py, OUT/s0_encoder): our stand-in for OV2's
 pretrained OneVision-Encoder, from which OV2's stage 1 starts. `--centre-vision M` sets every
 stage's centre_vision_momentum (training/centre_vision.py says why).
 The command and its arguments are written to OUT/command.json, so a model says how it was made."""
@@ -19,7 +19,7 @@ import torch
 
 from ov2_ros.model.checkpoint import save_model
 from ov2_ros.model.prompt import TextTokenizer
-from training.encoder_pretrain import pretrain
+from training.encoder_pretrain import parse_worlds, pretrain
 from training.text import build_tokenizer
 from training.train import StageConfig, initial_model, train_stage
 
@@ -48,7 +48,7 @@ def pretrained_encoder(out: Path, preset: str, cache: str, steps: int, seed: int
 
 def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, threads: int | None,
                  steps_scale: float = 1.0, encoder_pretrain_steps: int = 0,
-                 centre_vision: float | None = None) -> list[dict]:
+                 centre_vision: float | None = None, encoder_worlds: dict[str, int] = ENCODER_WORLDS) -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -56,7 +56,7 @@ def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, thre
     init, results = preset, []
     if encoder_pretrain_steps:
         init = pretrained_encoder(out, preset, cache, encoder_pretrain_steps,
-                                  StageConfig.load(CONFIGS / f"{STAGES[0]}.json").seed)
+                                  StageConfig.load(CONFIGS / f"{STAGES[0]}.json").seed, encoder_worlds)
     for name in STAGES:
         config = StageConfig.load(CONFIGS / f"{name}.json")
         if centre_vision is not None:
@@ -86,13 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every stage's steps (quick runs)")
     parser.add_argument("--encoder-pretrain", type=int, default=0, metavar="STEPS",
                         help="pretrain the random model's vision tower this many steps first (0: no)")
+    parser.add_argument("--encoder-worlds", type=parse_worlds, default=ENCODER_WORLDS, metavar="WORLD:COUNT,...",
+                        help="stage 0's worlds and shots (clips) each, e.g. mid:2000,bounce:200 "
+                             f"(default {','.join(f'{w}:{n}' for w, n in ENCODER_WORLDS.items())})")
     parser.add_argument("--centre-vision", type=float, default=None, metavar="M",
                         help="every stage's centre_vision_momentum (default: each config's own)")
     args = parser.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "command.json").write_text(json.dumps({"argv": sys.argv, "args": vars(args)}, indent=1))
     run_pipeline(args.out, args.input, args.preset, args.cache, args.threads, args.steps_scale,
-                 args.encoder_pretrain, args.centre_vision)
+                 args.encoder_pretrain, args.centre_vision, args.encoder_worlds)
     return 0
 
 

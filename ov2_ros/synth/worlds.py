@@ -114,20 +114,25 @@ def _draw_object(canvas: np.ndarray, shape: str, colour: str, centre, half: floa
         cv2.circle(canvas, subpixel_point(centre), int(half * 16), rgb, -1, cv2.LINE_AA, 4)
 
 
-def _draw_gripper(canvas: np.ndarray, x: float, y: float, opening: float, height: float, unit: float) -> None:
-    """Two fingers around (x, y) on an arm from the top edge; opening 0 closed .. 1 open;
-    height 0 (table) .. 1 (lifted) draws it larger, nearer the camera."""
+def gripper_rectangles(x: float, y: float, opening: float, height: float, unit: float) -> list[tuple]:
+    """The gripper as the worlds draw it, (x0, y0, x1, y1) each: the arm from the top edge down to
+    (x, y), then two fingers around (x, y); opening 0 closed .. 1 open; height 0 (table) .. 1
+    (lifted) makes the fingers larger, nearer the camera."""
     grow = 1.0 + 0.25 * height
     gap = (0.03 + 0.09 * opening) * unit * grow
     finger_len, finger_w = 0.09 * unit * grow, 0.025 * unit * grow
-    grey, dark = (175, 177, 183), (90, 92, 98)
-    cv2.rectangle(canvas, subpixel_point((x - 0.02 * unit, 0)), subpixel_point((x + 0.02 * unit, y)), dark, -1,
-                  cv2.LINE_AA, 4)
+    rectangles = [(x - 0.02 * unit, 0.0, x + 0.02 * unit, y)]
     for side in (-1, 1):
         inner = x + side * gap / 2
         outer = inner + side * finger_w
-        cv2.rectangle(canvas, subpixel_point((min(inner, outer), y - finger_len / 2)),
-                      subpixel_point((max(inner, outer), y + finger_len / 2)), grey, -1, cv2.LINE_AA, 4)
+        rectangles.append((min(inner, outer), y - finger_len / 2, max(inner, outer), y + finger_len / 2))
+    return rectangles
+
+
+def _draw_gripper(canvas: np.ndarray, x: float, y: float, opening: float, height: float, unit: float) -> None:
+    arm, *fingers = gripper_rectangles(x, y, opening, height, unit)
+    for rectangle, rgb in [(arm, (90, 92, 98))] + [(finger, (175, 177, 183)) for finger in fingers]:
+        cv2.rectangle(canvas, subpixel_point(rectangle[:2]), subpixel_point(rectangle[2:]), rgb, -1, cv2.LINE_AA, 4)
 
 
 def _draw_wall_slider(canvas: np.ndarray, config: "WorldConfig", x0: float, speed: float, t: float, rgb) -> None:

@@ -1,15 +1,17 @@
-"""Encoder pretraining: each block's class shares agree with the pixels, and training moves the
-vision tower (only) toward them."""
+"""Encoder pretraining: each block's class shares agree with the pixels (still shots; video
+clips' blocks in their own frames), and training moves the vision tower (only) toward them."""
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from ov2_ros.model.checkpoint import load_model
 from ov2_ros.synth.scene import COLOURS_RGB
-from ov2_ros.synth.worlds import CloseUpWorld, StillsWorld, Variation, WorldConfig
+from ov2_ros.synth.worlds import CloseUpWorld, PickPlaceWorld, StillsWorld, Variation, WorldConfig
 from tests.model.conftest import model_dir, tokenizer  # noqa: F401 (the fixtures)
 from training.data import ClipCache, ClipSpec
-from training.encoder_pretrain import CLASSES, block_places, block_targets, pretrain
+from training.encoder_pretrain import (CLASSES, ShotSet, block_places, block_targets, parse_worlds, pretrain,
+                                       things_in_frame)
 
 PROCESSED_HW = (112, 168)  # a 160x120 still as the tokenizer resizes it: 4 x 6 blocks of 28 pixels
 
@@ -37,6 +39,73 @@ def test_block_shares_say_what_the_pixels_show():
                     assert np.mean(np.abs(pixels - rgb).max(-1) < 20) < 0.5, (seed, row, col, thing["label"])
                 checked_table += 1
     assert checked_things >= 3 and checked_table >= 50
+
+
+def _canvas_blocks(shot) -> tuple[np.ndarray, np.ndarray]:
+    """A ShotSet shot's content blocks: their pixels (blocks, 28 * 28, 3) and (t, h, w)."""
+    canvases = np.concatenate(shot[0]).astype(float)
+    _, height, width, _ = canvases.shape
+    columns, per_canvas = width // 28, (height // 28) * (width // 28)
+    blocks = np.concatenate(shot[1]).reshape(-1, 4, 3)[:, 0]
+    content = np.flatnonzero(blocks[:, 0] >= 0)
+    pixels = []
+    for index in content:
+        canvas, within = divmod(int(index), per_canvas)
+        row, column = divmod(within, columns)
+        pixels.append(canvases[canvas, row * 28:(row + 1) * 28, column * 28:(column + 1) * 28].reshape(-1, 3))
+    return np.stack(pixels), blocks[content]
+
+
+def test_video_blocks_are_measured_in_their_own_frames(tmp_path):
+    # Codec canvases hold blocks of many frames; each block's ball share must be that of its own
+    # frame: the share of its (decoded) pixels in the ball's colour. The same blocks measured ten
+    # frames later (the ball has moved) agree less.
+    cache = ClipCache(tmp_path)
+    for seed in range(2):
+        spec = ClipSpec("bounce", seed, duration_s=4.0)
+        shot = ShotSet(cache, [spec], "clips").shots[0]
+        _, truth = cache.clip(spec)
+        pixels, blocks = _canvas_blocks(shot)
+        assert len(np.unique(blocks[:, 0])) > 20  # blocks of many frames
+        ball = CLASSES.index(truth["episode"]["object"])
+        rgb = np.array(COLOURS_RGB[truth["episode"]["object"].split()[0]], float)
+        in_colour = np.mean(np.abs(pixels - rgb).max(-1) < 40, -1)
+        shares = shot[2][:, ball]
+        assert (shares > 0.05).sum() >= 10
+        assert np.corrcoef(in_colour, shares)[0, 1] > 0.95 and np.abs(in_colour - shares).mean() < 0.02
+        later = np.array([block_targets(things_in_frame("bounce", truth, min(int(t) + 10, len(truth["frames"]) - 1),
+                                                         (160, 120)), np.array([[h, w]]), PROCESSED_HW,
+                                        (160, 120))[0, ball] for t, h, w in blocks])
+        assert np.corrcoef(in_colour, later)[0, 1] < 0.8
+    # Pick-and-place: plate and objects in the blocks' pixels; the gripper where the world draws
+    # it in the shaken frame (its greys are too near the table's to count in the canvases).
+    spec = ClipSpec("pickplace", 0, duration_s=9.0)
+    shot = ShotSet(cache, [spec], "clips").shots[0]
+    _, truth = cache.clip(spec)
+    pixels, blocks = _canvas_blocks(shot)
+    for label in [truth["episode"]["plate"]] + [obj["label"] for obj in truth["frames"][0]["objects"]]:
+        rgb = np.array(COLOURS_RGB[label.split()[0]], float) * (0.85 if label.endswith("plate") else 1.0)
+        in_colour = np.mean(np.abs(pixels - rgb).max(-1) < 40, -1)
+        assert np.corrcoef(in_colour, shot[2][:, CLASSES.index(label)])[0, 1] > 0.8, label
+    world = PickPlaceWorld(WorldConfig(seed=0, duration_s=9.0, noise_sigma=0.0, variation=Variation("train")))
+    for frame in (0, 100, 200):
+        image, record = world.render(frame)
+        gripper = [thing for thing in things_in_frame("pickplace", {"episode": truth["episode"], "frames": [None] * frame
+                                                                    + [record]}, frame, (160, 120))
+                   if thing["label"] == "gripper"]
+        assert len(gripper) == 3
+        gain = world.light_gain(frame / 30.0)
+        for thing, rgb in zip(gripper, [(90, 92, 98), (175, 177, 183), (175, 177, 183)]):
+            x0, y0, x1, y1 = np.round(thing["box_xyxy"]).astype(int) + [1, 1, -1, -1]  # inside the edges
+            inside = image[max(y0, 0):y1, x0:x1].reshape(-1, 3).astype(float)
+            assert len(inside) and np.mean(np.abs(inside - np.array(rgb) * gain).max(-1) < 20) > 0.9, (frame, rgb)
+
+
+def test_worlds_parse_and_refuse_unknown_ones():
+    assert parse_worlds("mid:20,bounce:3,pickplace:4") == {"mid": 20, "bounce": 3, "pickplace": 4}
+    for bad in ("ocean:3", "mid", "mid:x"):
+        with pytest.raises(ValueError, match=bad):
+            parse_worlds(bad)
 
 
 def test_pretraining_moves_the_vision_tower_toward_the_shares_and_leaves_the_llm(model_dir, tmp_path):
