@@ -217,6 +217,16 @@ def _add_bench(commands) -> None:
     drafts.add_argument("--budget", type=int, default=16, help="canvases per answer")
     drafts.add_argument("--duration", type=float, default=12.0, help="seconds of the episode")
     drafts.set_defaults(handler=_run_bench_drafts)
+    prefill = benches.add_parser("prefill", help="ONNX Runtime's prefill in causal blocks of query rows vs one "
+                                                 "attention, offline")
+    prefill.add_argument("--out", default="out/bench_prefill.json", help="JSON results (default: %(default)s)")
+    prefill.add_argument("--model", default=None, help="model folder (default: the embedded model)")
+    prefill.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 4, 8], help="query blocks (1: baseline)")
+    prefill.add_argument("--dtypes", nargs="+", choices=("fp32", "int8"), default=["fp32", "int8"])
+    prefill.add_argument("--threads", type=int, default=1, help="model threads")
+    prefill.add_argument("--budget", type=int, default=16, help="canvases per answer")
+    prefill.add_argument("--duration", type=float, default=12.0, help="seconds of the episode")
+    prefill.set_defaults(handler=_run_bench_prefill)
     node = benches.add_parser("node", help="the real node's latency, message in to result out, and losses")
     node.add_argument("--out", default="out/bench_node.json", help="JSON results (default: %(default)s)")
     node.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
@@ -230,6 +240,8 @@ def _add_bench(commands) -> None:
     node.add_argument("--prompt", default=None, help="the standing question (default: a gripper trace)")
     node.add_argument("--draft-tokens", type=int, default=None,
                       help="the node's `draft_tokens` parameter (default: the node's default)")
+    node.add_argument("--encode-ahead", action=argparse.BooleanOptionalAction, default=True,
+                      help="the node's `encode_ahead` parameter (default: on)")
     node.set_defaults(handler=_run_bench_node)
     fuzz = benches.add_parser("fuzz", help="mutated access units through ingest and tokenizer: nothing may escape")
     fuzz.add_argument("--out", default="out/fuzz.json", help="JSON results (default: %(default)s)")
@@ -289,13 +301,22 @@ def _run_bench_drafts(args) -> int:
     return 0
 
 
+def _run_bench_prefill(args) -> int:
+    from ov2_ros.runtime.prefill_bench import run_prefill_bench
+
+    run_prefill_bench(args.out, tuple(args.blocks), tuple(args.dtypes), args.threads, args.budget, args.duration,
+                      model_dir=args.model)
+    return 0
+
+
 def _run_bench_node(args) -> int:
     from ov2_ros.ros.node_bench import PROMPT, run_node_bench
     from ov2_ros.runtime.perception import DRAFT_TOKENS
 
     sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes]
     run_node_bench(args.out, args.backend, sizes, tuple(args.cameras), args.duration, args.budget, args.threads,
-                   args.prompt or PROMPT, args.dtype, DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens)
+                   args.prompt or PROMPT, args.dtype, DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens,
+                   args.encode_ahead)
     return 0
 
 

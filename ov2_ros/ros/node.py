@@ -13,7 +13,9 @@ Threads (all visible here):
   "ov2-infer"      - answers queued questions first, else the standing `default_prompt` on the
                      last window_s seconds whenever a group has completed since its last run (latest
                      wins: groups completed while it was busy are covered by the next window,
-                     never queued); runs runtime.perception.Perception and publishes.
+                     never queued); runs runtime.perception.Perception and publishes. Idle
+                     after a standing answer, it encodes ahead the groups the next window will
+                     likely show (`encode_ahead`), so the next answer encodes only its new group.
 The decode queue is bounded; an access unit that does not fit is counted as dropped and the
 ingest restarts at the next IDR (a lost picture corrupts the rest of its GOP). Inference never
 blocks intake.
@@ -171,6 +173,8 @@ class Ov2Node(LifecycleNode):
         self._default_prompt, self._output_format = p["default_prompt"], p["output_format"]
         self._groups_seen = 0  # groups completed; the standing question last ran at _standing_seen
         self._standing_seen = 0
+        self._encode_ahead = p["encode_ahead"]
+        self._ahead_seen = 0  # groups completed when the inference thread last encoded ahead
         self._answers = collections.Counter()  # standing, query, refused, failed
         self._drafts = collections.Counter()  # draft tokens proposed and confirmed, over all answers
         self._inference_ms = RollingWindow()
@@ -380,6 +384,11 @@ class Ov2Node(LifecycleNode):
                 "Greedy answers: guess up to this many tokens per decoder pass, copied from the last answer "
                 "to the same question, and keep those the model confirms (same answer, fewer passes; "
                 "onnxruntime and torch); 0: one pass per token.", int_t, read_only=True, int_range=(0, 63))),
+            "encode_ahead": (True, _descriptor(
+                "While idle after a standing answer, encode the groups the next window will likely show "
+                "(for the window start it will likely have), so that the next answer encodes only its new "
+                "group; a wrong guess costs idle time and changes no answer. False: encode at answer time.",
+                bool_t, read_only=True)),
             "visualize": (False, _descriptor(
                 "Also publish each answer drawn on the newest frame (ov2/annotated, sensor_msgs/Image) and "
                 "as markers (ov2/markers, visualization_msgs/MarkerArray).", bool_t, read_only=True)),
@@ -651,10 +660,26 @@ class Ov2Node(LifecycleNode):
         while not self._stop.is_set():
             with self._work:
                 job = self._next_job()
-                if job is None:
+                ahead = (job is None and self._encode_ahead and bool(self._default_prompt)
+                         and self._ahead_seen < self._standing_seen == self._groups_seen)
+                if ahead:
+                    self._ahead_seen = self._groups_seen
+                elif job is None:
                     self._work.wait(0.2)
                     continue
-            self._answer(job)
+            if ahead:
+                self._encode_next_window()
+            else:
+                self._answer(job)
+
+    def _encode_next_window(self) -> None:
+        with self._lock:
+            groups = list(self.groups)
+        try:
+            self._perception.encode_ahead(groups)
+        except Exception as error:  # the next answer encodes what this could not
+            self.get_logger().warning(f"encoding ahead failed: {type(error).__name__}: {error}",
+                                      throttle_duration_sec=self._log_throttle_s)
 
     def _answer(self, job: _Job) -> None:
         with self._lock:
@@ -760,6 +785,9 @@ class Ov2Node(LifecycleNode):
                 "queries_pending": len(self._queries),
                 # Groups run through the encoder: a question on the window of the last answer adds none.
                 "groups_encoded": self._perception.groups_encoded if self._perception is not None else 0,
+                # Of those, encoded ahead while idle (encode_ahead), and then shown by an answer.
+                "groups_encoded_ahead": self._perception.groups_encoded_ahead if self._perception is not None else 0,
+                "groups_encoded_ahead_used": self._perception.groups_ahead_used if self._perception is not None else 0,
                 "inference_ms_p50": self._inference_ms.percentile(50),
                 "inference_ms_p99": self._inference_ms.percentile(99),
                 # Draft tokens (parameter draft_tokens): each confirmed one is a decoder pass saved.

@@ -17,7 +17,6 @@ toward fp32's.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,24 +28,14 @@ QUESTIONS = ("Trace where the gripper moved.", "When does the gripper grasp the 
 def run_drafts_bench(out_path: str | Path | None, backend: str = "onnxruntime", dtype: str = "int8",
                      threads: int = 1, drafts=(0, 4, 8, 16), budget: int = 16, duration_s: float = 12.0,
                      seed: int = 100_000, questions=QUESTIONS) -> dict:
-    from ov2_ros.codec.encoder import H264EncoderConfig
     from ov2_ros.runtime.backend import open_backend
+    from ov2_ros.runtime.episodes import held_out_episode
     from ov2_ros.runtime.perception import Perception, Query
-    from ov2_ros.synth.stream import write_world_stream
-    from ov2_ros.synth.worlds import PickPlaceWorld, Variation, WorldConfig
-    from ov2_ros.tokenizer.files import tokenize_file
-    from ov2_ros.tokenizer.pipeline import TokenizerConfig
 
     if 0 not in drafts:
         drafts = (0, *drafts)  # the baseline
     model = open_backend(backend, dtype=dtype, threads=threads)
-    world = PickPlaceWorld(WorldConfig(width=640, height=480, duration_s=duration_s, seed=seed,
-                                       variation=Variation("heldout")))
-    with tempfile.TemporaryDirectory(prefix="ov2_bench_drafts_") as scratch:
-        stream = write_world_stream(world, H264EncoderConfig(width=640, height=480), scratch, "episode", progress=False)
-        video, _, _, _ = tokenize_file(stream.mp4_path, "stream", TokenizerConfig(max_pixels=model.config.max_pixels))
-    size = (video.geometry.source_height, video.geometry.source_width)
-    groups = video.groups
+    groups, size = held_out_episode(model.config.max_pixels, duration_s, seed)
     perceptions = {count: Perception(model, budget_canvases=budget, draft_tokens=count) for count in drafts}
     # untimed: the full-precision answers, to compare a reduced precision's with
     full = Perception(open_backend(backend, dtype="fp32", threads=threads), budget_canvases=budget,

@@ -36,8 +36,9 @@ MAX_WINDOW_BLOCKS = 8192  # 2x2 blocks per window: 4 canvases of up to 2048 bloc
 MAX_SEQUENCE = 32768
 ORT_GRAPHS = ("vision", "prefill", "decode", "extend")  # the graphs with attention (extend: ONNX Runtime's only)
 MAX_EXTEND = 64  # tokens one extend pass takes: a token and its draft
-# What export_onnx writes (2: int8 variants, 3: fusable RMSNorm, 4: extend); keys cached default exports.
-EXPORT_REVISION = 4
+# What export_onnx writes (2: int8 variants, 3: fusable RMSNorm, 4: extend, 5: block-causal ORT
+# prefill); keys cached default exports.
+EXPORT_REVISION = 5
 
 
 class VisionGraph(nn.Module):
@@ -199,11 +200,14 @@ def _export_graph(module: nn.Module, names, args, outputs, dims, path: Path, ops
 
 
 def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | None = None,
-                source_model: str = "", opset: int = OPSET) -> OnnxManifest:
+                source_model: str = "", opset: int = OPSET, prefill_query_blocks: int | None = None) -> OnnxManifest:
     """Write vision/embed/prefill/decode .onnx (+ .ort.onnx and .ort.int8.onnx variants for
     fp32), their shared weights.data, config.json, tokenizer.json and onnx.json to `out`, in the
-    model's dtype (fp32, or fp16 for TensorRT's strongly typed networks)."""
+    model's dtype (fp32, or fp16 for TensorRT's strongly typed networks). prefill_query_blocks:
+    the ONNX Runtime prefill's causal blocks (ort_attention.py; default PREFILL_QUERY_BLOCKS)."""
     import onnx
+
+    from ov2_ros.runtime.ort_attention import PREFILL_QUERY_BLOCKS, TRANSLATION, prefill_translation
 
     torch_dtype = model.lm_head.weight.dtype
     dtype = {torch.float32: "fp32", torch.float16: "fp16"}.get(torch_dtype)
@@ -219,6 +223,7 @@ def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | N
     manifest = OnnxManifest(dtype=dtype, opset=opset, num_layers=config.llm.num_layers, merger_positions=positions,
                             source_model=source_model,
                             exporter={"torch": torch.__version__, "onnx": onnx.__version__})
+    blocks = prefill_query_blocks or PREFILL_QUERY_BLOCKS
     examples = _examples(config, torch_dtype)
     weights = SharedWeights(out / WEIGHTS_FILE)
     try:
@@ -230,11 +235,11 @@ def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | N
                 raise RuntimeError(f"{path} would not parse in TensorRT 10.3: " + "; ".join(problems))
             manifest.graphs[name] = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
         if dtype == "fp32":  # ONNX Runtime's fused attention runs on CPUs in fp32
-            from ov2_ros.runtime.ort_attention import TRANSLATION
-
+            manifest.exporter["ort_prefill_query_blocks"] = blocks
             for name in ORT_GRAPHS:
                 path = out / f"{name}.ort.onnx"
-                _export_graph(modules[name], *examples[name], path, opset, weights, TRANSLATION)
+                _export_graph(modules[name], *examples[name], path, opset, weights,
+                              prefill_translation(blocks) if name == "prefill" else TRANSLATION)
                 manifest.ort_graphs[name] = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
     finally:
         manifest.weights = weights.close()

@@ -8,6 +8,12 @@ CPU kernel never holds the whole score matrix). Masks map as the model uses them
 key mask (padded encoder windows) becomes key_padding_mask, a 2-D (S, L) mask (causal prefill)
 an additive attention_bias; the query heads that share a KV head become extra query rows of it
 (no copy of the cache per query head).
+
+The prefill graph's causal attention is cut into PREFILL_QUERY_BLOCKS blocks of query rows, each
+attending only to the keys up to its last row (`ort_causal_prefill_attention`): ORT's kernels
+compute every masked score before zeroing it, so one attention over a prompt of L tokens costs
+L x L scores where causal needs about half; four blocks compute 5/8 of them (a 1,100-token
+prompt: 16 ms -> 10 ms per layer, this machine, one thread).
 """
 from __future__ import annotations
 
@@ -53,25 +59,86 @@ def ort_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=Fa
     if dropout_p or is_causal:
         raise NotImplementedError("the exported model never uses dropout or is_causal")
     heads, head_dim, kv_heads = query.shape[1], query.shape[3], key.shape[1]
-    group = heads // kv_heads
-    q = op.Reshape(query, op.Constant(value_ints=[0, kv_heads, group, -1, head_dim]))  # (B, N_kv, G, S, H)
-    q = op.Reshape(op.Transpose(q, perm=[0, 2, 3, 1, 4]),
-                   op.Constant(value_ints=[0, -1, kv_heads * head_dim]))  # (B, G*S, N_kv*H)
-    key_padding, bias = None, None
+    q = _rows_by_kv_head(query, kv_heads)  # (B, G, S, N_kv, H)
+    key_padding, mask = None, None
     if attn_mask is not None:
         if len(attn_mask.shape) == 4:  # (W, 1, 1, L): which keys exist
             key_padding = op.Cast(op.Reshape(attn_mask, op.Constant(value_ints=[0, -1])), to=ir.DataType.INT32)
         else:  # (S, L): which key each query may see
-            zero = op.CastLike(op.Constant(value_float=0.0), query)
-            blocked = op.CastLike(op.Constant(value_float=float("-inf")), query)
-            bias = op.Unsqueeze(op.Where(attn_mask, zero, blocked), op.Constant(value_ints=[0, 1]))  # (1, 1, S, L)
-            if group > 1:
-                bias = op.Tile(bias, op.Constant(value_ints=[1, 1, group, 1]))  # (1, 1, G*S, L)
-    out = MULTI_HEAD_ATTENTION(q, key, value, None, key_padding, bias, num_heads=kv_heads,
+            mask = attn_mask
+    out = _attend(q, key, value, mask, key_padding, scale, heads // kv_heads, kv_heads, head_dim)  # (B, G, S, N_kv, H)
+    return _heads_first(out, heads, head_dim)
+
+
+def ort_causal_prefill_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, blocks: int):
+    """As ort_attention, for a causal (S, L) mask under which query row i sees no key after
+    L - S + i (the prefill's: L = S): the rows in `blocks` blocks, each block attending to the
+    keys up to its last row only, the blocks' outputs concatenated. Blocks are cut from the
+    sequence length at run time; an empty block (S < blocks) gives no rows."""
+    if dropout_p or is_causal or attn_mask is None or len(attn_mask.shape) != 2:
+        raise NotImplementedError("the prefill attention takes a causal (S, L) mask, no dropout")
+    heads, head_dim, kv_heads = query.shape[1], query.shape[3], key.shape[1]
+    q = _rows_by_kv_head(query, kv_heads)  # (B, G, S, N_kv, H)
+    rows, keys = op.Shape(query, start=2, end=3), op.Shape(key, start=2, end=3)  # [S], [L]
+    count = op.Constant(value_ints=[blocks])
+    edges = [op.Div(op.Mul(rows, op.Constant(value_ints=[i])), count) for i in range(blocks + 1)]
+    first, past, axis = op.Constant(value_ints=[0]), op.Sub(keys, rows), lambda a: op.Constant(value_ints=[a])
+    parts = []
+    for start, end in zip(edges[:-1], edges[1:]):
+        seen = op.Add(end, past)  # keys [0, seen) are all this block's rows may see
+        block_mask = op.Slice(op.Slice(attn_mask, start, end, axis(0)), first, seen, axis(1))  # (s, seen)
+        parts.append(_attend(op.Slice(q, start, end, axis(2)), op.Slice(key, first, seen, axis(2)),
+                             op.Slice(value, first, seen, axis(2)), block_mask, None, scale, heads // kv_heads,
+                             kv_heads, head_dim))  # (B, G, s, N_kv, H)
+    return _heads_first(op.Concat(*parts, axis=2), heads, head_dim)
+
+
+def _rows_by_kv_head(query, kv_heads: int):
+    """(B, N, S, H) -> (B, G, S, N_kv, H): the G = N / N_kv query heads that share a KV head
+    (heads kv*G .. kv*G+G-1) side by side."""
+    head_dim = query.shape[3]
+    q = op.Reshape(query, op.Constant(value_ints=[0, kv_heads, query.shape[1] // kv_heads, -1, head_dim]))
+    return op.Transpose(q, perm=[0, 2, 3, 1, 4])
+
+
+def _heads_first(out, heads: int, head_dim: int):
+    """(B, G, S, N_kv, H) -> (B, N, S, H)."""
+    return op.Reshape(op.Transpose(out, perm=[0, 3, 1, 2, 4]), op.Constant(value_ints=[0, heads, -1, head_dim]))
+
+
+def _attend(q, key, value, mask, key_padding, scale, group: int, kv_heads: int, head_dim: int):
+    """One MultiHeadAttention node: q (B, G, S, N_kv, H) as G x S query rows of an N_kv-head
+    attention over key/value (B, N_kv, L, H), with a (S, L) bool mask (its rows repeated G times)
+    or a key padding mask -> (B, G, S, N_kv, H). Shapes are spelt from the tensors (no -1) and
+    a 0 in them means 0 (allowzero), so an empty block of rows stays well defined."""
+    batch, rows = op.Shape(q, start=0, end=1), op.Shape(q, start=2, end=3)
+    grouped_rows = op.Mul(rows, op.Constant(value_ints=[group]))
+    flat = op.Reshape(q, op.Concat(batch, grouped_rows, op.Constant(value_ints=[kv_heads * head_dim]), axis=0),
+                      allowzero=1)
+    bias = None
+    if mask is not None:
+        zero = op.CastLike(op.Constant(value_float=0.0), q)
+        blocked = op.CastLike(op.Constant(value_float=float("-inf")), q)
+        bias = op.Unsqueeze(op.Where(mask, zero, blocked), op.Constant(value_ints=[0, 1]))  # (1, 1, S, L)
+        if group > 1:
+            bias = op.Tile(bias, op.Constant(value_ints=[1, 1, group, 1]))  # (1, 1, G*S, L)
+    out = MULTI_HEAD_ATTENTION(flat, key, value, None, key_padding, bias, num_heads=kv_heads,
                                scale=scale if scale is not None else 1.0 / math.sqrt(head_dim))  # (B, G*S, N_kv*H)
-    out = op.Reshape(out, op.Constant(value_ints=[0, group, -1, kv_heads, head_dim]))  # (B, G, S, N_kv, H)
-    return op.Reshape(op.Transpose(out, perm=[0, 3, 1, 2, 4]),
-                      op.Constant(value_ints=[0, heads, -1, head_dim]))  # (B, N, S, H)
+    return op.Reshape(out, op.Concat(batch, op.Constant(value_ints=[group]), rows,
+                                     op.Constant(value_ints=[kv_heads, head_dim]), axis=0), allowzero=1)
 
 
+PREFILL_QUERY_BLOCKS = 8
 TRANSLATION = {torch.ops.aten.scaled_dot_product_attention.default: ort_attention}
+
+
+def prefill_translation(blocks: int = PREFILL_QUERY_BLOCKS) -> dict:
+    """The prefill graph's translation table: causal attention in `blocks` blocks of rows (1:
+    one attention over every score, as ort_attention)."""
+    if blocks < 1:
+        raise ValueError(f"the prefill needs at least one block of query rows, got {blocks}")
+
+    def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        return ort_causal_prefill_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, blocks)
+
+    return {torch.ops.aten.scaled_dot_product_attention.default: attention}

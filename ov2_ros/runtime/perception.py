@@ -16,6 +16,12 @@ Tokens are therefore kept per (group, window start): a question on the window of
 encode only what is new; a window that slides encodes again. Results are exactly those of
 encoding from scratch.
 
+Encoding ahead (`encode_ahead`): between a standing answer and the next group, the inference
+thread is idle; it then encodes the groups the next window will most likely show, with the start
+that window will most likely have (the next group assumed as long as the newest), so that the
+next answer, once its group completes, encodes only that group. A wrong guess costs idle time
+and changes no answer (the cache is keyed by group and window start).
+
 The last answer to each question is kept too: the next answer to it (a standing query's, one
 group later) copies its draft tokens from it (`draft_tokens`, model/generate.py).
 """
@@ -109,11 +115,46 @@ class Perception:
         # (canvases, vision tokens) per (id of the group's canvases, window start t), newest last:
         # this window's and the last one's. Holding the canvases keeps their id unique meanwhile.
         self._encoded: collections.OrderedDict[tuple, tuple[np.ndarray, torch.Tensor]] = collections.OrderedDict()
-        self.groups_encoded = 0  # groups run through the encoder, for diagnostics
+        self._ahead: set[tuple] = set()  # keys encoded ahead and not yet shown
+        # For diagnostics: groups run through the encoder (ahead included), encoded ahead, and
+        # encoded ahead then shown by an answer.
+        self.groups_encoded = self.groups_encoded_ahead = self.groups_ahead_used = 0
 
     def vision_tokens(self, groups: list[TokenizedGroup]) -> torch.Tensor:
         """(tokens, LLM hidden) of the groups in order, t counted from the first group's first
         frame; encodes only the groups not encoded before for this window start."""
+        keys, _ = self._encode(groups)
+        used = self._ahead.intersection(keys)
+        self.groups_ahead_used += len(used)
+        self._ahead -= used
+        return torch.cat([self._encoded[key][1] for key in keys])
+
+    def encode_ahead(self, groups: list[TokenizedGroup], window_s: float | None = None) -> int:
+        """Encode the groups that the next answer (one group later) will most likely show, for
+        the window start it will most likely have: the next group is assumed to last as long
+        as the newest. Returns how many groups this encoded (0: all were encoded already)."""
+        if not groups:
+            return 0
+        newest = groups[-1]
+        frames = newest.last_t - newest.first_t + 1
+        span_ns = newest.last_stamp_ns - newest.first_stamp_ns
+        step_ns = span_ns // max(1, frames - 1) if newest.last_stamp_ns > 0 else 0  # a frame's interval
+        guess = dataclasses.replace(newest, index=newest.index + 1, first_t=newest.last_t + 1,
+                                    last_t=newest.last_t + frames,
+                                    first_stamp_ns=newest.last_stamp_ns + step_ns if step_ns else 0,
+                                    last_stamp_ns=newest.last_stamp_ns + step_ns + span_ns if step_ns else 0)
+        shown = [g for g in self.select([*groups, guess], window_s or self.window_s) if g is not guess]
+        if not shown:
+            return 0
+        _, new = self._encode(shown)
+        self.groups_encoded_ahead += len(new)
+        self._ahead.update(new)
+        return len(new)
+
+    def _encode(self, groups: list[TokenizedGroup]) -> tuple[list[tuple], list[tuple]]:
+        """The cache keys of the groups (window start: the first group's first frame) and those
+        of the groups it encoded (the ones not cached, in one call); the least recently shown
+        keys are evicted."""
         base_t = groups[0].first_t
         keys = [(id(g.canvases), base_t) for g in groups]
         new = [(key, g) for key, g in zip(keys, groups) if key not in self._encoded]
@@ -126,9 +167,11 @@ class Perception:
             self.groups_encoded += len(new)
         for key in keys:
             self._encoded.move_to_end(key)
-        while len(self._encoded) > 2 * (self.budget_canvases + 1):  # a question shows <= budget groups
-            self._encoded.popitem(last=False)
-        return torch.cat([self._encoded[key][1] for key in keys])
+        # a question shows <= budget groups: this window, the last one and the one encoded ahead
+        while len(self._encoded) > 3 * (self.budget_canvases + 1):
+            evicted, _ = self._encoded.popitem(last=False)
+            self._ahead.discard(evicted)
+        return keys, [key for key, _ in new]
 
     def select(self, groups: list[TokenizedGroup], window_s: float) -> list[TokenizedGroup]:
         return window_groups(groups, self.budget_canvases, window_s, self.nominal_fps)

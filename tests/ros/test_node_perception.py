@@ -75,7 +75,8 @@ def _ask(node, client, prompt):
 
 def test_standing_question_answers_on_new_groups_with_frame_stamps(ros, node_under_test, episode):
     node, watcher = ros
-    node_under_test("/standing", default_prompt=GRASP, budget_canvases=4)
+    # Groups of 0.3-1.3 s: a window of three seconds slides, so the idle node encodes ahead.
+    node_under_test("/standing", default_prompt=GRASP, budget_canvases=8, window_s=3.0)
     collector = Collector(node, "/standing")
     before, report = _stream(node, "/standing", episode.mp4_path)
     after = time.time_ns()
@@ -95,6 +96,13 @@ def test_standing_question_answers_on_new_groups_with_frame_stamps(ros, node_und
     assert float(values["inference_ms_p50"]) > 0 and float(values["last_vision_s_ms"]) > 0
     # the second answer on was drafted from the one before
     assert 0 < counter(values, "draft_tokens_confirmed") <= counter(values, "draft_tokens_proposed")
+    # idle after its last answer, the node encoded ahead the next window's groups (its first group
+    # at the next window start); whether a guess held depends on the next group's length
+    values = watcher.wait_for(lambda v: counter(v, "groups_encoded_ahead") >= 1, 30.0,
+                              name_prefix="/standing/ov2_node")
+    assert values is not None, [(k, v) for k, v in watcher.latest("/standing").items() if "encoded" in k]
+    assert counter(values, "groups_encoded_ahead_used") <= counter(values, "groups_encoded_ahead") \
+        <= counter(values, "groups_encoded")
 
 
 def test_query_service_and_prompt_topic(ros, node_under_test, episode):

@@ -14,6 +14,7 @@ from ov2_ros.runtime.backend import TorchBackend, open_backend
 from ov2_ros.runtime.onnx_graphs import GRAPHS, OnnxFolderError, OnnxManifest
 from ov2_ros.runtime.onnx_ops import check_graph, tensorrt_ops
 from ov2_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from ov2_ros.runtime.ort_attention import PREFILL_QUERY_BLOCKS
 from tests.runtime.conftest import vision_input
 
 # Two groups of 4 canvases and a last group of 3: windows of unequal length, so the exported
@@ -42,7 +43,8 @@ def test_fp32_exports_carry_onnx_runtime_variants_with_fused_attention(exported)
     assert sorted(manifest.ort_graphs) == ["decode", "extend", "prefill", "vision"]
     for name, entry in manifest.ort_graphs.items():
         ops = [node.op_type for node in onnx.load(str(folder / entry["file"])).graph.node]
-        assert ops.count("MultiHeadAttention") == 2 and "Softmax" not in ops, name  # one per layer
+        per_layer = PREFILL_QUERY_BLOCKS if name == "prefill" else 1  # the prefill's causal blocks
+        assert ops.count("MultiHeadAttention") == 2 * per_layer and "Softmax" not in ops, name
     assert OnnxManifest.load(exported["fp16"][1]).ort_graphs == {}
 
 
@@ -102,6 +104,26 @@ def test_onnxruntime_prefill_and_decode_logits_equal_pytorch(exported, tokenizer
     for expected, got in pairs:
         expected = expected.float()
         torch.testing.assert_close(got, expected, rtol=0, atol=tolerance * expected.abs().max())
+
+
+def test_the_block_causal_prefill_equals_pytorch_at_every_prompt_length(exported):
+    # ONNX Runtime's prefill cuts its rows into PREFILL_QUERY_BLOCKS causal blocks from the
+    # prompt's length at run time: prompts shorter than the blocks (empty blocks) and of every
+    # remainder give PyTorch's logits and cache.
+    model, folder = exported["fp32"]
+    backend = OnnxRuntimeBackend(folder, threads=1)
+    generator = torch.Generator().manual_seed(0)
+    for length in [2, 3, PREFILL_QUERY_BLOCKS, 5, 6, 7, 29]:
+        ids = torch.randint(7, model.config.llm.vocab_size, (length,), generator=generator).tolist()
+        reference, session = TorchSession(model), backend.session()
+        expected, got = reference.prefill(ids, None).float(), session.prefill(ids, None)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 * expected.abs().max())
+        cache = reference.cache
+        for ours, theirs in zip(session.cache, [t for pair in zip(cache.keys, cache.values) for t in pair], strict=True):
+            assert ours.shape[2] == length
+            torch.testing.assert_close(torch.from_numpy(ours), theirs, rtol=0, atol=1e-4 * theirs.abs().max())
+        step_expected, step_got = reference.step(17).float(), session.step(17)  # the cache the prefill left
+        torch.testing.assert_close(step_got, step_expected, rtol=0, atol=1e-4 * step_expected.abs().max())
 
 
 @pytest.mark.parametrize("output_format", [None, "events", "segment", "box", "trace2d"])
@@ -196,7 +218,8 @@ def test_fp32_exports_carry_int8_weight_variants_of_the_onnx_runtime_graphs(expo
         graph = onnx.load(str(folder / entry["file"])).graph
         ops = [node.op_type for node in graph.node]
         assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops, name
-        assert ops.count("MultiHeadAttention") == 2, name  # attention stays the fused fp32 kernel
+        per_layer = PREFILL_QUERY_BLOCKS if name == "prefill" else 1
+        assert ops.count("MultiHeadAttention") == 2 * per_layer, name  # attention stays the fused fp32 kernel
         constants = {tensor.name: tensor for tensor in graph.initializer}
         # No product with a weight is left in fp32: every MatMul / Gemm that remains multiplies
         # activations, and the quantised weights are int8.

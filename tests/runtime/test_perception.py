@@ -115,7 +115,7 @@ def test_the_encoded_groups_kept_are_bounded_by_the_budget(backend, groups):
     perception = Perception(backend, budget_canvases=2)
     for newest in range(1, len(groups) + 1):
         perception.vision_tokens(perception.select(groups[:newest], 60.0))
-    assert len(perception._encoded) <= 2 * (2 + 1)
+    assert len(perception._encoded) <= 3 * (2 + 1)  # this window's, the last one's, the one ahead
 
 
 def test_a_standing_question_drafts_from_its_last_answer_and_answers_as_without_drafts(backend, groups):
@@ -138,3 +138,31 @@ def test_a_standing_question_drafts_from_its_last_answer_and_answers_as_without_
     assert min(saved_passes) > 0
     with pytest.raises(ValueError, match="draft_tokens >= 0"):
         Perception(backend, draft_tokens=-1)
+
+
+def test_encoding_ahead_leaves_each_answer_its_new_group_and_changes_no_answer(backend, groups):
+    # A window of three groups slides at every group, so without encoding ahead each answer
+    # encodes every group it shows again. Encoded ahead (the idle node's guess of the next
+    # window), an answer whose guess held encodes only its new group; answers are unchanged.
+    window_s = _span_s(groups[1], groups[3]) + 0.01
+    ahead = Perception(backend, budget_canvases=12, window_s=window_s, max_new_tokens=6)
+    plain = Perception(backend, budget_canvases=12, window_s=window_s, max_new_tokens=6)
+    query = Query("What happened in the video?", output_format=None)
+    encoded_at_answer, plain_encoded = [], []
+    for newest in range(1, len(groups) + 1):
+        before, plain_before = ahead.groups_encoded, plain.groups_encoded
+        got = ahead.answer(groups[:newest], (240, 320), query)
+        expected = plain.answer(groups[:newest], (240, 320), query)
+        encoded_at_answer.append(ahead.groups_encoded - before)
+        plain_encoded.append(plain.groups_encoded - plain_before)
+        assert got.group_indices == expected.group_indices and got.answer.text == expected.answer.text
+        ahead.encode_ahead(groups[:newest])
+    sliding = [i for i in range(3, len(groups)) if plain_encoded[i] > 1]  # answers whose window slid
+    assert len(sliding) >= 2
+    assert sum(encoded_at_answer[i] == 1 for i in sliding) >= len(sliding) - 1  # the guess held
+    assert ahead.groups_ahead_used > 0 and ahead.groups_ahead_used <= ahead.groups_encoded_ahead
+    # The tokens encoded ahead are those of encoding from scratch at that window start.
+    shown = ahead.select(groups, window_s)
+    torch.testing.assert_close(ahead.vision_tokens(shown),
+                               torch.cat([_encode(backend, g, shown[0].first_t) for g in shown]), rtol=0, atol=0)
+    assert ahead.encode_ahead([]) == 0
