@@ -117,6 +117,7 @@ def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads
             "latency_ms_p50": round(float(np.percentile(all_latencies, 50)), 1) if all_latencies else None,
             "latency_ms_p99": round(float(np.percentile(all_latencies, 99)), 1) if all_latencies else None,
             "answers_per_camera": [len(v) for v in latencies_ms.values()],
+            "latencies_ms": [[round(value, 1) for value in values] for values in latencies_ms.values()],
             "frames_sent": [r.sent for r in reports], "frames_lost": lost,
             "dropped_queue_full": [counter(f, "frames_dropped_queue_full") if f else None for f in finals],
             "groups_emitted": [counter(f, "groups_emitted") if f else None for f in finals],
