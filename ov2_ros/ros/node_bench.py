@@ -124,6 +124,7 @@ def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads
             # The model's share, as each node times it (the rest: transport, decoding, the wait for
             # a group to close and for the worker to finish the previous answer).
             "node_inference_ms_p50": [round(float(f["inference_ms_p50"]), 1) if f else None for f in finals],
+            "node_inference_ms_p99": [round(float(f["inference_ms_p99"]), 1) if f else None for f in finals],
             # Groups through the encoder, of them encoded ahead while idle, and of those shown.
             **{name: [counter(f, name) if f else None for f in finals]
                for name in ("groups_encoded", "groups_encoded_ahead", "groups_encoded_ahead_used")}}
