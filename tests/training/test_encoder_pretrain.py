@@ -118,6 +118,8 @@ def test_pretraining_moves_the_vision_tower_toward_the_shares_and_leaves_the_llm
     first, last = result["curve"][0]["mid"], result["curve"][-1]["mid"]
     assert last["nats_per_block"] < first["nats_per_block"] - 0.3
     assert last["blocks_placed"] > first["blocks_placed"]
+    assert last["touched_blocks"] == first["touched_blocks"] > 0
+    assert last["touched_blocks_auc"] > max(0.6, first["touched_blocks_auc"])
     after = load_model(tmp_path / "out")
     llm_before, llm_after = before.language_model.state_dict(), after.language_model.state_dict()
     assert all(torch.equal(llm_before[name], llm_after[name]) for name in llm_before)
