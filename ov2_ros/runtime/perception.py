@@ -112,8 +112,9 @@ class Perception:
         self.max_new_tokens, self.nominal_fps, self.draft_tokens = max_new_tokens, nominal_fps, draft_tokens
         # The last answer's tokens per (question, format), newest last; a few questions' worth.
         self._last_answers: collections.OrderedDict[tuple, list[int]] = collections.OrderedDict()
-        # (canvases, vision tokens) per (id of the group's canvases, window start t), newest last:
-        # this window's and the last one's. Holding the canvases keeps their id unique meanwhile.
+        # (canvases, vision tokens) per (id of the group's canvases, window start t), most recently
+        # shown last: this window's, the last one's and the next one's guessed (encode_ahead).
+        # Holding the canvases keeps their id unique meanwhile.
         self._encoded: collections.OrderedDict[tuple, tuple[np.ndarray, torch.Tensor]] = collections.OrderedDict()
         self._ahead: set[tuple] = set()  # keys encoded ahead and not yet shown
         # For diagnostics: groups run through the encoder (ahead included), encoded ahead, and
