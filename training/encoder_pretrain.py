@@ -9,10 +9,10 @@ the same LLM learns to point from made-up tokens in which one block is the thing
 encoder's. This stage is our stand-in for the pretrained encoder, made from the worlds' exact
 truth: every content block of a still shot's codec canvases gets a target distribution over
 CLASSES (the table, or a colour and kind of thing: cube, cylinder, plate, ball; or the
-gripper), the share of the block's area each covers in the source frame it was cut from, and a linear head reads each merger output token,
-RMS-normalised as the LLM's first norm reads it, to predict it (soft cross-entropy, the few
-blocks on things weighted up). Only the vision tower and the
-head train; the head is dropped, the model saved with its LLM untouched.
+gripper), the share of the block's area each covers in the source frame it was cut from, and a
+linear head reads each merger output token, RMS-normalised as the LLM's first norm reads it, to
+predict it (soft cross-entropy, the few blocks on things weighted up). Only the vision tower and
+the head train; the head is dropped, the model saved with its LLM untouched.
 
 Place as well (`--place-weight`, default 1): the head also names the tenth of the frame, across
 and down, that each block's centre lies in, the first digit of OV2's 0-1000 coordinates. Why:
