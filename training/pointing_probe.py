@@ -153,7 +153,8 @@ def first_canvases(vision: ClipVision, count: int) -> ClipVision:
                       vision.source_size)
 
 
-def _logits(model, input_ids: torch.Tensor, vision_tokens: list[torch.Tensor]) -> torch.Tensor:
+def llm_logits(model, input_ids: torch.Tensor, vision_tokens: list[torch.Tensor]) -> torch.Tensor:
+    """The LLM alone on input ids (B, L) with the given vision tokens at their <|image_pad|> ids."""
     embeds = model.language_model.embed_tokens(input_ids)  # (B, L, hidden)
     pads = input_ids == model.config.tokens.image_pad
     embeds = embeds.masked_scatter(pads[..., None], torch.cat(vision_tokens).to(embeds.dtype))
@@ -196,7 +197,7 @@ def probe(model_dir: str, position_share: float, steps: int = 300, batch: int = 
     def first_x_digit() -> dict:
         model.eval()
         input_ids, _, tokens, first_x = evaluation
-        logits = _logits(model, input_ids, tokens)
+        logits = llm_logits(model, input_ids, tokens)
         rows = torch.arange(len(first_x))
         predicted = logits[rows, torch.tensor(first_x) - 1]  # (shots, vocab) at the digit's position
         truth = input_ids[rows, torch.tensor(first_x)]
@@ -208,7 +209,7 @@ def probe(model_dir: str, position_share: float, steps: int = 300, batch: int = 
     model.train()
     for step in tqdm(range(1, steps + 1), desc="probe steps"):
         input_ids, labels, tokens, _ = shots.batch(batch, filler)
-        logits = _logits(model, input_ids, tokens)
+        logits = llm_logits(model, input_ids, tokens)
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
         optimizer.zero_grad()
         loss.backward()

@@ -1,0 +1,38 @@
+"""The events probe: episodes whose answer lists the takeoffs their tokens show, and an LLM that learns them."""
+import numpy as np
+import torch
+
+from ov2_ros.model.parsers import parse_events
+from tests.model.conftest import model_dir, tokenizer  # noqa: F401 (the fixtures)
+from training.events_probe import FPS, FRAMES, Episodes, bounce_frames, probe
+
+
+def test_bounces_take_off_after_the_floor_and_the_answer_lists_each_first_frame_in_the_air(tokenizer):
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        in_air, takeoffs = bounce_frames(rng)
+        assert in_air.any() and not in_air.all() and takeoffs
+        firsts = [f for f in range(FRAMES) if in_air[f] and (f == 0 or not in_air[f - 1])]
+        assert takeoffs == [round(f / FPS, 2) for f in firsts]
+    episodes = Episodes(tokenizer, hidden=48, token_norm=100.0, seed=0)
+    image_pad = tokenizer.token_ids().image_pad
+    for _ in range(10):
+        tokens, ids, _, answer_start, takeoffs = episodes.episode()
+        assert tokens.shape == (FRAMES, 48) and ids.count(image_pad) == FRAMES
+        torch.testing.assert_close(tokens.norm(dim=-1), torch.full((FRAMES,), 100.0))
+        # A frame in the air is the one whose token is nearer the AIR code: the answer lists the
+        # first frame of each run of those.
+        in_air = ((tokens @ episodes.air) > (tokens @ episodes.floor)).numpy()
+        firsts = [f for f in range(FRAMES) if in_air[f] and (f == 0 or not in_air[f - 1])]
+        answer = tokenizer.decode(ids[answer_start:])
+        assert list(parse_events(answer).times_s) == takeoffs == [round(f / FPS, 2) for f in firsts]
+        # the prompt writes each frame's timestamp before its token, as the tokenizer's prompt does
+        assert tokenizer.decode(ids[:answer_start]).count(" seconds>") == FRAMES
+
+
+def test_the_probe_trains_the_llm_on_its_episodes(model_dir):
+    result = probe(str(model_dir), steps=30, batch=4, eval_episodes=4, every=15, token_norm=10.0)
+    curve = result["curve"]
+    assert [point["step"] for point in curve] == [0, 15, 30]
+    assert curve[-1]["nats_own_frames"] < curve[0]["nats_own_frames"] - 0.5
+    assert all(0.0 <= point["jumpscore"] <= 100.0 for point in curve)
