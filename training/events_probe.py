@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ov2_ros.documents import write_json
 from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.generate import GenerationConfig, TorchSession, generate
 from ov2_ros.model.parsers import EventTimes, format_events
@@ -158,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     result = probe(args.model, args.steps, args.batch, args.lr, args.eval_episodes, args.every, args.seed,
                    args.token_norm)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
     print(json.dumps(result["curve"][-1]))
     return 0
 

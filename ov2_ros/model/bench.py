@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ov2_ros.documents import write_json
+
 CANVAS_PATCHES = (280 // 14) * (504 // 14)  # 720p under max_pixels 150,000: 20 x 36 patches
 GROUP_CANVASES = 4
 TEXT_TOKENS = 64
@@ -114,7 +116,5 @@ def run_model_bench(out_path: str | Path | None = None, presets=("nano", "small"
     document = {"benchmark": "model", "unix_time": time.time(), "threads": threads,
                 "baseline_gemm_flops_per_s": round(gemm), "group": f"{GROUP_CANVASES} canvases x {CANVAS_PATCHES} patches",
                 "rows": rows}
-    if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(document, indent=1))
+    write_json(out_path, document)
     return document

@@ -21,6 +21,7 @@ import numpy as np
 
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig
+from ov2_ros.documents import write_json
 from ov2_ros.msg import ModelText
 from ov2_ros.ros.conversions import time_to_ns
 from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
@@ -163,7 +164,5 @@ def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s
             rows.append(row)
             print(json.dumps(row), flush=True)
     document = {"benchmark": "node", "unix_time": time.time(), "prompt": prompt, "duration_s": duration_s, "rows": rows}
-    if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(document, indent=1))
+    write_json(out_path, document)
     return document

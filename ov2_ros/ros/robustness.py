@@ -14,7 +14,6 @@ fed looping streams in real time for `minutes`; each node's resident memory is s
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig
+from ov2_ros.documents import write_json
 from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play, use_prompt_acknowledgements
 from ov2_ros.synth.scene import SceneConfig
@@ -127,9 +127,7 @@ def run_faults(out_path: str | Path | None) -> dict:
         stop_process(process)
     document = {"benchmark": "faults", "gop": GOP, "node_alive_at_end": alive, "faults": rows,
                 "all_ok": alive and all(row["ok"] for row in rows)}
-    if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(document, indent=1))
+    write_json(out_path, document)
     return document
 
 
@@ -189,7 +187,5 @@ def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str)
     document = {"benchmark": "soak", "minutes": round(elapsed_min, 1), "backend": backend, "nodes": nodes,
                 "goal": "memory growth < 5 %",
                 "all_ok": all(n["alive"] and n["growth_after_warmup"] < 0.05 for n in nodes)}
-    if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(document, indent=1))
+    write_json(out_path, document)
     return document

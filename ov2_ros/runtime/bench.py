@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ov2_ros.documents import write_json
 from ov2_ros.model.ov2 import VisionInput
 
 ROWS, COLS, CANVASES = 20, 36, 4
@@ -116,8 +117,6 @@ def run_runtime_bench(out_path: str | Path | None = None, model_dir: str | Path 
                **measure(gpu, repeats, torch.cuda.synchronize)}
         print(json.dumps(row), flush=True)
         document["rows"].append(row)
-    if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(document, indent=1))
+    write_json(out_path, document)
     return document
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ov2_ros.documents import write_json
+
 QUESTIONS = ("Trace where the gripper moved.", "When does the gripper grasp the object?")
 
 
@@ -81,7 +83,5 @@ def run_drafts_bench(out_path: str | Path | None, backend: str = "onnxruntime", 
                 "threads": threads, "budget_canvases": budget, "groups": len(groups),
                 "episode": {"world": "pickplace", "seed": seed, "variation": "heldout", "duration_s": duration_s,
                             "size": "640x480"}, "rows": rows}
-    if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(document, indent=1))
+    write_json(out_path, document)
     return document

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ov2_ros.documents import write_json
+
 QUESTION = "Trace where the gripper moved."
 
 
@@ -90,7 +92,5 @@ def run_prefill_bench(out_path: str | Path | None, blocks=(1, 2, 4, 8), dtypes=(
                 "budget_canvases": budget, "question": question,
                 "episode": {"world": "pickplace", "seed": seed, "variation": "heldout", "duration_s": duration_s,
                             "size": "640x480"}, "rows": rows}
-    if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(document, indent=1))
+    write_json(out_path, document)
     return document

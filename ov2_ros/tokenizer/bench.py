@@ -22,6 +22,7 @@ from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig
 from ov2_ros.codec.decoder import bare_decode_fps
 from ov2_ros.codec.ingest import StreamIngest
+from ov2_ros.documents import write_json
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
 from ov2_ros.tokenizer.files import tokenize_file, write_canvases
@@ -101,7 +102,5 @@ def run_tokenizer_bench(out_path: str | Path | None = None, reference_cli: str |
                 "note": "throughput pinned to one core; live = ingest (parse, decode, motion vectors, "
                         "arrays) + streaming tokenizer; reference = codec-video-prep 0.2.5 CLI",
                 "rows": rows}
-    if out_path is not None:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(document, indent=1))
+    write_json(out_path, document)
     return document

@@ -14,7 +14,6 @@ sent with a stamp that jumps or goes back. Invariants checked on every push:
 """
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 import traceback
@@ -28,6 +27,7 @@ from ov2_ros.codec.bitstream import iter_nal_spans
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig
 from ov2_ros.codec.ingest import StreamIngest
+from ov2_ros.documents import write_json
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
 from ov2_ros.tokenizer.pipeline import StreamingTokenizer, TokenizerConfig
@@ -144,9 +144,7 @@ def run_fuzz(count: int = 100_000, seed: int = 0, max_seconds: float = 600.0, mu
                 "seconds": round(time.monotonic() - started, 1), "mutation_rate": mutation_rate,
                 "mutations": dict(mutations), "outcomes": dict(outcomes), "frames_decoded": frames_out,
                 "groups": groups_out, "failures": failures[:50], "failure_count": len(failures)}
-    if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_path).write_text(json.dumps(document, indent=1))
+    write_json(out_path, document)
     return document
 
 
