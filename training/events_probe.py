@@ -23,21 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ov2_ros.documents import write_json
 from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.generate import GenerationConfig, TorchSession, generate
 from ov2_ros.model.parsers import EventTimes, format_events
 from ov2_ros.model.prompt import IM_END, TextTokenizer, chat_prompt, video_text
-from training.data import IGNORE
 from training.metrics import jumpscore, jumpscore_parse
-from training.pointing_probe import batch_of, llm_logits
+from training.pointing_probe import answer_loss, batch_of, train_llm
 from training.tasks import EVENT_WORDINGS
 
 FRAMES, FPS = 40, 10.0  # 4 s: about 4-12 takeoffs
@@ -92,11 +89,6 @@ class Episodes:
         return (*batch_of([e[:4] for e in episodes], filler)[:3], [e[4] for e in episodes])
 
 
-def answer_nats(model, input_ids, labels, tokens) -> float:
-    logits = llm_logits(model, input_ids, tokens)
-    return float(F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE))
-
-
 def probe(model_dir: str, steps: int = 400, batch: int = 16, lr: float = 5e-4, eval_episodes: int = 32,
           every: int = 100, seed: int = 0, token_norm: float = 350.0) -> dict:
     torch.manual_seed(seed)
@@ -107,14 +99,12 @@ def probe(model_dir: str, steps: int = 400, batch: int = 16, lr: float = 5e-4, e
     held_out = Episodes(tokenizer, hidden, token_norm, seed, episodes_seed=seed + 1)
     input_ids, labels, tokens, truths = held_out.batch(eval_episodes, filler)
     prompt_length = len(held_out.prompt)
-    parameters = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
 
     @torch.no_grad()
     def scores() -> dict:
         model.eval()
-        own = answer_nats(model, input_ids, labels, tokens)
-        other = answer_nats(model, input_ids, labels, tokens[1:] + tokens[:1])  # each episode another's frames
+        own = float(answer_loss(model, input_ids, labels, tokens))
+        other = float(answer_loss(model, input_ids, labels, tokens[1:] + tokens[:1]))  # each episode another's frames
         predictions = []
         for row, episode_tokens in enumerate(tokens):
             result = generate(TorchSession(model), tokenizer, input_ids[row, :prompt_length].tolist(), episode_tokens,
@@ -124,19 +114,7 @@ def probe(model_dir: str, steps: int = 400, batch: int = 16, lr: float = 5e-4, e
         return {"nats_own_frames": round(own, 4), "nats_other_frames": round(other, 4),
                 "jumpscore": round(jumpscore(predictions, truths), 1)}
 
-    curve = [{"step": 0, **scores()}]
-    model.train()
-    for step in tqdm(range(1, steps + 1), desc="events probe steps"):
-        batch_ids, batch_labels, batch_tokens, _ = episodes.batch(batch, filler)
-        loss = F.cross_entropy(llm_logits(model, batch_ids, batch_tokens)[:, :-1].flatten(0, 1),
-                               batch_labels[:, 1:].flatten(), ignore_index=IGNORE)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        if step % every == 0 or step == steps:
-            curve.append({"step": step, "loss": round(loss.item(), 4), **scores()})
-            tqdm.write(json.dumps(curve[-1]), file=sys.stderr)  # stdout: the result alone
+    curve = train_llm(model, lambda: episodes.batch(batch, filler)[:3], scores, steps, lr, every, "events probe steps")
     return {"model": str(model_dir), "frames": FRAMES, "fps": FPS, "token_norm": token_norm, "batch": batch, "lr": lr,
             "seed": seed, "eval_episodes": eval_episodes, "curve": curve}
 

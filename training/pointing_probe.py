@@ -161,6 +161,32 @@ def llm_logits(model, input_ids: torch.Tensor, vision_tokens: list[torch.Tensor]
     return model.lm_head(model.language_model(embeds))  # (B, L, vocab)
 
 
+def answer_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, vision_tokens: list[torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the labelled (answer) tokens, each predicted from those before it."""
+    logits = llm_logits(model, input_ids, vision_tokens)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+
+
+def train_llm(model, next_batch, score, steps: int, lr: float, every: int, desc: str) -> list[dict]:
+    """The probes' loop: the LLM and its embeddings (not the vision tower) trained `steps` steps
+    with AdamW on next_batch() -> (input ids, labels, vision tokens); the curve of score() (a
+    dict) at step 0, every `every` steps and at the last, with the step's loss."""
+    parameters = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+    curve = [{"step": 0, **score()}]
+    model.train()
+    for step in tqdm(range(1, steps + 1), desc=desc):
+        loss = answer_loss(model, *next_batch())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        if step % every == 0 or step == steps:
+            curve.append({"step": step, "loss": round(loss.item(), 4), **score()})
+            tqdm.write(json.dumps(curve[-1]), file=sys.stderr)  # stdout: the result alone
+    return curve
+
+
 def probe(model_dir: str, position_share: float, steps: int = 300, batch: int = 16, lr: float = 5e-4,
           eval_shots: int = 200, every: int = 100, seed: int = 0, world: str | None = None,
           train_shots: int = 2000, cache_dir: str = "cache/worlds", canvases: int = STILL_BUDGET,
@@ -190,9 +216,6 @@ def probe(model_dir: str, position_share: float, steps: int = 300, batch: int = 
         evaluation, chance = held_out.all(filler), held_out.majority_share()
         setting = {"world": world, "train_shots": train_shots, "eval_shots": eval_shots, "canvases": canvases,
                    "centred": centred}
-    parameters = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
-
     @torch.no_grad()
     def first_x_digit() -> dict:
         model.eval()
@@ -205,19 +228,7 @@ def probe(model_dir: str, position_share: float, steps: int = 300, batch: int = 
         return {"accuracy": round(float((predicted.argmax(-1) == truth).float().mean()), 3),
                 "nats": round(float(F.cross_entropy(predicted.float(), truth)), 3)}
 
-    curve = [{"step": 0, **first_x_digit()}]
-    model.train()
-    for step in tqdm(range(1, steps + 1), desc="probe steps"):
-        input_ids, labels, tokens, _ = shots.batch(batch, filler)
-        logits = llm_logits(model, input_ids, tokens)
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        if step % every == 0 or step == steps:
-            curve.append({"step": step, "loss": round(loss.item(), 4), **first_x_digit()})
-            tqdm.write(json.dumps(curve[-1]), file=sys.stderr)  # stdout: the result alone
+    curve = train_llm(model, lambda: shots.batch(batch, filler)[:3], first_x_digit, steps, lr, every, "probe steps")
     return {"model": str(model_dir), **setting, "batch": batch, "lr": lr, "seed": seed,
             "chance_accuracy": round(chance, 3), "first_x_digit": curve}
 
