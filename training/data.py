@@ -38,8 +38,9 @@ from training.tasks import QA, bounce_tasks, pickplace_tasks, predicted_trace_ta
 # clip, tokenizer.pipeline.tokenize_live_window), frames = the frame-sampling baseline.
 INPUT_MODES = ("codec", "live", "frames")
 IGNORE = -100  # label of tokens that are not predicted (prompt, vision)
-# Part of cached canvases' file names: bump it when tokenize_at_budget changes what it makes.
-CANVAS_RECIPE = "r2"
+# Part of cached canvases' file names: bump it when the tokenizer changes what it makes (r3: the
+# saliency's change gate, 2026-11-25).
+CANVAS_RECIPE = "r3"
 # Part of cached clips' names: bump a world's when what it renders changes (pickplace 2: camera
 # shake, a change of light, a distractor).
 WORLD_VERSIONS = {"pickplace": 2}

@@ -7,6 +7,15 @@ every budget. Each side can run in its own process (two cores), then be combined
   python -m training.study run --mode codec  --model runs/nano_codec/s4_spatial/last
   python -m training.study run --mode frames --model runs/nano_frames/s4_spatial/last
   python -m training.study combine            # table (JSON) + plot (PNG) in docs/
+
+`oracle` asks what the canvases themselves show of the bounces, with no model: in each frame
+whose kept patches cover most of the ball, its truth says whether the ball is in the air; every
+takeoff is placed midway between a frame seen with the ball on the floor and the next one seen
+with it in the air, and scored like an answer. The score bounds what a reader of the ball's
+floor/air state could reach from that input (one that also read the ball's height could do
+better: an airborne frame tells how long ago it left the floor).
+
+  python -m training.study oracle --budgets 4 8 16 32 --clips 12
 """
 from __future__ import annotations
 
@@ -14,9 +23,16 @@ import argparse
 import json
 from pathlib import Path
 
-from training.evaluate import Evaluator
+import numpy as np
+
+from ov2_ros.tokenizer.geometry import PATCH_PX
+from training import metrics
+from training.data import WORLD_DURATIONS_S, ClipCache, ClipVision
+from training.evaluate import Evaluator, heldout_clips
 
 DEFAULT_OUT = Path("docs/study_codec_vs_frames.json")
+ORACLE_OUT = Path("docs/study_oracle.json")
+BALL_SEEN_SHARE = 0.5  # a frame shows the ball when its kept patches cover this much of the ball's box
 
 
 def run_side(mode: str, model, budgets, clips, cache, out: Path) -> dict:
@@ -30,6 +46,61 @@ def run_side(mode: str, model, budgets, clips, cache, out: Path) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(side, indent=1))
     return side
+
+
+def ball_sightings(vision: ClipVision, truth_frames: list[dict]) -> list[tuple[int, bool]]:
+    """(frame, airborne) of every frame whose patches in the canvases cover at least
+    BALL_SEEN_SHARE of the ball's box, in time order. Patches are (t, h, w) on the processed
+    frame's grid; the ball's box is in source pixels, scaled onto that grid."""
+    source_h, source_w = vision.source_size
+    processed_h, processed_w = vision.canvases[0].shape[1:3]
+    positions = np.concatenate(vision.positions_thw)  # (patches, 3)
+    sightings = []
+    for t in np.unique(positions[:, 0]):
+        x0, y0, x1, y1 = truth_frames[int(t)]["ball_box_xyxy"]
+        x0, x1 = x0 * processed_w / source_w, x1 * processed_w / source_w
+        y0, y1 = y0 * processed_h / source_h, y1 * processed_h / source_h
+        rows, cols = positions[positions[:, 0] == t, 1:].T * PATCH_PX  # each patch's top-left corner
+        overlap_w = np.clip(np.minimum(cols + PATCH_PX, x1) - np.maximum(cols, x0), 0, None)
+        overlap_h = np.clip(np.minimum(rows + PATCH_PX, y1) - np.maximum(rows, y0), 0, None)
+        if (overlap_w * overlap_h).sum() >= BALL_SEEN_SHARE * (x1 - x0) * (y1 - y0):
+            sightings.append((int(t), bool(truth_frames[int(t)]["airborne"])))
+    return sightings
+
+
+def oracle_takeoffs(sightings: list[tuple[int, bool]], fps: float) -> list[float]:
+    """Takeoff times (s) read from sightings: midway between each frame seen on the floor and
+    the next frame seen in the air (the takeoff lies between them)."""
+    return [round((before + after) / 2 / fps, 3)
+            for (before, was_airborne), (after, airborne) in zip(sightings, sightings[1:])
+            if airborne and not was_airborne]
+
+
+def oracle(modes, budgets, clips: int, cache_dir: str, out: Path) -> dict:
+    """The oracle's JumpScore-like mAP per input mode and budget on the study's held-out clips,
+    with the frames per second in which the ball is seen."""
+    cache = ClipCache(cache_dir)
+    specs = heldout_clips("bounce", clips, WORLD_DURATIONS_S["bounce"])
+    rows = []
+    for mode in modes:
+        for budget in budgets:
+            predictions, truths, seen_per_s = [], [], []
+            for spec in specs:
+                _, truth = cache.clip(spec)
+                sightings = ball_sightings(cache.vision(spec, mode, budget), truth["frames"])
+                predictions.append(oracle_takeoffs(sightings, spec.fps))
+                truths.append(truth["episode"]["event_times_s"])
+                seen_per_s.append(len(sightings) / spec.duration_s)
+            rows.append({"mode": mode, "budget": budget, "oracle_mAP": round(metrics.jumpscore(predictions, truths), 1),
+                         "ball_seen_frames_per_s": round(float(np.mean(seen_per_s)), 2)})
+            print(json.dumps(rows[-1]), flush=True)
+    document = {"study": "what the canvases show of the bounces: JumpScore-like mAP of takeoffs read from the "
+                         "frames in which the canvases show the ball (truth: on the floor or in the air)",
+                "clips": clips, "ball_seen_share": BALL_SEEN_SHARE,
+                "heldout": "bounce worlds, seeds from 100000, unseen colours/backgrounds/speeds", "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=1))
+    return document
 
 
 def combine(out: Path) -> dict:
@@ -81,9 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, default=DEFAULT_OUT)
     joined = actions.add_parser("combine")
     joined.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    bound = actions.add_parser("oracle", help="what the canvases show of the bounces (no model)")
+    bound.add_argument("--modes", nargs="+", choices=("codec", "frames"), default=["codec", "frames"])
+    bound.add_argument("--budgets", type=int, nargs="+", default=[4, 8, 16, 32])
+    bound.add_argument("--clips", type=int, default=12)
+    bound.add_argument("--cache", default="cache/worlds")
+    bound.add_argument("--out", type=Path, default=ORACLE_OUT)
     args = parser.parse_args(argv)
     if args.action == "run":
         run_side(args.mode, args.model, args.budgets, args.clips, args.cache, args.out)
+    elif args.action == "oracle":
+        oracle(args.modes, args.budgets, args.clips, args.cache, args.out)
     else:
         print(json.dumps(combine(args.out)["rows"]))
     return 0

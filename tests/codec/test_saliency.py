@@ -2,7 +2,8 @@
 import numpy as np
 
 from ov2_ros.codec.decoder import MOTION_VECTOR_DTYPE
-from ov2_ros.codec.saliency import bitcost_saliency, exp_golomb_bits, motion_vector_bits, waterfill_bits
+from ov2_ros.codec.saliency import (block_scores, bitcost_saliency, changed_patches, exp_golomb_bits, fused_saliency,
+                                    motion_compensated_residual, motion_field, motion_vector_bits, waterfill_bits)
 
 
 def test_waterfill_spends_exactly_the_bits_on_the_busiest_macroblocks():
@@ -89,3 +90,42 @@ def test_header_bits_are_paid_before_the_residual_shares_the_rest():
     richer = bitcost_saliency(luma, reference, vectors, False, int(header.sum()) + 2000, width, height,
                               mb_types=types)
     assert richer.reshape(3, 16, 4, 16).max(axis=(1, 3))[0, 0] > per_mb[0, 0]
+
+
+def _noisy(picture, rng):
+    return np.clip(picture + rng.normal(0.0, 2.0, picture.shape), 0, 255).astype(np.uint8)
+
+
+def test_vectors_count_only_where_the_picture_changed():
+    # A still, noisy scene where the encoder fitted vectors of up to 4 pixels to the noise in
+    # every macroblock (x264 does at a high bitrate), and a 14-pixel square that moved 6 pixels
+    # right: the square's block must outscore every other, and the noise vectors must not count.
+    rng = np.random.default_rng(0)
+    height, width = 112, 168
+    before, after = np.full((height, width), 120.0), np.full((height, width), 120.0)
+    before[56:70, 50:64] = 230.0
+    after[56:70, 56:70] = 230.0
+    previous, current = _noisy(before, rng), _noisy(after, rng)
+    noise = [(x, y, 16, 16, *rng.integers(-16, 17, size=2)) for y in range(0, height, 16) for x in range(0, width, 16)]
+    moved = [(x, y, 16, 16, -24, 0) if 48 <= x < 80 and 48 <= y < 80 else partition for partition in noise
+             for x, y in [partition[:2]]]
+    vectors = _vectors(moved)
+    scores = block_scores(fused_saliency(current, previous, vectors, False, width, height), 28)
+    assert np.unravel_index(scores.argmax(), scores.shape) == (2, 2)  # the block at (56..84, 56..84)
+    dx, dy, _ = motion_field(vectors, width, height)
+    gate = changed_patches(current, previous, motion_compensated_residual(current, previous, dx, dy, width, height))
+    assert gate[56:70, 56:70].min() == 1.0  # where the square arrived
+    assert gate.mean() < 0.05  # the noise vectors elsewhere score nothing
+
+
+def test_a_pan_keeps_every_vector_and_an_unchanged_picture_none():
+    rng = np.random.default_rng(1)
+    texture = np.kron(rng.uniform(40, 220, size=(8, 12)), np.ones((14, 14)))  # (112, 168) blocks of grey
+    previous, panned = _noisy(texture, rng), _noisy(np.roll(texture, 5, axis=1), rng)
+    pan = _vectors([(x, y, 16, 16, -20, 0) for y in range(0, 112, 16) for x in range(0, 168, 16)])
+    dx, dy, _ = motion_field(pan, 168, 112)
+    residual = motion_compensated_residual(panned, previous, dx, dy, 168, 112)
+    # The shift moves an edge of the texture into every patch: all of them changed, so every
+    # vector counts (and the motion term's median removes the pan itself).
+    assert changed_patches(panned, previous, residual).mean() > 0.9
+    assert changed_patches(previous, previous, np.zeros_like(previous)).max() == 0.0
