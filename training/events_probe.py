@@ -18,6 +18,10 @@ bounce takes two hops: find the frame whose token says "in the air" after one th
 floor", and copy the timestamp written before it. If this LLM learns that here within a few
 hundred steps, timing is limited by the tokens the encoder and the canvases give it; if not, by
 the LLM or its optimisation.
+
+`--world bounce` asks the same of the model's own vision tokens: real bounce clips (cached
+training seeds, 8-12 s; unseen seeds to score), their canvases (`--input`, `--budget`) through
+the model's frozen encoder and merger once, their real prompts and OV2's JumpScore wording.
 """
 from __future__ import annotations
 
@@ -28,14 +32,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tqdm import tqdm
+
 from ov2_ros.documents import write_json
 from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.generate import GenerationConfig, TorchSession, generate
 from ov2_ros.model.parsers import EventTimes, format_events
 from ov2_ros.model.prompt import IM_END, TextTokenizer, chat_prompt, video_text
+from training.data import INPUT_MODES, ClipCache, clip_range
+from training.evaluate import heldout_clips
 from training.metrics import jumpscore, jumpscore_parse
-from training.pointing_probe import answer_loss, batch_of, train_llm
-from training.tasks import EVENT_WORDINGS
+from training.pointing_probe import answer_loss, batch_of, real_example, train_llm
+from training.tasks import EVENT_WORDINGS, QA
 
 FRAMES, FPS = 40, 10.0  # 4 s: about 4-12 takeoffs
 CONTENT_NOISE = 0.3  # each frame's own variation, of the code's norm
@@ -89,16 +97,74 @@ class Episodes:
         return (*batch_of([e[:4] for e in episodes], filler)[:3], [e[4] for e in episodes])
 
 
+REAL_DURATIONS_S = (8.0, 12.0)  # the early stages' bounce clips (most are cached)
+
+
+class RealEpisodes:
+    """Bounce clips of the clip cache as episodes: vision tokens made once by the model's own
+    (frozen) encoder and merger from the clip's canvases, the real prompt with OV2's JumpScore
+    wording, the true takeoff times as the answer."""
+
+    def __init__(self, model, tokenizer: TextTokenizer, cache: ClipCache, specs, input_mode: str, budget: int,
+                 seed: int, desc: str):
+        self.rng = np.random.default_rng([seed, 13])
+        self.episodes = []  # (vision tokens, input ids, 0, answer start, takeoffs, duration s)
+        for spec in tqdm(specs, desc=desc):
+            _, truth = cache.clip(spec)
+            episode = truth["episode"]
+            qa = QA("events", EVENT_WORDINGS[0].format(obj=episode["object"]),
+                    format_events(EventTimes(tuple(episode["event_times_s"]))), "events")
+            tokens, ids, answer_start = real_example(model, tokenizer, spec, cache.vision(spec, input_mode, budget), qa)
+            self.episodes.append((tokens, ids, 0, answer_start, episode["event_times_s"], spec.duration_s))
+
+    def batch(self, count: int, filler: int) -> tuple:
+        chosen = [self.episodes[int(i)] for i in self.rng.integers(len(self.episodes), size=count)]
+        return batch_of([e[:4] for e in chosen], filler)[:3]
+
+    def all(self, filler: int) -> tuple:
+        return (*batch_of([e[:4] for e in self.episodes], filler)[:3], [e[4] for e in self.episodes])
+
+    def centre(self, mean: torch.Tensor) -> None:
+        """Every vision token minus `mean` (the training episodes' mean token), as training centres them."""
+        self.episodes = [(tokens - mean, *rest) for tokens, *rest in self.episodes]
+
+    def mean_token(self) -> torch.Tensor:
+        return torch.cat([e[0] for e in self.episodes]).mean(0)
+
+
 def probe(model_dir: str, steps: int = 400, batch: int = 16, lr: float = 5e-4, eval_episodes: int = 32,
-          every: int = 100, seed: int = 0, token_norm: float = 350.0) -> dict:
+          every: int = 100, seed: int = 0, token_norm: float = 350.0, world: str | None = None,
+          train_clips: int = 300, input_mode: str = "codec", budget: int = 8, centred: bool = False,
+          cache_dir: str = "cache/worlds") -> dict:
+    """world None: made-up episodes (Episodes); "bounce": real clips (RealEpisodes), their tokens
+    `centred` or not."""
     torch.manual_seed(seed)
     model, tokenizer = load_model(model_dir), TextTokenizer(f"{model_dir}/tokenizer.json")
     filler = model.config.tokens.end_of_text
-    hidden = model.config.llm.hidden_size
-    episodes = Episodes(tokenizer, hidden, token_norm, seed)
-    held_out = Episodes(tokenizer, hidden, token_norm, seed, episodes_seed=seed + 1)
-    input_ids, labels, tokens, truths = held_out.batch(eval_episodes, filler)
-    prompt_length = len(held_out.prompt)
+    if world is None:
+        hidden = model.config.llm.hidden_size
+        episodes = Episodes(tokenizer, hidden, token_norm, seed)
+        held_out = Episodes(tokenizer, hidden, token_norm, seed, episodes_seed=seed + 1)
+        input_ids, labels, tokens, truths = held_out.batch(eval_episodes, filler)
+        prompt_lengths = [len(held_out.prompt)] * eval_episodes
+        durations_s = [FRAMES / FPS] * eval_episodes
+        setting = {"frames": FRAMES, "fps": FPS, "token_norm": token_norm}
+    else:
+        cache = ClipCache(cache_dir)
+        model.eval()
+        episodes = RealEpisodes(model, tokenizer, cache, clip_range(world, 0, train_clips, REAL_DURATIONS_S),
+                                input_mode, budget, seed, "training clips")
+        held_out = RealEpisodes(model, tokenizer, cache, heldout_clips(world, eval_episodes, REAL_DURATIONS_S, "train"),
+                                input_mode, budget, seed, "held-out clips")
+        if centred:
+            mean = episodes.mean_token()
+            episodes.centre(mean)
+            held_out.centre(mean)
+        input_ids, labels, tokens, truths = held_out.all(filler)
+        prompt_lengths = [e[3] for e in held_out.episodes]
+        durations_s = [e[5] for e in held_out.episodes]
+        setting = {"world": world, "train_clips": train_clips, "input": input_mode, "budget": budget,
+                   "centred": centred, "mean_prompt_tokens": round(float(np.mean(prompt_lengths)), 1)}
 
     @torch.no_grad()
     def scores() -> dict:
@@ -107,16 +173,18 @@ def probe(model_dir: str, steps: int = 400, batch: int = 16, lr: float = 5e-4, e
         other = float(answer_loss(model, input_ids, labels, tokens[1:] + tokens[:1]))  # each episode another's frames
         predictions = []
         for row, episode_tokens in enumerate(tokens):
-            result = generate(TorchSession(model), tokenizer, input_ids[row, :prompt_length].tolist(), episode_tokens,
-                              GenerationConfig(max_new_tokens=96, output_format="events", max_time_s=FRAMES / FPS))
+            result = generate(TorchSession(model), tokenizer, input_ids[row, :prompt_lengths[row]].tolist(),
+                              episode_tokens, GenerationConfig(max_new_tokens=160, output_format="events",
+                                                               max_time_s=durations_s[row]))
             predictions.append(jumpscore_parse(result.text))
         model.train()
         return {"nats_own_frames": round(own, 4), "nats_other_frames": round(other, 4),
                 "jumpscore": round(jumpscore(predictions, truths), 1)}
 
-    curve = train_llm(model, lambda: episodes.batch(batch, filler)[:3], scores, steps, lr, every, "events probe steps")
-    return {"model": str(model_dir), "frames": FRAMES, "fps": FPS, "token_norm": token_norm, "batch": batch, "lr": lr,
-            "seed": seed, "eval_episodes": eval_episodes, "curve": curve}
+    next_batch = (lambda: episodes.batch(batch, filler)[:3]) if world is None else (lambda: episodes.batch(batch, filler))
+    curve = train_llm(model, next_batch, scores, steps, lr, every, "events probe steps")
+    return {"model": str(model_dir), **setting, "batch": batch, "lr": lr, "seed": seed,
+            "eval_episodes": eval_episodes, "curve": curve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,11 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-norm", type=float, default=350.0, help="the vision tokens' norm (the default model's: ~346)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--world", choices=("bounce",),
+                        help="real clips of this world through the model's own encoder (default: made-up tokens)")
+    parser.add_argument("--train-clips", type=int, default=300, help="with --world: training seeds 0..N-1")
+    parser.add_argument("--input", choices=INPUT_MODES, default="codec", help="with --world: the clips' canvases")
+    parser.add_argument("--budget", type=int, default=8, help="with --world: canvases a clip")
+    parser.add_argument("--centred", action="store_true", help="with --world: subtract the mean vision token")
+    parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--out", default=None, help="JSON result")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = probe(args.model, args.steps, args.batch, args.lr, args.eval_episodes, args.every, args.seed,
-                   args.token_norm)
+                   args.token_norm, args.world, args.train_clips, args.input, args.budget, args.centred, args.cache)
     write_json(args.out, result)
     print(json.dumps(result["curve"][-1]))
     return 0

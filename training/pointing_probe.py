@@ -113,19 +113,15 @@ class RealShots:
         self.rng = np.random.default_rng(seed)
         self.shots = []  # (vision tokens (blocks, hidden), input ids, first-x-digit index, answer start)
         self.first_digits = []
-        with torch.no_grad():
-            for spec in tqdm(specs, desc=desc):
-                _, truth = cache.clip(spec)
-                qa = tasks.thing_point(truth["episode"]["things"][-1], FrameSize(spec.width, spec.height),
-                                       QUESTION)
-                vision = first_canvases(cache.vision(spec, "codec", STILL_BUDGET), canvases)
-                batch = pack([encode_example(tokenizer, vision, qa, spec)])
-                answer_start = int((batch.labels[0] != IGNORE).nonzero()[0, 0])
-                x_span = tasks.point_answer_spans(qa.answer)[0]
-                first_x = answer_start + answer_tokens_in(tokenizer, qa.answer, [(x_span[0], x_span[0] + 1)])[0]
-                self.shots.append((model.vision_tokens(batch.vision), batch.input_ids[0].tolist(), first_x,
-                                   answer_start))
-                self.first_digits.append(qa.answer[x_span[0]])
+        for spec in tqdm(specs, desc=desc):
+            _, truth = cache.clip(spec)
+            qa = tasks.thing_point(truth["episode"]["things"][-1], FrameSize(spec.width, spec.height), QUESTION)
+            vision = first_canvases(cache.vision(spec, "codec", STILL_BUDGET), canvases)
+            tokens, ids, answer_start = real_example(model, tokenizer, spec, vision, qa)
+            x_span = tasks.point_answer_spans(qa.answer)[0]
+            first_x = answer_start + answer_tokens_in(tokenizer, qa.answer, [(x_span[0], x_span[0] + 1)])[0]
+            self.shots.append((tokens, ids, first_x, answer_start))
+            self.first_digits.append(qa.answer[x_span[0]])
 
     def batch(self, size: int, filler: int):
         return batch_of([self.shots[int(i)] for i in self.rng.integers(len(self.shots), size=size)], filler)
@@ -144,6 +140,16 @@ class RealShots:
         """Accuracy of always naming the most frequent first x digit (the prior alone)."""
         _, counts = np.unique(self.first_digits, return_counts=True)
         return float(counts.max() / counts.sum())
+
+
+@torch.no_grad()
+def real_example(model, tokenizer: TextTokenizer, spec, vision: ClipVision, qa: tasks.QA
+                 ) -> tuple[torch.Tensor, list[int], int]:
+    """(vision tokens (blocks, hidden) from the model's own encoder and merger, input ids of the
+    prompt and answer as training writes them, index of the answer's first token)."""
+    batch = pack([encode_example(tokenizer, vision, qa, spec)])
+    answer_start = int((batch.labels[0] != IGNORE).nonzero()[0, 0])
+    return model.vision_tokens(batch.vision), batch.input_ids[0].tolist(), answer_start
 
 
 def first_canvases(vision: ClipVision, count: int) -> ClipVision:

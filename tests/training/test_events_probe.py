@@ -2,9 +2,11 @@
 import numpy as np
 import torch
 
+from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.parsers import parse_events
 from tests.model.conftest import model_dir, tokenizer  # noqa: F401 (the fixtures)
-from training.events_probe import FPS, FRAMES, Episodes, bounce_frames, probe
+from training.data import IGNORE, ClipCache, ClipSpec
+from training.events_probe import FPS, FRAMES, Episodes, RealEpisodes, bounce_frames, probe
 
 
 def test_bounces_take_off_after_the_floor_and_the_answer_lists_each_first_frame_in_the_air(tokenizer):
@@ -36,3 +38,25 @@ def test_the_probe_trains_the_llm_on_its_episodes(model_dir):
     assert [point["step"] for point in curve] == [0, 15, 30]
     assert curve[-1]["nats_own_frames"] < curve[0]["nats_own_frames"] - 0.5
     assert all(0.0 <= point["jumpscore"] <= 100.0 for point in curve)
+
+
+def test_real_episodes_show_the_clip_in_its_own_prompt_and_answer_its_takeoffs(model_dir, tokenizer, tmp_path):
+    cache = ClipCache(tmp_path / "cache")
+    specs = [ClipSpec("bounce", seed, duration_s=3.0) for seed in range(2)]
+    model = load_model(model_dir)
+    episodes = RealEpisodes(model, tokenizer, cache, specs, "codec", 8, seed=0, desc="clips")
+    input_ids, labels, tokens, truths = episodes.all(filler=model.config.tokens.end_of_text)
+    for row, spec in enumerate(specs):
+        _, truth = cache.clip(spec)
+        ids = input_ids[row].tolist()
+        assert ids.count(tokenizer.token_ids().image_pad) == tokens[row].shape[0] > 0
+        labelled = (labels[row] != IGNORE).nonzero()[:, 0]
+        answer = tokenizer.decode(input_ids[row, labelled].tolist())
+        assert truths[row] == truth["episode"]["event_times_s"]  # scored against the exact times
+        assert list(parse_events(answer).times_s) == [round(t, 2) for t in truths[row]]  # written as OV2 writes them
+        prompt = tokenizer.decode(ids[:labelled[0]])
+        assert truth["episode"]["object"] in prompt and "leaves the floor" in prompt
+    mean = episodes.mean_token()
+    episodes.centre(mean)
+    torch.testing.assert_close(torch.cat([e[0] for e in episodes.episodes]).mean(0), torch.zeros_like(mean),
+                               atol=1e-4, rtol=0)
