@@ -2,7 +2,7 @@
 import numpy as np
 
 from training.data import ClipCache, ClipSpec, ClipVision
-from training.study import ball_sightings, oracle_takeoffs
+from training.study import ball_sightings, height_reader_takeoffs, oracle_takeoffs
 
 
 def _vision(patches_thw):
@@ -25,6 +25,17 @@ def test_takeoffs_lie_midway_between_the_floor_and_the_air():
     sightings = [(0, False), (6, True), (12, True), (20, False), (30, False), (34, True)]
     assert oracle_takeoffs(sightings, 10.0) == [0.3, 3.2]
     assert oracle_takeoffs([(3, True), (9, True)], 10.0) == []  # never seen on the floor: no takeoff read
+
+
+def test_a_flight_seen_twice_in_the_air_is_found_at_its_takeoff_the_others_as_floor_and_air_show_them():
+    takeoffs = [0.5, 1.5, 2.5]
+    # frames at 10 fps: flight 0 seen at 0.6 and 0.8 s, flight 1 once (1.7 s), flight 2 at 2.5 and
+    # 2.9 s; the floor sighting at 1.2 s counts for no flight
+    sightings = [(6, True), (8, True), (12, False), (17, True), (25, True), (29, True)]
+    # flights 0 and 2 exactly; flight 1, seen once, as the floor/air reader reads it (1.2 -> 1.7 s)
+    assert height_reader_takeoffs(sightings, takeoffs, 10.0) == [0.5, 1.45, 2.5]
+    # a floor frame before a flight found exactly adds nothing
+    assert height_reader_takeoffs([(4, False), (6, True), (8, True)], takeoffs, 10.0) == [0.5]
 
 
 def test_codec_canvases_show_the_moving_ball_in_more_frames_than_sampled_frames(tmp_path):
