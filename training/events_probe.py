@@ -22,6 +22,11 @@ the LLM or its optimisation.
 `--world bounce` asks the same of the model's own vision tokens: real bounce clips (cached
 training seeds, 8-12 s; unseen seeds to score), their canvases (`--input`, `--budget`) through
 the model's frozen encoder and merger once, their real prompts and OV2's JumpScore wording.
+`--tokens truth` keeps those canvases' layout and prompts but makes each block's token from the
+truth: a block holding at least BALL_BLOCK_SHARE of the ball gets the code of the ball's height
+above the floor (HEIGHT_BINS codes, the first: on the floor), every other block the table's
+code. If the LLM learns to time the bounces from these, the real canvases hold what it needs
+and the encoder must say what these tokens say; if not, the canvases' layout is what stops it.
 """
 from __future__ import annotations
 
@@ -41,8 +46,10 @@ from ov2_ros.model.parsers import EventTimes, format_events
 from ov2_ros.model.prompt import IM_END, TextTokenizer, chat_prompt, video_text
 from training.data import INPUT_MODES, ClipCache, clip_range
 from training.evaluate import heldout_clips
+from training.data import IGNORE, ClipVision, encode_example
 from training.metrics import jumpscore, jumpscore_parse
 from training.pointing_probe import answer_loss, batch_of, real_example, train_llm
+from training.study import ball_cover
 from training.tasks import EVENT_WORDINGS, QA
 
 FRAMES, FPS = 40, 10.0  # 4 s: about 4-12 takeoffs
@@ -98,6 +105,38 @@ class Episodes:
 
 
 REAL_DURATIONS_S = (8.0, 12.0)  # the early stages' bounce clips (most are cached)
+TOKEN_SOURCES = ("encoder", "truth")
+HEIGHT_BINS = 8  # truth tokens: on the floor, then 7 bands of height up to the highest flight
+MAX_HEIGHT_SHARE = 0.55  # the bounce world's highest flight, of the frame's height
+BALL_BLOCK_SHARE = 0.25  # a block showing this much of the ball's box shows the ball
+
+
+class TruthCodes:
+    """The truth tokens' codes: the table's and one per height band (fixed random directions)."""
+
+    def __init__(self, hidden: int, token_norm: float, seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        self.table = F.normalize(torch.randn(hidden, generator=generator), dim=0)
+        self.heights = F.normalize(torch.randn(HEIGHT_BINS, hidden, generator=generator), dim=-1)
+        self.token_norm, self.generator = token_norm, generator
+
+    def tokens(self, vision: ClipVision, truth_frames: list[dict], source_height: int) -> torch.Tensor:
+        """(blocks, hidden): one token per content block of the canvases, in canvas order."""
+        positions = np.concatenate(vision.positions_thw)
+        cover = ball_cover(vision, truth_frames).reshape(-1, 4).sum(1)  # (blocks,): 2x2 patches a block
+        frames = positions[::4, 0]
+        floor = max(frame["ball_box_xyxy"][3] for frame in truth_frames)  # the resting ball's bottom
+        codes = []
+        for t, share in zip(frames[frames >= 0], cover[frames >= 0]):
+            if share < BALL_BLOCK_SHARE:
+                codes.append(self.table)
+                continue
+            lift = (floor - truth_frames[int(t)]["ball_box_xyxy"][3]) / source_height / MAX_HEIGHT_SHARE
+            band = 0 if not truth_frames[int(t)]["airborne"] else 1 + min(HEIGHT_BINS - 2, int(lift * (HEIGHT_BINS - 1)))
+            codes.append(self.heights[band])
+        codes = torch.stack(codes)
+        noise = F.normalize(torch.randn(codes.shape, generator=self.generator), dim=-1) * CONTENT_NOISE
+        return F.normalize(codes + noise, dim=-1) * self.token_norm
 
 
 class RealEpisodes:
@@ -106,7 +145,8 @@ class RealEpisodes:
     wording, the true takeoff times as the answer."""
 
     def __init__(self, model, tokenizer: TextTokenizer, cache: ClipCache, specs, input_mode: str, budget: int,
-                 seed: int, desc: str):
+                 seed: int, desc: str, truth_codes: TruthCodes | None = None):
+        """truth_codes None: the model's tokens; else tokens made from the truth with these codes."""
         self.rng = np.random.default_rng([seed, 13])
         self.episodes = []  # (vision tokens, input ids, 0, answer start, takeoffs, duration s)
         for spec in tqdm(specs, desc=desc):
@@ -114,7 +154,13 @@ class RealEpisodes:
             episode = truth["episode"]
             qa = QA("events", EVENT_WORDINGS[0].format(obj=episode["object"]),
                     format_events(EventTimes(tuple(episode["event_times_s"]))), "events")
-            tokens, ids, answer_start = real_example(model, tokenizer, spec, cache.vision(spec, input_mode, budget), qa)
+            vision = cache.vision(spec, input_mode, budget)
+            if truth_codes is None:
+                tokens, ids, answer_start = real_example(model, tokenizer, spec, vision, qa)
+            else:
+                example = encode_example(tokenizer, vision, qa, spec)
+                ids, answer_start = example.input_ids, next(i for i, label in enumerate(example.labels) if label != IGNORE)
+                tokens = truth_codes.tokens(vision, truth["frames"], spec.height)
             self.episodes.append((tokens, ids, 0, answer_start, episode["event_times_s"], spec.duration_s))
 
     def batch(self, count: int, filler: int) -> tuple:
@@ -135,9 +181,9 @@ class RealEpisodes:
 def probe(model_dir: str, steps: int = 400, batch: int = 16, lr: float = 5e-4, eval_episodes: int = 32,
           every: int = 100, seed: int = 0, token_norm: float = 350.0, world: str | None = None,
           train_clips: int = 300, input_mode: str = "codec", budget: int = 8, centred: bool = False,
-          cache_dir: str = "cache/worlds") -> dict:
+          cache_dir: str = "cache/worlds", token_source: str = "encoder") -> dict:
     """world None: made-up episodes (Episodes); "bounce": real clips (RealEpisodes), their tokens
-    `centred` or not."""
+    from the model's encoder or the truth (`token_source`), `centred` or not."""
     torch.manual_seed(seed)
     model, tokenizer = load_model(model_dir), TextTokenizer(f"{model_dir}/tokenizer.json")
     filler = model.config.tokens.end_of_text
@@ -150,12 +196,15 @@ def probe(model_dir: str, steps: int = 400, batch: int = 16, lr: float = 5e-4, e
         durations_s = [FRAMES / FPS] * eval_episodes
         setting = {"frames": FRAMES, "fps": FPS, "token_norm": token_norm}
     else:
+        if token_source not in TOKEN_SOURCES:
+            raise ValueError(f"token_source must be one of {TOKEN_SOURCES}, got {token_source!r}")
         cache = ClipCache(cache_dir)
         model.eval()
+        codes = TruthCodes(model.config.llm.hidden_size, token_norm, seed) if token_source == "truth" else None
         episodes = RealEpisodes(model, tokenizer, cache, clip_range(world, 0, train_clips, REAL_DURATIONS_S),
-                                input_mode, budget, seed, "training clips")
+                                input_mode, budget, seed, "training clips", codes)
         held_out = RealEpisodes(model, tokenizer, cache, heldout_clips(world, eval_episodes, REAL_DURATIONS_S, "train"),
-                                input_mode, budget, seed, "held-out clips")
+                                input_mode, budget, seed, "held-out clips", codes)
         if centred:
             mean = episodes.mean_token()
             episodes.centre(mean)
@@ -163,8 +212,10 @@ def probe(model_dir: str, steps: int = 400, batch: int = 16, lr: float = 5e-4, e
         input_ids, labels, tokens, truths = held_out.all(filler)
         prompt_lengths = [e[3] for e in held_out.episodes]
         durations_s = [e[5] for e in held_out.episodes]
-        setting = {"world": world, "train_clips": train_clips, "input": input_mode, "budget": budget,
-                   "centred": centred, "mean_prompt_tokens": round(float(np.mean(prompt_lengths)), 1)}
+        setting = {"world": world, "tokens": token_source, "train_clips": train_clips, "input": input_mode,
+                   "budget": budget, "centred": centred, "mean_prompt_tokens": round(float(np.mean(prompt_lengths)), 1)}
+        if token_source == "truth":
+            setting["token_norm"] = token_norm
 
     @torch.no_grad()
     def scores() -> dict:
@@ -205,12 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", choices=INPUT_MODES, default="codec", help="with --world: the clips' canvases")
     parser.add_argument("--budget", type=int, default=8, help="with --world: canvases a clip")
     parser.add_argument("--centred", action="store_true", help="with --world: subtract the mean vision token")
+    parser.add_argument("--tokens", choices=TOKEN_SOURCES, default="encoder",
+                        help="with --world: the model's own tokens, or tokens made from the truth (the ball's height)")
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--out", default=None, help="JSON result")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = probe(args.model, args.steps, args.batch, args.lr, args.eval_episodes, args.every, args.seed,
-                   args.token_norm, args.world, args.train_clips, args.input, args.budget, args.centred, args.cache)
+                   args.token_norm, args.world, args.train_clips, args.input, args.budget, args.centred, args.cache,
+                   args.tokens)
     write_json(args.out, result)
     print(json.dumps(result["curve"][-1]))
     return 0

@@ -53,24 +53,31 @@ def run_side(mode: str, model, budgets, clips, cache, out: Path) -> dict:
     return side
 
 
-def ball_sightings(vision: ClipVision, truth_frames: list[dict]) -> list[tuple[int, bool]]:
-    """(frame, airborne) of every frame whose patches in the canvases cover at least
-    BALL_SEEN_SHARE of the ball's box, in time order. Patches are (t, h, w) on the processed
-    frame's grid; the ball's box is in source pixels, scaled onto that grid."""
+def ball_cover(vision: ClipVision, truth_frames: list[dict]) -> np.ndarray:
+    """(patches,): the share of the ball's box (in the patch's own frame) that each patch of the
+    canvases covers, 0 for padding. Patches are (t, h, w) on the processed frame's grid; the
+    ball's box is in source pixels, scaled onto that grid."""
     source_h, source_w = vision.source_size
     processed_h, processed_w = vision.canvases[0].shape[1:3]
     positions = np.concatenate(vision.positions_thw)  # (patches, 3)
-    sightings = []
-    for t in np.unique(positions[:, 0]):
-        x0, y0, x1, y1 = truth_frames[int(t)]["ball_box_xyxy"]
-        x0, x1 = x0 * processed_w / source_w, x1 * processed_w / source_w
-        y0, y1 = y0 * processed_h / source_h, y1 * processed_h / source_h
-        rows, cols = positions[positions[:, 0] == t, 1:].T * PATCH_PX  # each patch's top-left corner
-        overlap_w = np.clip(np.minimum(cols + PATCH_PX, x1) - np.maximum(cols, x0), 0, None)
-        overlap_h = np.clip(np.minimum(rows + PATCH_PX, y1) - np.maximum(rows, y0), 0, None)
-        if (overlap_w * overlap_h).sum() >= BALL_SEEN_SHARE * (x1 - x0) * (y1 - y0):
-            sightings.append((int(t), bool(truth_frames[int(t)]["airborne"])))
-    return sightings
+    content = positions[:, 0] >= 0
+    boxes = np.array([truth_frames[t]["ball_box_xyxy"] if ok else [0, 0, 1, 1]
+                      for t, ok in zip(positions[:, 0], content)], np.float64)
+    boxes *= [processed_w / source_w, processed_h / source_h] * 2
+    rows, cols = positions[:, 1] * PATCH_PX, positions[:, 2] * PATCH_PX  # each patch's top-left corner
+    overlap_w = np.clip(np.minimum(cols + PATCH_PX, boxes[:, 2]) - np.maximum(cols, boxes[:, 0]), 0, None)
+    overlap_h = np.clip(np.minimum(rows + PATCH_PX, boxes[:, 3]) - np.maximum(rows, boxes[:, 1]), 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.where(content, overlap_w * overlap_h / area, 0.0)
+
+
+def ball_sightings(vision: ClipVision, truth_frames: list[dict]) -> list[tuple[int, bool]]:
+    """(frame, airborne) of every frame whose patches in the canvases cover at least
+    BALL_SEEN_SHARE of the ball's box, in time order."""
+    frames = np.concatenate(vision.positions_thw)[:, 0]
+    cover = ball_cover(vision, truth_frames)
+    return [(int(t), bool(truth_frames[int(t)]["airborne"])) for t in np.unique(frames[frames >= 0])
+            if cover[frames == t].sum() >= BALL_SEEN_SHARE]
 
 
 def oracle_takeoffs(sightings: list[tuple[int, bool]], fps: float) -> list[float]:

@@ -6,7 +6,9 @@ from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.parsers import parse_events
 from tests.model.conftest import model_dir, tokenizer  # noqa: F401 (the fixtures)
 from training.data import IGNORE, ClipCache, ClipSpec
-from training.events_probe import FPS, FRAMES, Episodes, RealEpisodes, bounce_frames, probe
+from training.events_probe import (BALL_BLOCK_SHARE, FPS, FRAMES, Episodes, RealEpisodes, TruthCodes,
+                                   bounce_frames, probe)
+from training.study import ball_cover
 
 
 def test_bounces_take_off_after_the_floor_and_the_answer_lists_each_first_frame_in_the_air(tokenizer):
@@ -60,3 +62,26 @@ def test_real_episodes_show_the_clip_in_its_own_prompt_and_answer_its_takeoffs(m
     episodes.centre(mean)
     torch.testing.assert_close(torch.cat([e[0] for e in episodes.episodes]).mean(0), torch.zeros_like(mean),
                                atol=1e-4, rtol=0)
+
+
+def test_truth_tokens_give_blocks_showing_the_ball_its_height_band_and_the_others_the_table(tmp_path):
+    cache = ClipCache(tmp_path / "cache")
+    spec = ClipSpec("bounce", 1, duration_s=4.0)
+    _, truth = cache.clip(spec)
+    vision = cache.vision(spec, "codec", 8)
+    codes = TruthCodes(hidden=64, token_norm=50.0, seed=0)
+    tokens = codes.tokens(vision, truth["frames"], spec.height)
+    positions = np.concatenate(vision.positions_thw)[::4]  # each block's first patch
+    content = positions[:, 0] >= 0
+    assert tokens.shape == (content.sum(), 64)
+    torch.testing.assert_close(tokens.norm(dim=-1), torch.full((len(tokens),), 50.0))
+    nearest = (tokens @ torch.cat([codes.table[None], codes.heights]).T).argmax(1).numpy()  # 0: table, 1 + band
+    shows_ball = (ball_cover(vision, truth["frames"]).reshape(-1, 4).sum(1) >= BALL_BLOCK_SHARE)[content]
+    airborne = np.array([truth["frames"][t]["airborne"] for t in positions[content, 0]])
+    assert (nearest[~shows_ball] == 0).all()
+    assert (nearest[shows_ball & ~airborne] == 1).all() and (nearest[shows_ball & airborne] >= 2).all()
+    assert (shows_ball & airborne).any() and (~shows_ball).any()
+    # higher in the frame, a higher band: the bands of blocks in the air follow the ball's lift
+    tops = np.array([truth["frames"][t]["ball_box_xyxy"][1] for t in positions[content, 0]])[shows_ball & airborne]
+    bands = nearest[shows_ball & airborne]
+    assert np.corrcoef(-tops, bands)[0, 1] > 0.9
