@@ -21,6 +21,13 @@ the LLM reads place from the raster order of the first (whole-frame) canvas only
 its content for a point to be copied from it. The encoder can learn it: its 3D RoPE gives each
 token its true (h, w) relative to the whole frame's tokens in its window.
 
+Where the thing on a block is, too (`--centre-weight`, default 1): for each block things cover
+(TOUCH_SHARE), the tenth of the frame, across and down, of the centre of the thing covering most
+of it. Why: a block's place is coarse (a 112-pixel frame has four block rows), and timing a
+bounce needs the ball's height (docs/training.md: the study oracle's height reader, and the
+events probe, which reads takeoffs from truth tokens holding the ball's height band but not from
+tokens holding its class and block).
+
 Video clips as well (`--worlds bounce:N,pickplace:N`): a clip's codec canvases (VIDEO_BUDGET:
 two groups) hold blocks of many frames, each tagged with its frame, so each block's target is
 measured in that frame's truth: the bouncing ball; the plate, the objects (carried ones too) and
@@ -81,22 +88,49 @@ def thing_covers(thing: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x - cx) ** 2 + (y - cy) ** 2 <= ((x1 - x0) / 2) ** 2
 
 
-def block_targets(things: list[dict], blocks_hw: np.ndarray, processed_hw: tuple[int, int],
+def sample_owners(things: list[dict], blocks_hw: np.ndarray, processed_hw: tuple[int, int],
                   source_wh: tuple[int, int], merge: int = 2) -> np.ndarray:
-    """(blocks, len(CLASSES)) float: the share of each block's area on each class. blocks_hw
-    (blocks, 2): patch row and column of each block's first patch in the processed frame of
-    processed_hw (rows, columns) pixels; things in drawing order (later ones cover earlier)."""
+    """(blocks, SAMPLES, SAMPLES) int: which thing (its index in `things`; -1: the table) lies
+    at each sample point of each block. blocks_hw (blocks, 2): patch row and column of each
+    block's first patch in the processed frame of processed_hw (rows, columns) pixels; things in
+    drawing order (later ones cover earlier)."""
     side = merge * PATCH_PX
     offsets = (np.arange(SAMPLES) + 0.5) * side / SAMPLES  # sample points inside a block, processed pixels
     scale_x, scale_y = source_wh[0] / processed_hw[1], source_wh[1] / processed_hw[0]
     px = (blocks_hw[:, 1, None, None] * PATCH_PX + offsets[None, None, :]) * scale_x  # (blocks, 1, S)
     py = (blocks_hw[:, 0, None, None] * PATCH_PX + offsets[None, :, None]) * scale_y  # (blocks, S, 1)
     px, py = np.broadcast_arrays(px, py)  # (blocks, S, S) each
-    owner = np.zeros(px.shape, np.int64)  # class index per sample point: 0 = table
-    for thing in things:
-        owner[thing_covers(thing, px, py)] = CLASSES.index(thing["label"])
-    counts = np.stack([(owner == c).sum(axis=(1, 2)) for c in range(len(CLASSES))], axis=-1)
+    owner = np.full(px.shape, -1, np.int64)
+    for index, thing in enumerate(things):
+        owner[thing_covers(thing, px, py)] = index
+    return owner
+
+
+def block_targets(things: list[dict], blocks_hw: np.ndarray, processed_hw: tuple[int, int],
+                  source_wh: tuple[int, int], merge: int = 2) -> np.ndarray:
+    """(blocks, len(CLASSES)) float: the share of each block's area on each class (sample_owners'
+    arguments)."""
+    owner = sample_owners(things, blocks_hw, processed_hw, source_wh, merge)
+    class_of = np.array([0] + [CLASSES.index(thing["label"]) for thing in things])  # owner + 1 -> class
+    counts = np.stack([(class_of[owner + 1] == c).sum(axis=(1, 2)) for c in range(len(CLASSES))], axis=-1)
     return (counts / SAMPLES ** 2).astype(np.float32)
+
+
+def thing_centres(things: list[dict], blocks_hw: np.ndarray, processed_hw: tuple[int, int],
+                  source_wh: tuple[int, int], merge: int = 2) -> np.ndarray:
+    """(blocks, 2) int: the tenth of the frame across and down that the centre of the thing
+    covering most of each block lies in; -1 where things cover less than TOUCH_SHARE of it
+    (sample_owners' arguments). Where the thing is, finer than its block: the ball's height
+    above the floor changes within one of the four block rows of a 112-pixel frame."""
+    owner = sample_owners(things, blocks_hw, processed_hw, source_wh, merge).reshape(len(blocks_hw), -1)
+    centres = np.full((len(blocks_hw), 2), -1, np.int64)
+    for block, owners in enumerate(owner):
+        counts = np.bincount(owners + 1, minlength=len(things) + 1)[1:]  # per thing
+        if counts.size and counts.max() >= TOUCH_SHARE * owners.size:
+            x, y = things[int(counts.argmax())]["centre_xy"]
+            centres[block] = np.clip((np.array([x / source_wh[0], y / source_wh[1]]) * PLACE_BINS).astype(np.int64),
+                                     0, PLACE_BINS - 1)
+    return centres
 
 
 def _boxed(label: str, box_xyxy) -> dict:
@@ -136,10 +170,12 @@ def block_places(blocks_hw: np.ndarray, processed_hw: tuple[int, int], merge: in
 
 class ShotSet:
     """Shots' vision inputs (codec canvases, cached: a still's one group, a clip's VIDEO_BUDGET
-    canvases), their blocks' class shares (each in its own frame's truth) and places."""
+    canvases), their blocks' class shares (each in its own frame's truth), places and the places of
+    the things on them."""
 
     def __init__(self, cache: ClipCache, specs: list[ClipSpec], desc: str):
-        # (canvases, positions_thw, shares (content blocks, classes), places (content blocks, 2))
+        # (canvases, positions_thw, shares (content blocks, classes), places (content blocks, 2),
+        #  thing centres (content blocks, 2; -1: no thing))
         self.shots = []
         for spec in tqdm(specs, desc=desc):
             _, truth = cache.clip(spec)
@@ -149,18 +185,19 @@ class ShotSet:
             blocks = blocks[blocks[:, 0] >= 0]  # content blocks (t, h, w), in the order the merger emits them
             _, height, width, _ = vision.canvases[0].shape
             targets = np.zeros((len(blocks), len(CLASSES)), np.float32)
+            centres = np.zeros((len(blocks), 2), np.int64)
             for frame in np.unique(blocks[:, 0]):
                 rows = blocks[:, 0] == frame
                 things = things_in_frame(spec.world, truth, int(frame), (spec.width, spec.height))
                 targets[rows] = block_targets(things, blocks[rows, 1:], (height, width), (spec.width, spec.height))
+                centres[rows] = thing_centres(things, blocks[rows, 1:], (height, width), (spec.width, spec.height))
             places = block_places(blocks[:, 1:], (height, width))
-            self.shots.append((vision.canvases, vision.positions_thw, targets, places))
+            self.shots.append((vision.canvases, vision.positions_thw, targets, places, centres))
 
     def batch(self, indices) -> tuple:
         chosen = [self.shots[int(i)] for i in indices]
         vision = vision_input_from([c for shot in chosen for c in shot[0]], [p for shot in chosen for p in shot[1]])
-        return (vision, torch.from_numpy(np.concatenate([shot[2] for shot in chosen])),
-                torch.from_numpy(np.concatenate([shot[3] for shot in chosen])))
+        return (vision, *(torch.from_numpy(np.concatenate([shot[k] for shot in chosen])) for k in (2, 3, 4)))
 
 
 def block_nats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -175,18 +212,21 @@ def weighted_nats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def place_nats(place_logits: torch.Tensor, places: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the column and the row tenth, per block and axis."""
-    return F.cross_entropy(place_logits.reshape(-1, PLACE_BINS), places.reshape(-1))
+    """Cross-entropy of the column and the row tenth, per block and axis (-1: not scored)."""
+    if not (places >= 0).any():
+        return place_logits.sum() * 0.0
+    return F.cross_entropy(place_logits.reshape(-1, PLACE_BINS), places.reshape(-1), ignore_index=-1)
 
 
-def block_logits(model, head: torch.nn.Linear, vision) -> tuple[torch.Tensor, torch.Tensor]:
+def block_logits(model, head: torch.nn.Linear, vision) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The head on each content block's merger output token as the LLM's first RMSNorm sees it
     (unit RMS), so the token's scale, free for the LLM, is free here too: class logits (blocks,
-    classes) and place logits (blocks, 2 (column, row), PLACE_BINS)."""
+    classes), place logits and thing-centre logits (each (blocks, 2 (column, row), PLACE_BINS))."""
     _, merged = model.visual(vision)
     tokens = merged[content_blocks(vision.positions_thw, model.config.encoder.spatial_merge_size)]
     logits = head(F.rms_norm(tokens, (tokens.shape[-1],)))
-    return logits[:, :len(CLASSES)], logits[:, len(CLASSES):].reshape(-1, 2, PLACE_BINS)
+    places = logits[:, len(CLASSES):].reshape(-1, 2, 2, PLACE_BINS)
+    return logits[:, :len(CLASSES)], places[:, 0], places[:, 1]
 
 
 @torch.no_grad()
@@ -199,9 +239,13 @@ def scores(model, head, shots: ShotSet, batch: int = 16) -> dict:
     model.eval()
     nats, on_thing, named, on_table, false_thing = [], 0, 0, 0, 0
     placed, placed_on_thing, touched_shares, table_shares = 0, 0, [], []
+    centred_right, touched_things = 0, 0
     for start in range(0, len(shots.shots), batch):
-        vision, targets, places = shots.batch(range(start, min(start + batch, len(shots.shots))))
-        logits, place_logits = block_logits(model, head, vision)
+        vision, targets, places, centres = shots.batch(range(start, min(start + batch, len(shots.shots))))
+        logits, place_logits, centre_logits = block_logits(model, head, vision)
+        touched_thing = centres[:, 0] >= 0
+        centred_right += int((centre_logits.argmax(-1) == centres).all(-1)[touched_thing].sum())
+        touched_things += int(touched_thing.sum())
         nats.append(float(block_nats(logits, targets).sum()))
         place_right = (place_logits.argmax(-1) == places).all(-1)
         predicted, share = logits.argmax(-1), targets[:, 1:].max(-1)
@@ -226,12 +270,13 @@ def scores(model, head, shots: ShotSet, batch: int = 16) -> dict:
             "thing_blocks_placed": round(placed_on_thing / max(1, on_thing), 3), "touched_blocks": len(touched),
             "touched_blocks_auc": round(float(above.mean()), 3) if above.numel() else None, "table_blocks": on_table,
             "table_blocks_called_things": round(false_thing / max(1, on_table), 4),
-            "blocks_placed": round(placed / max(1, blocks), 3)}
+            "blocks_placed": round(placed / max(1, blocks), 3),
+            "thing_centres_placed": round(centred_right / max(1, touched_things), 3)}
 
 
 def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int = 16, lr: float = 1e-3,
              eval_shots: int = 60, every: int = 100, seed: int = 0, cache_dir: str = "cache/worlds",
-             place_weight: float = 1.0) -> dict:
+             place_weight: float = 1.0, centre_weight: float = 1.0) -> dict:
     """Train the vision tower of the model folder `init` on `worlds` ({world: training shots or
     clips, seeds 0..N-1}); score on held-out seeds of each world (training variations) every `every`
     steps; save to `out`."""
@@ -244,7 +289,7 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
     held_out = {world: ShotSet(cache, heldout_clips(world, eval_shots if world in STILL_WORLDS else
                                                     min(eval_shots, VIDEO_EVAL_CLIPS), WORLD_DURATIONS_S[world], "train"),
                                f"held-out {world}") for world in worlds}
-    head = torch.nn.Linear(model.config.llm.hidden_size, len(CLASSES) + 2 * PLACE_BINS)
+    head = torch.nn.Linear(model.config.llm.hidden_size, len(CLASSES) + 4 * PLACE_BINS)
     parameters = list(model.visual.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     curve = [{"step": 0, **{world: scores(model, head, shots) for world, shots in held_out.items()}}]
@@ -255,9 +300,10 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
     for step in tqdm(range(1, steps + 1), desc="encoder pretraining"):
         for group in optimizer.param_groups:  # the stages' schedule: warm-up, cosine to a tenth
             group["lr"] = lr_at(step - 1, schedule)
-        vision, targets, places = training.batch(rng.integers(len(training.shots), size=batch))
-        logits, place_logits = block_logits(model, head, vision)
-        loss = weighted_nats(logits, targets) + place_weight * place_nats(place_logits, places)
+        vision, targets, places, centres = training.batch(rng.integers(len(training.shots), size=batch))
+        logits, place_logits, centre_logits = block_logits(model, head, vision)
+        loss = (weighted_nats(logits, targets) + place_weight * place_nats(place_logits, places)
+                + centre_weight * place_nats(centre_logits, centres))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -269,7 +315,7 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
             tqdm.write(json.dumps(curve[-1]), file=sys.stderr)  # stdout: the result alone
     save_model(model, out, f"{init}/tokenizer.json")
     result = {"init": init, "worlds": worlds, "steps": steps, "batch": batch, "lr": lr,
-              "place_weight": place_weight, "seed": seed, "classes": CLASSES, "wall_s": round(time.monotonic() - started, 1), "curve": curve}
+              "place_weight": place_weight, "centre_weight": centre_weight, "seed": seed, "classes": CLASSES, "wall_s": round(time.monotonic() - started, 1), "curve": curve}
     Path(out, "encoder_pretrain.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -299,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--place-weight", type=float, default=1.0,
                         help="weight of the place targets (column and row tenth) against the classes; 0: none")
+    parser.add_argument("--centre-weight", type=float, default=1.0,
+                        help="weight of the thing-centre targets (the column and row tenth of the centre of the "
+                             "thing on a block); 0: none")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--threads", type=int, default=2)
@@ -309,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--worlds: {error}")
     torch.set_num_threads(args.threads)
     result = pretrain(args.init, args.out, worlds, args.steps, args.batch, args.lr, args.eval_shots, args.every,
-                      args.seed, args.cache, args.place_weight)
+                      args.seed, args.cache, args.place_weight, args.centre_weight)
     print(json.dumps(result["curve"][-1]))
     return 0
 

@@ -11,7 +11,7 @@ from ov2_ros.synth.worlds import CloseUpWorld, PickPlaceWorld, StillsWorld, Vari
 from tests.model.conftest import model_dir, tokenizer  # noqa: F401 (the fixtures)
 from training.data import ClipCache, ClipSpec
 from training.encoder_pretrain import (CLASSES, ShotSet, block_places, block_targets, parse_worlds, pretrain,
-                                       things_in_frame)
+                                       thing_centres, things_in_frame)
 
 PROCESSED_HW = (112, 168)  # a 160x120 still as the tokenizer resizes it: 4 x 6 blocks of 28 pixels
 
@@ -139,3 +139,16 @@ def test_block_places_are_the_tenths_of_the_frame_their_centres_lie_in():
     # a block whose centre sits on the far edge still gets the last tenth
     assert block_places(np.array([(0, 0)]), (28, 28)).tolist() == [[5, 5]]
     assert block_places(np.array([(1, 1)]), (28, 28)).tolist() == [[9, 9]]
+
+
+def test_thing_centres_are_the_tenths_of_the_frame_of_the_thing_covering_each_block():
+    # source 160 x 120 on 168 x 112 processed pixels; a ball 16 pixels wide centred at (70, 30)
+    # and a cube over (100..140, 60..110), drawn later
+    ball = {"label": "red ball", "box_xyxy": [62, 22, 78, 38], "centre_xy": [70, 30]}
+    cube = {"label": "blue cube", "box_xyxy": [100, 60, 140, 110], "centre_xy": [120, 85]}
+    # block (patch row, column): on the ball (processed x 56..84, y 0..28 holds its top half);
+    # on the cube; on nothing
+    blocks = np.array([(0, 4), (4, 8), (6, 0)])
+    centres = thing_centres([ball, cube], blocks, PROCESSED_HW, (160, 120))
+    assert centres.tolist() == [[int(70 / 160 * 10), int(30 / 120 * 10)], [int(120 / 160 * 10), int(85 / 120 * 10)],
+                                [-1, -1]] == [[4, 2], [7, 7], [-1, -1]]
