@@ -29,9 +29,11 @@ def _publisher(node, namespace):
 
 
 def _settled(watcher, namespace, received, timeout_s=20.0):
+    # Every access unit received and its fate counted: an empty queue alone is not enough, the
+    # decode thread may hold the last one between taking it off the queue and counting it.
     values = watcher.wait_for(
-        lambda v: counter(v, "frames_received") == received and counter(v, "queue_depth") == 0,
-        timeout_s, name_prefix=f"{namespace}/ov2_node")
+        lambda v: counter(v, "frames_received") == received and counter(v, "queue_depth") == 0
+        and _accounted(v) == received, timeout_s, name_prefix=f"{namespace}/ov2_node")
     assert values is not None, f"diagnostics never showed {received} frames: {watcher.latest(namespace)}"
     return values
 
