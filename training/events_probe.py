@@ -36,7 +36,6 @@ import json
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from tqdm import tqdm
 
 from ov2_ros.documents import write_json
@@ -44,9 +43,8 @@ from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.generate import GenerationConfig, TorchSession, generate
 from ov2_ros.model.parsers import EventTimes, format_events
 from ov2_ros.model.prompt import IM_END, TextTokenizer, chat_prompt, video_text
-from training.data import INPUT_MODES, ClipCache, clip_range
+from training.data import IGNORE, INPUT_MODES, ClipCache, ClipVision, clip_range, encode_example
 from training.evaluate import heldout_clips
-from training.data import IGNORE, ClipVision, encode_example
 from training.metrics import jumpscore, jumpscore_parse
 from training.pointing_probe import answer_loss, batch_of, real_example, train_llm
 from training.study import ball_cover
@@ -164,8 +162,9 @@ class RealEpisodes:
             self.episodes.append((tokens, ids, 0, answer_start, episode["event_times_s"], spec.duration_s))
 
     def batch(self, count: int, filler: int) -> tuple:
+        """`count` episodes drawn at random, as Episodes.batch gives them."""
         chosen = [self.episodes[int(i)] for i in self.rng.integers(len(self.episodes), size=count)]
-        return batch_of([e[:4] for e in chosen], filler)[:3]
+        return (*batch_of([e[:4] for e in chosen], filler)[:3], [e[4] for e in chosen])
 
     def all(self, filler: int) -> tuple:
         return (*batch_of([e[:4] for e in self.episodes], filler)[:3], [e[4] for e in self.episodes])
@@ -232,8 +231,7 @@ def probe(model_dir: str, steps: int = 400, batch: int = 16, lr: float = 5e-4, e
         return {"nats_own_frames": round(own, 4), "nats_other_frames": round(other, 4),
                 "jumpscore": round(jumpscore(predictions, truths), 1)}
 
-    next_batch = (lambda: episodes.batch(batch, filler)[:3]) if world is None else (lambda: episodes.batch(batch, filler))
-    curve = train_llm(model, next_batch, scores, steps, lr, every, "events probe steps")
+    curve = train_llm(model, lambda: episodes.batch(batch, filler)[:3], scores, steps, lr, every, "events probe steps")
     return {"model": str(model_dir), **setting, "batch": batch, "lr": lr, "seed": seed,
             "eval_episodes": eval_episodes, "curve": curve}
 

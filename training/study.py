@@ -80,12 +80,16 @@ def ball_sightings(vision: ClipVision, truth_frames: list[dict]) -> list[tuple[i
             if cover[frames == t].sum() >= BALL_SEEN_SHARE]
 
 
+def floor_to_air(sightings: list[tuple[int, bool]]) -> list[tuple[int, int]]:
+    """(frame seen on the floor, next frame seen in the air) pairs: a takeoff lies between them."""
+    return [(before, after) for (before, was_airborne), (after, airborne) in zip(sightings, sightings[1:])
+            if airborne and not was_airborne]
+
+
 def oracle_takeoffs(sightings: list[tuple[int, bool]], fps: float) -> list[float]:
     """Takeoff times (s) read from sightings: midway between each frame seen on the floor and
-    the next frame seen in the air (the takeoff lies between them)."""
-    return [round((before + after) / 2 / fps, 3)
-            for (before, was_airborne), (after, airborne) in zip(sightings, sightings[1:])
-            if airborne and not was_airborne]
+    the next frame seen in the air."""
+    return [round((before + after) / 2 / fps, 3) for before, after in floor_to_air(sightings)]
 
 
 def height_reader_takeoffs(sightings: list[tuple[int, bool]], takeoffs_s: list[float], fps: float) -> list[float]:
@@ -97,9 +101,8 @@ def height_reader_takeoffs(sightings: list[tuple[int, bool]], takeoffs_s: list[f
 
     seen = Counter(flight(frame) for frame, airborne in sightings if airborne)
     fixed = {f for f, count in seen.items() if f >= 0 and count >= 2}
-    read = [round((before + after) / 2 / fps, 3)
-            for (before, was_airborne), (after, airborne) in zip(sightings, sightings[1:])
-            if airborne and not was_airborne and flight(after) not in fixed]
+    read = [round((before + after) / 2 / fps, 3) for before, after in floor_to_air(sightings)
+            if flight(after) not in fixed]
     return sorted([takeoffs_s[f] for f in fixed] + read)
 
 
