@@ -133,7 +133,33 @@ def oracle(modes, budgets, clips: int, cache_dir: str, out: Path) -> dict:
                 "heldout": "bounce worlds, seeds from 100000, unseen colours/backgrounds/speeds", "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=1))
+    _plot_oracle(rows, out.with_suffix(".png"))
     return document
+
+
+def _plot_oracle(rows, path: Path) -> None:
+    """Both readers' mAP against the budget, one line per input mode and reader."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for mode, marker in (("codec", "o"), ("frames", "s")):
+        mode_rows = [r for r in rows if r["mode"] == mode]
+        budgets = [r["budget"] for r in mode_rows]
+        axis.plot(budgets, [r["height_oracle_mAP"] for r in mode_rows], marker + "-", label=f"{mode}: height reader")
+        axis.plot(budgets, [r["oracle_mAP"] for r in mode_rows], marker + ":", label=f"{mode}: floor/air reader")
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(budgets, [str(b) for b in budgets])
+    axis.set_xlabel("canvases per clip (budget)")
+    axis.set_ylabel("JumpScore-like mAP of an ideal reader")
+    axis.set_ylim(0, 100)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def combine(out: Path) -> dict:
