@@ -110,7 +110,11 @@ def block_targets(things: list[dict], blocks_hw: np.ndarray, processed_hw: tuple
                   source_wh: tuple[int, int], merge: int = 2) -> np.ndarray:
     """(blocks, len(CLASSES)) float: the share of each block's area on each class (sample_owners'
     arguments)."""
-    owner = sample_owners(things, blocks_hw, processed_hw, source_wh, merge)
+    return class_shares(sample_owners(things, blocks_hw, processed_hw, source_wh, merge), things)
+
+
+def class_shares(owner: np.ndarray, things: list[dict]) -> np.ndarray:
+    """sample_owners' map -> (blocks, len(CLASSES)) float shares."""
     class_of = np.array([0] + [CLASSES.index(thing["label"]) for thing in things])  # owner + 1 -> class
     counts = np.stack([(class_of[owner + 1] == c).sum(axis=(1, 2)) for c in range(len(CLASSES))], axis=-1)
     return (counts / SAMPLES ** 2).astype(np.float32)
@@ -122,8 +126,13 @@ def thing_centres(things: list[dict], blocks_hw: np.ndarray, processed_hw: tuple
     covering most of each block lies in; -1 where things cover less than TOUCH_SHARE of it
     (sample_owners' arguments). Where the thing is, finer than its block: the ball's height
     above the floor changes within one of the four block rows of a 112-pixel frame."""
-    owner = sample_owners(things, blocks_hw, processed_hw, source_wh, merge).reshape(len(blocks_hw), -1)
-    centres = np.full((len(blocks_hw), 2), -1, np.int64)
+    return owner_centres(sample_owners(things, blocks_hw, processed_hw, source_wh, merge), things, source_wh)
+
+
+def owner_centres(owner: np.ndarray, things: list[dict], source_wh: tuple[int, int]) -> np.ndarray:
+    """sample_owners' map -> (blocks, 2) thing-centre tenths (-1: no thing)."""
+    owner = owner.reshape(len(owner), -1)
+    centres = np.full((len(owner), 2), -1, np.int64)
     for block, owners in enumerate(owner):
         counts = np.bincount(owners + 1, minlength=len(things) + 1)[1:]  # per thing
         if counts.size and counts.max() >= TOUCH_SHARE * owners.size:
@@ -189,8 +198,10 @@ class ShotSet:
             for frame in np.unique(blocks[:, 0]):
                 rows = blocks[:, 0] == frame
                 things = things_in_frame(spec.world, truth, int(frame), (spec.width, spec.height))
-                targets[rows] = block_targets(things, blocks[rows, 1:], (height, width), (spec.width, spec.height))
-                centres[rows] = thing_centres(things, blocks[rows, 1:], (height, width), (spec.width, spec.height))
+                # one sampling of the frame's things serves both targets
+                owner = sample_owners(things, blocks[rows, 1:], (height, width), (spec.width, spec.height))
+                targets[rows] = class_shares(owner, things)
+                centres[rows] = owner_centres(owner, things, (spec.width, spec.height))
             places = block_places(blocks[:, 1:], (height, width))
             self.shots.append((vision.canvases, vision.positions_thw, targets, places, centres))
 
