@@ -218,21 +218,37 @@ def answer_tokens_in(tokenizer: TextTokenizer, answer: str, spans: list[tuple[in
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # (1, L)
-    labels: torch.Tensor  # (1, L)
-    segment_ids: torch.Tensor  # (1, L)
-    vision: VisionInput
+    input_ids: torch.Tensor  # (rows, L)
+    labels: torch.Tensor  # (rows, L)
+    segment_ids: torch.Tensor  # (rows, L): each example its own segment; padding -1
+    vision: VisionInput  # every example's groups, row by row, in order
     examples: int
     answer_tokens: int
 
 
 def pack(examples: list[Example]) -> Batch:
-    ids, labels, segments = [], [], []
-    for number, example in enumerate(examples):
-        ids += example.input_ids
-        labels += example.labels
-        segments += [number] * len(example.input_ids)
+    """The examples end to end in one sequence (one row)."""
+    return pack_rows([examples], filler=0)
+
+
+def pack_rows(rows: list[list[Example]], filler: int) -> Batch:
+    """Each row's examples end to end; shorter rows padded with `filler` ids (IGNORE labels,
+    segment -1, attending only to padding) to the longest."""
+    length = max(sum(len(e.input_ids) for e in row) for row in rows)
+    ids = torch.full((len(rows), length), filler, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
+    segments = torch.full((len(rows), length), -1, dtype=torch.long)
+    number = 0
+    for row_index, row in enumerate(rows):
+        at = 0
+        for example in row:
+            end = at + len(example.input_ids)
+            ids[row_index, at:end] = torch.tensor(example.input_ids)
+            labels[row_index, at:end] = torch.tensor(example.labels)
+            segments[row_index, at:end] = number
+            at, number = end, number + 1
+    examples = [e for row in rows for e in row]
     canvases = [c for e in examples for c in e.vision.canvases]
     positions = [p for e in examples for p in e.vision.positions_thw]
-    return Batch(torch.tensor([ids]), torch.tensor([labels]), torch.tensor([segments]),
-                 vision_input_from(canvases, positions), len(examples), sum(l != IGNORE for l in labels))
+    return Batch(ids, labels, segments, vision_input_from(canvases, positions), len(examples),
+                 int((labels != IGNORE).sum()))

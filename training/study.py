@@ -33,20 +33,25 @@ import numpy as np
 from ov2_ros.tokenizer.geometry import PATCH_PX
 from training import metrics
 from training.data import WORLD_DURATIONS_S, ClipCache, ClipVision
-from training.evaluate import Evaluator, heldout_clips
+from training.evaluate import VARIATIONS, Evaluator, heldout_clips
 
 DEFAULT_OUT = Path("docs/study_codec_vs_frames.json")
 ORACLE_OUT = Path("docs/study_oracle.json")
 BALL_SEEN_SHARE = 0.5  # a frame shows the ball when its kept patches cover this much of the ball's box
 
 
-def run_side(mode: str, model, budgets, clips, cache, out: Path) -> dict:
+def run_side(mode: str, model, budgets, clips, cache, out: Path, variation: str = "heldout") -> dict:
+    """The model's JumpScore-like mAP with its input at each budget, and whether it looks: the
+    true event lists' loss (nats a token) shown each clip's own canvases and another clip's
+    pixels in their place (Evaluator.video_reliance, 4 clips)."""
     rows = []
     for budget in budgets:
-        result = Evaluator(model, cache, mode, budget).jumpscore(clips)
-        rows.append({"budget": budget, "mAP": round(result["mAP"], 2), "per_clip": result["per_clip"]})
+        evaluator = Evaluator(model, cache, mode, budget, variation=variation)
+        result = evaluator.jumpscore(clips)
+        rows.append({"budget": budget, "mAP": round(result["mAP"], 2), "per_clip": result["per_clip"],
+                     "events_nats_own_other": list(evaluator.video_reliance("bounce")["events"].values())})
         print(json.dumps(rows[-1]), flush=True)
-    side = {"mode": mode, "model": str(model), "clips": clips, "rows": rows}
+    side = {"mode": mode, "model": str(model), "clips": clips, "variation": variation, "rows": rows}
     path = out.with_name(f"{out.stem}_{mode}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(side, indent=1))
@@ -165,12 +170,17 @@ def _plot_oracle(rows, path: Path) -> None:
 def combine(out: Path) -> dict:
     codec, frames = (json.loads(out.with_name(f"{out.stem}_{m}.json").read_text()) for m in ("codec", "frames"))
     by_budget = {r["budget"]: r for r in frames["rows"]}
+    if codec["variation"] != frames["variation"] or codec["clips"] != frames["clips"]:
+        raise ValueError("the two sides were measured on different clips")
     rows = [{"budget": r["budget"], "codec_mAP": r["mAP"], "frames_mAP": by_budget[r["budget"]]["mAP"],
-             "codec_minus_frames": round(r["mAP"] - by_budget[r["budget"]]["mAP"], 2)}
+             "codec_minus_frames": round(r["mAP"] - by_budget[r["budget"]]["mAP"], 2),
+             "codec_events_nats_own_other": r["events_nats_own_other"],
+             "frames_events_nats_own_other": by_budget[r["budget"]]["events_nats_own_other"]}
             for r in codec["rows"] if r["budget"] in by_budget]
+    held_out = {"heldout": "unseen colours/backgrounds/speeds", "train": "the training colours/backgrounds/speeds"}
     document = {"study": "JumpScore-like mAP, codec canvases vs frame sampling at matched canvas budgets",
                 "codec_model": codec["model"], "frames_model": frames["model"], "clips": codec["clips"],
-                "heldout": "bounce worlds, seeds from 100000, unseen colours/backgrounds/speeds", "rows": rows}
+                "heldout": f"bounce worlds, seeds from 100000, {held_out[codec['variation']]}", "rows": rows}
     out.write_text(json.dumps(document, indent=1))
     _plot(rows, out.with_suffix(".png"))
     return document
@@ -209,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--clips", type=int, default=20)
     run.add_argument("--cache", default="cache/worlds")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    run.add_argument("--variation", choices=VARIATIONS, default="heldout",
+                     help="held-out clips: unseen colours, backgrounds and speeds (heldout) or the training ones")
     joined = actions.add_parser("combine")
     joined.add_argument("--out", type=Path, default=DEFAULT_OUT)
     bound = actions.add_parser("oracle", help="what the canvases show of the bounces (no model)")
@@ -219,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     bound.add_argument("--out", type=Path, default=ORACLE_OUT)
     args = parser.parse_args(argv)
     if args.action == "run":
-        run_side(args.mode, args.model, args.budgets, args.clips, args.cache, args.out)
+        run_side(args.mode, args.model, args.budgets, args.clips, args.cache, args.out, args.variation)
     elif args.action == "oracle":
         oracle(args.modes, args.budgets, args.clips, args.cache, args.out)
     else:

@@ -3,8 +3,8 @@ training/configs/). `python -m training.train --stage CONFIG --out DIR [--init P
 under torchrun for data-parallel runs (DDP; FSDP2 with "fsdp": true for large models).
 
 Each step packs whole examples (codec canvases or sampled frames at a budget drawn from the
-stage's budgets) into one sequence of at most max_tokens, and minimises the cross-entropy of the
-answer tokens. AdamW, linear warm-up then cosine decay from lr to lr_min, gradient norm clipped
+stage's budgets) into one sequence of at most max_tokens, or sets examples_per_step examples side
+by side, and minimises the cross-entropy of the answer tokens. AdamW, linear warm-up then cosine decay from lr to lr_min, gradient norm clipped
 to 1. Checkpoints (model folder + trainer state, safetensors and JSON, no pickles) every
 save_every steps and at the end; --resume continues from the last one. Scalars go to
 tensorboard (DIR/tensorboard) and DIR/log.jsonl.
@@ -33,12 +33,13 @@ from ov2_ros.model.prompt import TextTokenizer
 from ov2_ros.tokenizer.geometry import FrameGeometry
 from ov2_ros.tokenizer.pipeline import TokenizerConfig
 from training.centre_vision import centre
-from training.data import IGNORE, INPUT_MODES, ClipCache, ClipSpec, clip_range, examples_for_clip, pack
+from training.data import IGNORE, INPUT_MODES, ClipCache, ClipSpec, clip_range, examples_for_clip, pack_rows
 from training.text import build_tokenizer
 
 TRAINABLE = {
     "merger": ("visual.merger.",),
     "merger+llm": ("visual.merger.", "language_model.", "lm_head."),
+    "llm": ("language_model.", "lm_head."),  # the vision tower (encoder and merger) frozen
     "all": ("",),
 }
 
@@ -54,6 +55,11 @@ class StageConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.01
     max_tokens: int = 2048  # per packed sequence (one optimizer step)
+    # 0: a step is one sequence packed to max_tokens. N > 0: a step is N examples side by side,
+    # one per row, padded to the longest, all at one budget drawn for the step (rows of alike
+    # lengths); attention costs the square of a row's length, so many examples are cheaper side
+    # by side than end to end.
+    examples_per_step: int = 0
     clips: dict = field(default_factory=lambda: {"bounce": 100, "pickplace": 100})  # training clips per world
     durations_s: dict = field(default_factory=lambda: {"bounce": [10.0, 20.0], "pickplace": [9.0, 10.0]})
     tasks: tuple[str, ...] | None = None  # None: every task
@@ -110,8 +116,9 @@ def lr_at(step: int, config: StageConfig) -> float:
 
 
 def batch_loss(model: torch.nn.Module, batch) -> torch.Tensor:
-    logits = model(batch.input_ids, batch.vision, batch.segment_ids)
-    return F.cross_entropy(logits[0, :-1], batch.labels[0, 1:], ignore_index=IGNORE)
+    """The mean cross-entropy of every answer token of every row."""
+    logits = model(batch.input_ids, batch.vision, batch.segment_ids)  # (rows, L, vocab)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE)
 
 
 def _state_options(full: bool, offload: bool = True):
@@ -268,17 +275,23 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
         """The step's batch is a function of (seed, rank, step) alone, so a resumed run sees
         exactly the batches an uninterrupted one would."""
         rng = np.random.default_rng([config.seed, rank, step_index])
+        step_budget = int(rng.choice(config.budgets)) if config.examples_per_step else None
         chosen, length = [], 0
         while True:
             spec = specs[int(rng.integers(len(specs)))]
-            budget = int(rng.choice(config.budgets))
+            budget = step_budget or int(rng.choice(config.budgets))
             # One mode draws nothing: single-mode runs keep the batches they always had.
             mode = modes[int(rng.integers(len(modes)))] if len(modes) > 1 else modes[0]
             candidates = examples_for_clip(cache, tokenizer, spec, mode, budget, rng, config.tasks)
             for index in rng.permutation(len(candidates)):
                 example = candidates[index]
+                if config.examples_per_step:
+                    chosen.append([example])
+                    if len(chosen) == config.examples_per_step:
+                        return pack_rows(chosen, filler=model.config.tokens.end_of_text)
+                    continue
                 if chosen and length + len(example.input_ids) > config.max_tokens:
-                    return pack(chosen)
+                    return pack_rows([chosen], filler=model.config.tokens.end_of_text)
                 chosen.append(example)
                 length += len(example.input_ids)
 
@@ -319,7 +332,7 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
         seconds = time.perf_counter() - started
         if rank == 0:
             record = {"step": step, "loss": round(losses[-1], 5), "lr": optimizer.param_groups[0]["lr"],
-                      "grad_norm": round(grad_norm, 4), "tokens": int(batch.input_ids.shape[1]),
+                      "grad_norm": round(grad_norm, 4), "tokens": int((batch.segment_ids >= 0).sum()),
                       "examples": batch.examples, "seconds": round(seconds, 3)}
             log.write(json.dumps(record) + "\n")
             log.flush()

@@ -1,8 +1,15 @@
-"""The study's oracle: what canvases show of the bounces, read from the worlds' exact truth."""
-import numpy as np
+"""The study: both inputs measured on the same clips, and its oracle: what canvases show of the
+bounces, read from the worlds' exact truth."""
+import json
 
+import numpy as np
+import pytest
+
+from ov2_ros.model.checkpoint import save_model
+from tests.model.conftest import tiny_model
 from training.data import ClipCache, ClipSpec, ClipVision
-from training.study import ball_sightings, height_reader_takeoffs, oracle_takeoffs
+from training.study import ball_sightings, combine, height_reader_takeoffs, oracle_takeoffs, run_side
+from training.text import build_tokenizer
 
 
 def _vision(patches_thw):
@@ -51,3 +58,24 @@ def test_codec_canvases_show_the_moving_ball_in_more_frames_than_sampled_frames(
         for mode in seen:
             seen[mode] += len(ball_sightings(cache.vision(spec, mode, 16), truth["frames"]))
     assert seen["codec"] >= 4 * seen["frames"] > 0
+
+
+def test_the_study_compares_both_inputs_on_the_same_clips_and_says_whether_the_models_look(tmp_path):
+    tokenizer = build_tokenizer(tmp_path / "tokenizer.json", vocab_size=600)
+    save_model(tiny_model(tokenizer, seed=2), tmp_path / "model", tokenizer.path)
+    out = tmp_path / "study.json"
+    sides = {mode: run_side(mode, tmp_path / "model", [4], 1, tmp_path / "cache", out, variation="train")
+             for mode in ("codec", "frames")}
+    (row,) = combine(out)["rows"]
+    codec_map, frames_map = (sides[mode]["rows"][0]["mAP"] for mode in ("codec", "frames"))
+    assert row["codec_mAP"] == codec_map and row["codec_minus_frames"] == pytest.approx(codec_map - frames_map, abs=0.01)
+    for mode in ("codec", "frames"):  # the event lists' loss shown the clip's own pixels and another's
+        own, other = row[f"{mode}_events_nats_own_other"]
+        assert own > 0 and other > 0
+    assert out.with_suffix(".png").stat().st_size > 0
+
+    frames_side = out.with_name("study_frames.json")
+    side = json.loads(frames_side.read_text())
+    frames_side.write_text(json.dumps({**side, "variation": "heldout"}))
+    with pytest.raises(ValueError, match="different clips"):
+        combine(out)

@@ -13,7 +13,7 @@ from ov2_ros.model.prompt import IMAGE_PAD
 from tests.model.conftest import tiny_model
 from ov2_ros.tokenizer.files import tokenize_file
 from training.centre_vision import centre, mean_vision_token
-from training.data import IGNORE, ClipCache, ClipSpec, examples_for_clip, pack
+from training.data import IGNORE, ClipCache, ClipSpec, examples_for_clip, pack, pack_rows
 from training.tasks import TABLE_WORDINGS, point_answer_spans, table_listing
 from training.text import build_tokenizer
 from training.train import StageConfig, add_merger_positions, train_stage
@@ -127,6 +127,35 @@ def test_a_few_steps_lower_the_loss_and_resuming_gives_the_same_model(workspace,
     assert a.config.max_pixels == 168 * 112  # 160x120 worlds, processed at 168x112: the model's frame area
 
 
+def test_examples_side_by_side_score_as_each_alone_and_a_frozen_vision_tower_stays(workspace, tmp_path):
+    """examples_per_step: rows padded to the longest give every answer token the loss it has
+    alone; trainable "llm" trains the LLM and leaves the encoder and merger as they were."""
+    from training.train import batch_loss
+
+    root, tokenizer = workspace
+    cache = ClipCache(root / "cache")
+    model = tiny_model(tokenizer, seed=5)
+    specs = [ClipSpec("bounce", 0, duration_s=6.0), ClipSpec("pickplace", 3, duration_s=6.0)]
+    examples = [examples_for_clip(cache, tokenizer, spec, "codec", 4, np.random.default_rng(0))[0] for spec in specs]
+    assert len({len(e.input_ids) for e in examples}) == 2  # the shorter row is padded
+    with torch.no_grad():
+        side_by_side = batch_loss(model, pack_rows([[e] for e in examples], filler=model.config.tokens.end_of_text))
+        alone = [float(batch_loss(model, pack([e]))) for e in examples]
+    answers = [sum(label != IGNORE for label in e.labels[1:]) for e in examples]
+    assert float(side_by_side) == pytest.approx(np.average(alone, weights=answers), rel=1e-4)
+
+    save_model(model, tmp_path / "init", tokenizer.path)
+    stage = dataclasses.replace(STAGE, trainable="llm", examples_per_step=3, steps=2, save_every=2,
+                                clips={"bounce": 2}, durations_s={"bounce": [6.0, 6.0]}, tasks=("events",))
+    train_stage(stage, tmp_path / "llm", str(tmp_path / "init"), root / "cache", threads=1, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "llm" / "log.jsonl").read_text().splitlines()]
+    assert [record["examples"] for record in log] == [3, 3]
+    before, after = model.state_dict(), load_model(tmp_path / "llm" / "last").state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before if name.startswith("visual."))
+    assert not torch.equal(before["language_model.layers.0.mlp.up_proj.weight"],
+                           after["language_model.layers.0.mlp.up_proj.weight"])
+
+
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_torchrun_runs_data_parallel_and_sharded_and_resumes(workspace, tmp_path, sharding):
     import subprocess
@@ -162,6 +191,8 @@ def test_centring_removes_the_mean_vision_token_and_keeps_the_differences(worksp
     after = model.vision_tokens(vision_input_from(vision.canvases, vision.positions_thw))
     torch.testing.assert_close(after, before - mean, rtol=1e-4, atol=1e-4)
     assert mean_vision_token(model, cache, 1, 4, short)[1]["mean_norm"] < 1e-4 * stats["mean_norm"] + 1e-5
+    # Sampled frames' tokens share another mean: each input is centred on its own.
+    assert mean_vision_token(model, cache, 1, 4, short, input_mode="frames")[1]["mean_norm"] > 0.1 * stats["mean_norm"]
 
 
 def test_added_merger_positions_tell_blocks_apart_by_where_they_are_and_survive_saving(workspace, tmp_path):
