@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -33,7 +34,8 @@ from ov2_ros.model.prompt import TextTokenizer
 from ov2_ros.tokenizer.geometry import FrameGeometry
 from ov2_ros.tokenizer.pipeline import TokenizerConfig
 from training.centre_vision import centre
-from training.data import IGNORE, INPUT_MODES, ClipCache, ClipSpec, clip_range, examples_for_clip, pack_rows
+from training.data import (IGNORE, INPUT_MODES, ClipCache, ClipSpec, ClipVision, Example, clip_range, examples_for_clip,
+                           pack_rows)
 from training.text import build_tokenizer
 
 TRAINABLE = {
@@ -115,10 +117,45 @@ def lr_at(step: int, config: StageConfig) -> float:
     return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def batch_loss(model: torch.nn.Module, batch) -> torch.Tensor:
-    """The mean cross-entropy of every answer token of every row."""
-    logits = model(batch.input_ids, batch.vision, batch.segment_ids)  # (rows, L, vocab)
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE)
+def batch_loss(model: torch.nn.Module, batch, vision_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean cross-entropy of every answer token of every row (vision_tokens: the batch's,
+    computed before, as FrozenVisionTokens does)."""
+    targets = batch.labels[:, 1:]  # each position predicts the next token
+    predicting = torch.zeros_like(batch.labels, dtype=torch.bool)
+    predicting[:, :-1] = targets != IGNORE
+    logits = model(batch.input_ids, batch.vision, batch.segment_ids, vision_tokens, predicting)  # (answer tokens, vocab)
+    return F.cross_entropy(logits, targets[targets != IGNORE])
+
+
+class FrozenVisionTokens:
+    """The vision tokens of examples for a vision tower that does not train, each clip input's
+    computed once. Why: a stage that trains the LLM alone (trainable "llm") draws the same clips
+    at the same budgets again and again, and the encoder's forward pass was about half of its
+    step. Keyed by the canvases' and positions' bytes, so two inputs share tokens only when the
+    tower sees the same thing."""
+
+    def __init__(self, model: Ov2Model):
+        self.model = model
+        self.tokens: dict[bytes, torch.Tensor] = {}
+
+    @staticmethod
+    def key(vision: ClipVision) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        for canvases, positions in zip(vision.canvases, vision.positions_thw):
+            digest.update(np.ascontiguousarray(canvases).data)
+            digest.update(np.ascontiguousarray(positions).data)
+        return digest.digest()
+
+    @torch.no_grad()
+    def __call__(self, examples: list[Example]) -> torch.Tensor:
+        """(tokens, LLM hidden): the examples' vision tokens in order, as pack_rows lays them."""
+        tokens = []
+        for example in examples:
+            key = self.key(example.vision)
+            if key not in self.tokens:
+                self.tokens[key] = self.model.vision_tokens(example.vision.as_input())
+            tokens.append(self.tokens[key])
+        return torch.cat(tokens)
 
 
 def _state_options(full: bool, offload: bool = True):
@@ -271,9 +308,9 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
     for spec in tqdm(specs[rank::world_size], desc=f"{config.name}: rendering + encoding clips", disable=not progress or rank):
         cache.clip(spec)
 
-    def batch_for(step_index: int):
-        """The step's batch is a function of (seed, rank, step) alone, so a resumed run sees
-        exactly the batches an uninterrupted one would."""
+    def rows_for(step_index: int) -> list[list[Example]]:
+        """The step's examples, row by row, are a function of (seed, rank, step) alone, so a
+        resumed run sees exactly the batches an uninterrupted one would."""
         rng = np.random.default_rng([config.seed, rank, step_index])
         step_budget = int(rng.choice(config.budgets)) if config.examples_per_step else None
         chosen, length = [], 0
@@ -288,13 +325,15 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
                 if config.examples_per_step:
                     chosen.append([example])
                     if len(chosen) == config.examples_per_step:
-                        return pack_rows(chosen, filler=model.config.tokens.end_of_text)
+                        return chosen
                     continue
                 if chosen and length + len(example.input_ids) > config.max_tokens:
-                    return pack_rows([chosen], filler=model.config.tokens.end_of_text)
+                    return [chosen]
                 chosen.append(example)
                 length += len(example.input_ids)
 
+    tower_frozen = not any(p.requires_grad for p in model.visual.parameters()) and not config.centre_vision_momentum
+    frozen_tokens = FrozenVisionTokens(model) if tower_frozen else None
     vision_means: list[torch.Tensor] = []  # the step's mean vision token, for centre_vision_momentum
     if config.centre_vision_momentum:
         def keep_mean(merger, args, merged):
@@ -312,10 +351,12 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
     losses: list[float] = []
     while step < config.steps:
         started = time.perf_counter()
-        batch = batch_for(step)
+        rows = rows_for(step)
+        batch = pack_rows(rows, filler=model.config.tokens.end_of_text)
+        vision_tokens = frozen_tokens([e for row in rows for e in row]) if frozen_tokens else None
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        loss = batch_loss(wrapped, batch)
+        loss = batch_loss(wrapped, batch, vision_tokens)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, 1.0))

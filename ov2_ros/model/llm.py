@@ -81,19 +81,20 @@ class Attention(nn.Module):
         return apply_rope_1d(q, *rope), apply_rope_1d(k, *rope), v
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None, layer: int,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, causal_rows: bool = False) -> torch.Tensor:
         # x (B, L, hidden); rope: cos, sin (L, head_dim) or (B, 1, L, head_dim) for these L new positions;
-        # mask (B, 1, L, L) bool for packed sequences (no cache), else causal over cache + new
+        # mask (B, 1, L, L) bool for packed sequences (no cache), else causal over cache + new;
+        # causal_rows (training, no cache): plain causal attention, SDPA's fused kernel, no mask built
         b, length, _ = x.shape
         q, k, v = self.queries_keys_values(x, rope)
         past = 0
         if cache is not None:
             past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[2]
             k, v = cache.extend(layer, k, v)
-        if mask is None and length > 1:  # causal: new position i sees the cached ones and new ones <= i
+        if mask is None and length > 1 and not causal_rows:  # causal: position i sees the cached ones and new ones <= i
             mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
         # enable_gqa: each group of query heads reads its KV head, without copying the cache.
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal_rows, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, length, self.num_heads * self.head_dim))
 
 
@@ -118,8 +119,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope, cache, layer, mask=None):
-        x = x + self.self_attn(self.input_layernorm(x), rope, cache, layer, mask)
+    def forward(self, x, rope, cache, layer, mask=None, causal_rows=False):
+        x = x + self.self_attn(self.input_layernorm(x), rope, cache, layer, mask, causal_rows)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -138,7 +139,12 @@ class Qwen3Model(nn.Module):
         """inputs_embeds (B, L, hidden) at the positions after what `cache` holds -> (B, L, hidden).
         segment_ids (B, L): packed sequences (training): each segment attends causally to itself
         only and its positions restart at 0, as if it were alone."""
-        mask = None
+        mask, causal_rows = None, False
+        if segment_ids is not None and cache is None and _one_sequence_per_row(segment_ids):
+            # Each row one sequence from position 0, then padding: plain causal attention gives
+            # the sequences' tokens the same outputs as the segment mask (padding comes after
+            # them), and the fused kernel is ~2x faster than a masked one on long rows.
+            causal_rows, segment_ids = True, None
         if segment_ids is not None:
             if cache is not None:
                 raise ValueError("packed sequences (segment_ids) are for training, without a KV cache")
@@ -158,5 +164,11 @@ class Qwen3Model(nn.Module):
         rope = (angles.cos(), angles.sin())  # once for every layer
         x = inputs_embeds
         for index, layer in enumerate(self.layers):
-            x = layer(x, rope, cache, index, mask)
+            x = layer(x, rope, cache, index, mask, causal_rows)
         return self.norm(x)
+
+
+def _one_sequence_per_row(segment_ids: torch.Tensor) -> bool:
+    """segment_ids (B, L): does every row hold one segment from its start, then only padding (-1)?"""
+    starts_new = (segment_ids[:, 1:] != segment_ids[:, :-1]) & (segment_ids[:, 1:] >= 0)
+    return bool((segment_ids[:, 0] >= 0).all()) and not bool(starts_new.any())

@@ -124,10 +124,17 @@ class Ov2Model(nn.Module):
         return self.lm_head(self.language_model(inputs_embeds, cache, segment_ids))
 
     def forward(self, input_ids: torch.Tensor, vision: VisionInput | None,
-                segment_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (1, L, vocab) of a whole (possibly packed) sequence with its vision: training."""
-        tokens = self.vision_tokens(vision) if vision is not None else None
-        return self.logits(self.embed(input_ids, tokens), segment_ids=segment_ids)
+                segment_ids: torch.Tensor | None = None, vision_tokens: torch.Tensor | None = None,
+                logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (rows, L, vocab) of whole (possibly packed) sequences with their vision: training.
+        vision_tokens, when given, are vision's tokens computed before (a frozen vision tower's).
+        logits_at (rows, L) bool, when given: only those positions' logits, (N, vocab) in row-major
+        order (training needs the answers' alone; a long prompt's others would cost a vocabulary
+        row each)."""
+        if vision_tokens is None and vision is not None:
+            vision_tokens = self.vision_tokens(vision)
+        hidden = self.language_model(self.embed(input_ids, vision_tokens), None, segment_ids)  # (rows, L, hidden)
+        return self.lm_head(hidden if logits_at is None else hidden[logits_at])
 
     def new_cache(self) -> KVCache:
         return KVCache.empty(self.config.llm.num_layers)

@@ -96,6 +96,19 @@ def test_packed_sequences_equal_each_sequence_alone(tokenizer):
         packed = model.logits(model.embed(torch.cat([first, second], 1), None), segment_ids=segments)
         alone = torch.cat([model.logits(model.embed(first, None)), model.logits(model.embed(second, None))], 1)
     torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
+    # Side by side, one sequence a row padded to the longest (causal attention, no mask): the
+    # sequences' logits are still each one's alone, and the answers' logits_at picks them out.
+    filler = torch.zeros(1, 5, dtype=torch.long)
+    rows = torch.cat([torch.cat([first, filler], 1), second])
+    side = torch.tensor([[0] * 9 + [-1] * 5, [1] * 14])
+    at = torch.zeros(2, 14, dtype=torch.bool)
+    at[0, 3], at[1, 10] = True, True
+    with torch.no_grad():
+        side_by_side = model(rows, None, side)
+        picked = model(rows, None, side, logits_at=at)
+    torch.testing.assert_close(side_by_side[0, :9], alone[0, :9], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(side_by_side[1], alone[0, 9:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(picked, torch.stack([alone[0, 3], alone[0, 9 + 10]]), rtol=1e-5, atol=1e-5)
 
 
 def test_constrained_event_lists_strictly_increase(tokenizer):
