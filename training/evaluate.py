@@ -94,9 +94,12 @@ class Evaluator:
             raise ValueError(f"stills world must be one of {STILL_WORLDS}, got {stills_world!r}")
         self.stills_world = stills_world  # the shots the stills suite asks about
 
-    def answer(self, spec: ClipSpec, question: str, output_format: str, cut_s: float | None = None):
-        """Parsed answer (None when it does not parse) and the raw text."""
-        vision = self.cache.vision(spec, self.input_mode, clip_budget(spec, self.budget, cut_s), cut_s)
+    def answer(self, spec: ClipSpec, question: str, output_format: str, cut_s: float | None = None,
+               vision: ClipVision | None = None):
+        """Parsed answer (None when it does not parse) and the raw text; shown `vision`, by
+        default the clip's own canvases."""
+        if vision is None:
+            vision = self.cache.vision(spec, self.input_mode, clip_budget(spec, self.budget, cut_s), cut_s)
         result = ask(self.backend, vision.canvases, vision.positions_thw, vision.fps, vision.source_size, question,
                      output_format if self.constrained else None, GenerationConfig(max_new_tokens=400))
         self.parse_attempts += 1
@@ -136,17 +139,26 @@ class Evaluator:
         return {task: {"own_video": round(float(np.mean(own[task])), 3),
                        "other_video": round(float(np.mean(swapped[task])), 3)} for task in own}
 
-    def jumpscore(self, clips: int) -> dict:
+    def jumpscore(self, clips: int, other_pixels: bool = False) -> dict:
+        """other_pixels: each clip shown the next clip's pixels in place of its own (the last the
+        first's; same blocks, positions and prompt), so the score is what the model gets from
+        the timestamps, the question and its priors: the part of the mAP that is not looking."""
         predictions, truths, samples = [], [], []
         specs = heldout_clips("bounce", clips, WORLD_DURATIONS_S["bounce"], self.variation)
-        for spec in tqdm(specs, desc="jumpscore", disable=not self.progress):
+        for index, spec in enumerate(tqdm(specs, desc="jumpscore", disable=not self.progress)):
             _, truth = self.cache.clip(spec)
             episode = truth["episode"]
-            parsed, text = self.answer(spec, JUMPSCORE_QUESTION.format(obj=episode["object"]), "events")
+            vision, pixels_of = None, spec
+            if other_pixels:
+                pixels_of = specs[(index + 1) % len(specs)]
+                vision = with_pixels_of(self.cache.vision(spec, self.input_mode, self.budget),
+                                        self.cache.vision(pixels_of, self.input_mode, self.budget))
+            parsed, text = self.answer(spec, JUMPSCORE_QUESTION.format(obj=episode["object"]), "events", vision=vision)
             predicted = metrics.jumpscore_parse(text)
             predictions.append(predicted)
             truths.append(episode["event_times_s"])
-            samples.append({"clip": spec.key, "truth": episode["event_times_s"], "predicted": predicted})
+            samples.append({"clip": spec.key, "pixels_of": pixels_of.key, "truth": episode["event_times_s"],
+                            "predicted": predicted})
         return {"mAP": metrics.jumpscore(predictions, truths), "clips": clips,
                 "per_clip": [round(100 * metrics.jumpscore_video(p, t), 2) for p, t in zip(predictions, truths)],
                 "samples": samples[:3]}

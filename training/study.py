@@ -42,13 +42,16 @@ BALL_SEEN_SHARE = 0.5  # a frame shows the ball when its kept patches cover this
 
 def run_side(mode: str, model, budgets, clips, cache, out: Path, variation: str = "heldout") -> dict:
     """The model's JumpScore-like mAP with its input at each budget, and whether it looks: the
-    true event lists' loss (nats a token) shown each clip's own canvases and another clip's
+    mAP with each clip shown another clip's pixels (what timestamps and priors alone score), and
+    the true event lists' loss (nats a token) shown each clip's own canvases and another clip's
     pixels in their place (Evaluator.video_reliance, 4 clips)."""
     rows = []
     for budget in budgets:
         evaluator = Evaluator(model, cache, mode, budget, variation=variation)
         result = evaluator.jumpscore(clips)
+        blind = evaluator.jumpscore(clips, other_pixels=True)
         rows.append({"budget": budget, "mAP": round(result["mAP"], 2), "per_clip": result["per_clip"],
+                     "mAP_other_pixels": round(blind["mAP"], 2),
                      "events_nats_own_other": list(evaluator.video_reliance("bounce")["events"].values())})
         print(json.dumps(rows[-1]), flush=True)
     side = {"mode": mode, "model": str(model), "clips": clips, "variation": variation, "rows": rows}
@@ -174,6 +177,8 @@ def combine(out: Path) -> dict:
         raise ValueError("the two sides were measured on different clips")
     rows = [{"budget": r["budget"], "codec_mAP": r["mAP"], "frames_mAP": by_budget[r["budget"]]["mAP"],
              "codec_minus_frames": round(r["mAP"] - by_budget[r["budget"]]["mAP"], 2),
+             "codec_mAP_other_pixels": r["mAP_other_pixels"],
+             "frames_mAP_other_pixels": by_budget[r["budget"]]["mAP_other_pixels"],
              "codec_events_nats_own_other": r["events_nats_own_other"],
              "frames_events_nats_own_other": by_budget[r["budget"]]["events_nats_own_other"]}
             for r in codec["rows"] if r["budget"] in by_budget]
@@ -194,14 +199,18 @@ def _plot(rows, path: Path) -> None:
 
     budgets = [r["budget"] for r in rows]
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.plot(budgets, [r["codec_mAP"] for r in rows], "o-", label="codec canvases")
-    axis.plot(budgets, [r["frames_mAP"] for r in rows], "s--", label="frame sampling")
+    axis.plot(budgets, [r["codec_mAP"] for r in rows], "o-", color="C0", label="codec canvases")
+    axis.plot(budgets, [r["frames_mAP"] for r in rows], "s-", color="C1", label="frame sampling")
+    axis.plot(budgets, [r["codec_mAP_other_pixels"] for r in rows], "o:", color="C0", alpha=0.6,
+              label="codec, another clip's pixels")
+    axis.plot(budgets, [r["frames_mAP_other_pixels"] for r in rows], "s:", color="C1", alpha=0.6,
+              label="frames, another clip's pixels")
     axis.set_xscale("log", base=2)
     axis.set_xticks(budgets, [str(b) for b in budgets])
     axis.set_xlabel("canvases per clip (budget)")
     axis.set_ylabel("JumpScore-like mAP")
     axis.set_ylim(0, 100)
-    axis.legend()
+    axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -412,3 +412,22 @@ def test_video_reliance_tells_a_blind_model_from_one_that_looks(workspace, tmp_p
     for task, pair in scores["blind"].items():
         assert pair["own_video"] == pytest.approx(pair["other_video"], abs=1e-6), task
     assert sum(abs(p["own_video"] - p["other_video"]) for p in scores["looking"].values()) > 1e-3
+
+
+def test_jumpscore_with_another_clips_pixels_is_what_a_blind_model_scores(workspace, tmp_path):
+    """The study's `mAP_other_pixels`: each clip answered with the next clip's pixels in place of
+    its own (the last with the first's); a blind model answers exactly as with its own."""
+    from training.evaluate import Evaluator
+
+    root, tokenizer = workspace
+    blind = tiny_model(tokenizer, seed=5)
+    with torch.no_grad():
+        blind.visual.merger.mlp[2].weight.zero_()  # every vision token the same, whatever the pixels
+    save_model(blind, tmp_path / "blind", tokenizer.path)
+    evaluator = Evaluator(tmp_path / "blind", root / "cache", budget=4, progress=False, variation="train")
+    own, other = (evaluator.jumpscore(2, other_pixels=flag) for flag in (False, True))
+    clips = [s["clip"] for s in own["samples"]]
+    assert [s["pixels_of"] for s in own["samples"]] == clips
+    assert [s["pixels_of"] for s in other["samples"]] == clips[1:] + clips[:1]
+    assert [s["predicted"] for s in own["samples"]] == [s["predicted"] for s in other["samples"]]
+    assert own["mAP"] == other["mAP"]
