@@ -42,8 +42,8 @@ IGNORE = -100  # label of tokens that are not predicted (prompt, vision)
 # saliency's change gate, 2026-11-25).
 CANVAS_RECIPE = "r3"
 # Part of cached clips' names: bump a world's when what it renders changes (pickplace 2: camera
-# shake, a change of light, a distractor).
-WORLD_VERSIONS = {"pickplace": 2}
+# shake, a change of light, a distractor; bounce 2: bursts of bounces separated by rests).
+WORLD_VERSIONS = {"pickplace": 2, "bounce": 2}
 
 
 @dataclass(frozen=True)

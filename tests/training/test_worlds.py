@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from ov2_ros.synth.scene import COLOURS_RGB
-from ov2_ros.synth.worlds import (HELDOUT_COLOURS, TRAIN_COLOURS, BounceWorld, CloseUpWorld, LoneThingWorld,
+from ov2_ros.synth.worlds import (HELDOUT_COLOURS, REST_S, TRAIN_COLOURS, BounceWorld, CloseUpWorld, LoneThingWorld,
                                   MidWorld, PickPlaceWorld, StillsWorld, Variation, WorldConfig)
 
 
@@ -25,6 +25,27 @@ def test_the_ball_is_where_its_box_says_and_leaves_the_floor_at_the_event_times(
     for start in events[:5]:
         before, after = int(np.floor(start * fps)), int(np.floor(start * fps)) + 2
         assert not world.render(before - 1)[1]["airborne"] and world.render(after)[1]["airborne"]
+
+
+def test_bounces_come_in_bursts_with_rests_that_a_blind_list_of_times_cannot_fit():
+    """The ball rests on the floor between bursts (no takeoff, not airborne), so a list of times
+    at any fixed period, the best a model blind to the ball can do, scores far below a reader."""
+    from training import metrics
+    from training.evaluate import heldout_clips
+
+    world = BounceWorld(WorldConfig(seed=4, duration_s=30.0, noise_sigma=0.0))
+    events = world.event_times_s
+    rests = [(a, b) for a, b in zip(events, events[1:]) if b - a >= REST_S[0]]
+    assert len(rests) >= 2
+    for a, b in rests:
+        frames = range(int(np.ceil((a + 1.0) * world.config.fps)), int(b * world.config.fps))
+        assert frames and not any(world.render(i)[1]["airborne"] for i in frames[::5])
+    specs = heldout_clips("bounce", 12, (10.0, 30.0))
+    truths = [spec.world_object().event_times_s for spec in specs]
+    for period in (0.3, 0.4, 0.5, 0.7, 1.0):
+        grid = [list(np.arange(period, spec.duration_s, period)) for spec in specs]
+        assert metrics.jumpscore(grid, truths) < 45, period
+    assert metrics.jumpscore(truths, truths) == 100.0
 
 
 def test_pick_and_place_boxes_segments_and_path_agree_with_the_pixels():
