@@ -114,6 +114,19 @@ def height_reader_takeoffs(sightings: list[tuple[int, bool]], takeoffs_s: list[f
     return sorted([takeoffs_s[f] for f in fixed] + read)
 
 
+BLIND_PERIODS_S = tuple(round(0.3 + 0.05 * i, 2) for i in range(15))  # 0.3 .. 1.0 s
+
+
+def best_periodic_list(durations_s: list[float], truths: list[list[float]]) -> dict:
+    """The best a reader blind to the ball can do with one rule for every clip: takeoffs listed
+    every P seconds, the P (of BLIND_PERIODS_S) that scores highest on these clips. A world
+    whose takeoffs such a list fits leaves nothing for an input to show."""
+    scores = {period: metrics.jumpscore([list(np.arange(period, duration, period)) for duration in durations_s], truths)
+              for period in BLIND_PERIODS_S}
+    period = max(scores, key=scores.get)
+    return {"mAP": round(scores[period], 1), "period_s": period}
+
+
 def oracle(modes, budgets, clips: int, cache_dir: str, out: Path) -> dict:
     """Both oracles' JumpScore-like mAP per input mode and budget on the study's held-out clips,
     with the frames per second in which the ball is seen."""
@@ -138,15 +151,18 @@ def oracle(modes, budgets, clips: int, cache_dir: str, out: Path) -> dict:
                          "frames in which the canvases show the ball; oracle_mAP: from its floor/air state, "
                          "height_oracle_mAP: every flight seen in the air twice found, the others read as floor/air",
                 "clips": clips, "ball_seen_share": BALL_SEEN_SHARE,
-                "heldout": "bounce worlds, seeds from 100000, unseen colours/backgrounds/speeds", "rows": rows}
+                "heldout": "bounce worlds, seeds from 100000, unseen colours/backgrounds/speeds", "rows": rows,
+                "blind_periodic_list": best_periodic_list([s.duration_s for s in specs],
+                                                          [cache.clip(s)[1]["episode"]["event_times_s"] for s in specs])}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=1))
-    _plot_oracle(rows, out.with_suffix(".png"))
+    _plot_oracle(rows, document["blind_periodic_list"], out.with_suffix(".png"))
     return document
 
 
-def _plot_oracle(rows, path: Path) -> None:
-    """Both readers' mAP against the budget, one line per input mode and reader."""
+def _plot_oracle(rows, blind: dict, path: Path) -> None:
+    """Both readers' mAP against the budget, one line per input mode and reader, and the best
+    blind periodic list's as a level."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,6 +176,7 @@ def _plot_oracle(rows, path: Path) -> None:
         axis.plot(budgets, [r["oracle_mAP"] for r in mode_rows], marker + ":", label=f"{mode}: floor/air reader")
         axis.set_xscale("log", base=2)
         axis.set_xticks(budgets, [str(b) for b in budgets])
+    axis.axhline(blind["mAP"], color="grey", linestyle="--", label=f"no pixels: a takeoff every {blind['period_s']} s")
     axis.set_xlabel("canvases per clip (budget)")
     axis.set_ylabel("JumpScore-like mAP of an ideal reader")
     axis.set_ylim(0, 100)

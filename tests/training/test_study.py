@@ -81,3 +81,16 @@ def test_the_study_compares_both_inputs_on_the_same_clips_and_says_whether_the_m
     frames_side.write_text(json.dumps({**side, "variation": "heldout"}))
     with pytest.raises(ValueError, match="different clips"):
         combine(out)
+
+
+def test_the_best_periodic_list_is_found_and_scored_as_jumpscore():
+    from training import metrics
+    from training.study import BLIND_PERIODS_S, best_periodic_list
+
+    truths = [[0.5, 1.0, 1.5, 2.0, 2.5], [0.5, 1.0, 1.5]]
+    best = best_periodic_list([3.0, 2.0], truths)
+    assert best == {"mAP": 100.0, "period_s": 0.5}
+    # Every other period scores less, each as JumpScore scores its list.
+    for period in BLIND_PERIODS_S:
+        lists = [list(np.arange(period, 3.0, period)), list(np.arange(period, 2.0, period))]
+        assert metrics.jumpscore(lists, truths) <= best["mAP"]
