@@ -242,6 +242,8 @@ def _add_bench(commands) -> None:
                       help="the node's `draft_tokens` parameter (default: the node's default)")
     node.add_argument("--encode-ahead", action=argparse.BooleanOptionalAction, default=True,
                       help="the node's `encode_ahead` parameter (default: on)")
+    node.add_argument("--prefill-ahead", action=argparse.BooleanOptionalAction, default=True,
+                      help="the node's `prefill_ahead` parameter (default: on)")
     node.set_defaults(handler=_run_bench_node)
     fuzz = benches.add_parser("fuzz", help="mutated access units through ingest and tokenizer: nothing may escape")
     fuzz.add_argument("--out", default="out/fuzz.json", help="JSON results (default: %(default)s)")
@@ -316,7 +318,7 @@ def _run_bench_node(args) -> int:
     sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes]
     run_node_bench(args.out, args.backend, sizes, tuple(args.cameras), args.duration, args.budget, args.threads,
                    args.prompt or PROMPT, args.dtype, DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens,
-                   args.encode_ahead)
+                   args.encode_ahead, args.prefill_ahead)
     return 0
 
 

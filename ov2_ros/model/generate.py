@@ -29,7 +29,7 @@ time, or several); every runtime backend (PyTorch, ONNX Runtime, TensorRT) only 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -202,13 +202,16 @@ class DecodingSession(Protocol):
 
 class ExtendingSession(DecodingSession, Protocol):
     """A session that can also append several tokens in one pass and forget the newest ones
-    (what draft tokens need)."""
+    (what draft tokens need, and a prompt whose start is already in the cache:
+    runtime/perception.py's PrefixSession)."""
 
     can_extend: bool  # False where the backend lacks the graph for it: one token at a time
     length: int  # positions in the KV cache
 
-    def extend(self, tokens: list[int]) -> torch.Tensor:
-        """Append tokens -> (len(tokens), vocab) logits: after each of them, what comes next."""
+    def extend(self, tokens: list[int], vision_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Append tokens -> (len(tokens), vocab) logits: after each of them, what comes next.
+        With vision_tokens, they replace the embeddings at the tokens' <|image_pad|> ids (one
+        each: a prompt's rest); without, every id is embedded as it is (generated tokens)."""
 
     def truncate(self, length: int) -> None:
         """Keep the first `length` positions of the cache."""
@@ -242,8 +245,12 @@ class TorchSession:
         return self.extend([token])[-1]
 
     @torch.inference_mode()
-    def extend(self, tokens):
-        embeds = self.model.language_model.embed_tokens(torch.tensor([tokens], device=self.device))  # (1, n, hidden)
+    def extend(self, tokens, vision_tokens=None):
+        ids = torch.tensor([tokens], device=self.device)
+        if vision_tokens is None:  # generated tokens are embedded as they are, placeholders too
+            embeds = self.model.language_model.embed_tokens(ids)  # (1, n, hidden)
+        else:
+            embeds = self.model.embed(ids, vision_tokens.to(self.device))
         if self.use_cache:
             return self.model.logits(embeds, self.cache)[0].cpu()  # (n, vocab)
         self.embeds = torch.cat([self.embeds, embeds], dim=1)
@@ -254,6 +261,70 @@ class TorchSession:
             self.cache.truncate(length)
         else:
             self.embeds = self.embeds[:, :length]
+
+
+class PrefixSession:
+    """An ExtendingSession whose prompt may start from a prefix prefilled earlier (`hold`, e.g.
+    while a live node waits for its next group): a prefill whose ids and vision tokens begin
+    with the held ones runs only the rest, through `extend`, on the session that holds them
+    (which keeps them for the next prompt: what an answer appended is truncated away). Any other
+    prompt is prefilled whole on a new session, and the held prefix stays. The logits are those
+    of a whole prefill, up to the rounding of splitting one pass in two (and of int8 activation
+    scales, which are per pass, where the backend quantises)."""
+
+    can_extend = True
+
+    def __init__(self, new_session: Callable[[], ExtendingSession]):
+        self.new_session = new_session
+        self.active = new_session()  # the session of the prompt being generated
+        if not self.active.can_extend:
+            raise ValueError("holding a prompt's start needs a session that can extend")
+        self.tokens = self.active.tokens
+        self.held: ExtendingSession | None = None
+        self.held_ids: list[int] = []
+        self.held_vision = 0  # vision tokens in the held ids
+        self.held_tokens: torch.Tensor | None = None
+        self.reused = 0  # prefills that started from the held prefix
+
+    def hold(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> None:
+        """Prefill the start of a prompt to come: ids (vision tokens at its <|image_pad|> ids)."""
+        held = self.new_session()
+        held.prefill(input_ids, vision_tokens)
+        self.held, self.held_ids = held, list(input_ids)
+        self.held_vision = 0 if vision_tokens is None else int(vision_tokens.shape[0])
+        self.held_tokens = vision_tokens
+
+    def holds_start_of(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> bool:
+        size = len(self.held_ids)
+        if self.held is None or len(input_ids) <= size or input_ids[:size] != self.held_ids:
+            return False
+        if not self.held_vision:
+            return True
+        return (vision_tokens is not None and vision_tokens.shape[0] >= self.held_vision
+                and torch.equal(vision_tokens[:self.held_vision], self.held_tokens))
+
+    def prefill(self, input_ids, vision_tokens):
+        if not self.holds_start_of(input_ids, vision_tokens):
+            self.active = self.new_session()
+            return self.active.prefill(input_ids, vision_tokens)
+        self.active = self.held
+        self.active.truncate(len(self.held_ids))
+        self.reused += 1
+        rest = None if vision_tokens is None else vision_tokens[self.held_vision:]  # (maybe 0, hidden)
+        return self.active.extend(input_ids[len(self.held_ids):], rest)[-1]
+
+    @property
+    def length(self) -> int:
+        return self.active.length
+
+    def step(self, token):
+        return self.active.step(token)
+
+    def extend(self, tokens, vision_tokens=None):
+        return self.active.extend(tokens, vision_tokens)
+
+    def truncate(self, length):
+        self.active.truncate(length)
 
 
 LOOKUP_NGRAM = 3  # the longest run of last tokens looked up in the reference

@@ -51,10 +51,14 @@ def video_text(positions_thw: np.ndarray, fps: float, merge_size: int = 2) -> st
                    for t, count in timestamp_runs(positions_thw, merge_size))
 
 
+def prompt_head(video: str = "", system: str = DEFAULT_SYSTEM) -> str:
+    """What every prompt on this video has before its question."""
+    return f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n{video}"
+
+
 def chat_prompt(question: str, video: str = "", system: str = DEFAULT_SYSTEM, answer: str | None = None) -> str:
     """ChatML with the generation prompt; with `answer`, the finished turn (for training)."""
-    text = (f"{IM_START}system\n{system}{IM_END}\n{IM_START}user\n{video}{question}{IM_END}\n"
-            f"{IM_START}assistant\n")
+    text = f"{prompt_head(video, system)}{question}{IM_END}\n{IM_START}assistant\n"
     return text if answer is None else text + answer + IM_END + "\n"
 
 

@@ -15,7 +15,9 @@ Threads (all visible here):
                      wins: groups completed while it was busy are covered by the next window,
                      never queued); runs runtime.perception.Perception and publishes. Idle
                      after a standing answer, it encodes ahead the groups the next window will
-                     likely show (`encode_ahead`), so the next answer encodes only its new group.
+                     likely show (`encode_ahead`) and prefills that window's prompt up to its
+                     newest group (`prefill_ahead`), so the next answer encodes only its new
+                     group and prefills only that group and the question.
 The decode queue is bounded; an access unit that does not fit is counted as dropped and the
 ingest restarts at the next IDR (a lost picture corrupts the rest of its GOP). Inference never
 blocks intake.
@@ -216,7 +218,7 @@ class Ov2Node(LifecycleNode):
         self._model_id = f"{p['backend']}:{p['dtype']}:{p['model_path'] or 'embedded default'}"
         self._tokenizer = StreamingTokenizer(tokenizer_config)
         self._perception = Perception(backend, p["budget_canvases"], p["window_s"], p["max_new_tokens"],
-                                      draft_tokens=p["draft_tokens"])
+                                      draft_tokens=p["draft_tokens"], prefill_ahead=p["prefill_ahead"])
         self.get_logger().info(f"model {self._model_id} loaded in {time.perf_counter() - started:.1f} s")
         self._results = {
             "text": self.create_publisher(ModelText, names.TEXT_TOPIC, 10),
@@ -389,6 +391,11 @@ class Ov2Node(LifecycleNode):
                 "(for the window start it will likely have), so that the next answer encodes only its new "
                 "group; a wrong guess costs idle time and changes no answer. False: encode at answer time.",
                 bool_t, read_only=True)),
+            "prefill_ahead": (True, _descriptor(
+                "With encode_ahead, also prefill the start of the next window's prompt (up to its newest "
+                "group) while idle, so that the next answer prefills only its new group and the question "
+                "(torch and onnxruntime; checked against the real prompt, else a whole prefill). The same "
+                "answers up to the rounding of a prefill in two passes.", bool_t, read_only=True)),
             "visualize": (False, _descriptor(
                 "Also publish each answer drawn on the newest frame (ov2/annotated, sensor_msgs/Image) and "
                 "as markers (ov2/markers, visualization_msgs/MarkerArray).", bool_t, read_only=True)),
@@ -788,6 +795,9 @@ class Ov2Node(LifecycleNode):
                 # Of those, encoded ahead while idle (encode_ahead), and then shown by an answer.
                 "groups_encoded_ahead": self._perception.groups_encoded_ahead if self._perception is not None else 0,
                 "groups_encoded_ahead_used": self._perception.groups_ahead_used if self._perception is not None else 0,
+                # Prompt starts prefilled ahead while idle (prefill_ahead), and answers that used one.
+                "prompts_prefilled_ahead": self._perception.prompts_prefilled_ahead if self._perception is not None else 0,
+                "prompts_prefilled_ahead_used": self._perception.prompts_ahead_used if self._perception is not None else 0,
                 "inference_ms_p50": self._inference_ms.percentile(50),
                 "inference_ms_p99": self._inference_ms.percentile(99),
                 # Draft tokens (parameter draft_tokens): each confirmed one is a decoder pass saved.

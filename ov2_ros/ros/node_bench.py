@@ -34,11 +34,11 @@ PROMPT = "Trace where the gripper moved."
 
 
 def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int, threads: int, prompt: str,
-                       draft_tokens: int, encode_ahead: bool) -> float:
+                       draft_tokens: int, encode_ahead: bool, prefill_ahead: bool) -> float:
     """The model alone: the standing question, offline, on the windows the node answers at the
     end of the stream (full ones: as many canvases as the budget allows, a prompt as long as the
-    node's); with encode_ahead, the next window's groups encoded ahead between answers, untimed,
-    as the idle node does."""
+    node's); with encode_ahead, the next window's groups encoded (and with prefill_ahead, its
+    prompt's start prefilled) ahead between answers, untimed, as the idle node does."""
     from ov2_ros.runtime.backend import open_backend
     from ov2_ros.runtime.perception import Perception, Query
     from ov2_ros.tokenizer.files import tokenize_file
@@ -47,7 +47,7 @@ def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int,
     model = open_backend(backend, dtype=dtype, threads=threads)
     # At the model's frame area, as the node tokenizes (its max_pixels parameter is left at 0).
     video, _, _, _ = tokenize_file(stream_path, "stream", TokenizerConfig(max_pixels=model.config.max_pixels))
-    perception = Perception(model, budget_canvases=budget, draft_tokens=draft_tokens)
+    perception = Perception(model, budget_canvases=budget, draft_tokens=draft_tokens, prefill_ahead=prefill_ahead)
     size = (video.geometry.source_height, video.geometry.source_width)
     groups = video.groups
     ends = range(max(2, len(groups) - 4), len(groups) + 1)
@@ -64,12 +64,12 @@ def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int,
 
 
 def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads: int, duration_s: float,
-             prompt: str, draft_tokens: int, encode_ahead: bool) -> dict:
+             prompt: str, draft_tokens: int, encode_ahead: bool, prefill_ahead: bool) -> dict:
     namespaces = [f"/bench_cam{index}" for index in range(len(streams))]
     processes = [start_node_process({"backend": backend, "dtype": dtype, "default_prompt": prompt,
                                      "budget_canvases": budget, "inference_threads": threads,
                                      "draft_tokens": draft_tokens, "encode_ahead": encode_ahead,
-                                     "log_gop_summaries": False,
+                                     "prefill_ahead": prefill_ahead, "log_gop_summaries": False,
                                      "diagnostics_period_s": 0.5}, namespace=namespace)
                  for namespace in namespaces]
     latencies_ms: dict[str, list[float]] = {namespace: [] for namespace in namespaces}
@@ -128,20 +128,21 @@ def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads
             "node_inference_ms_p99": [round(float(f["inference_ms_p99"]), 1) if f else None for f in finals],
             # Groups through the encoder, of them encoded ahead while idle, and of those shown.
             **{name: [counter(f, name) if f else None for f in finals]
-               for name in ("groups_encoded", "groups_encoded_ahead", "groups_encoded_ahead_used")}}
+               for name in ("groups_encoded", "groups_encoded_ahead", "groups_encoded_ahead_used",
+                            "prompts_prefilled_ahead", "prompts_prefilled_ahead_used")}}
 
 
 def run_node_bench(out_path: str | Path | None, backend: str = "onnxruntime", sizes=((640, 480), (1280, 720)),
                    cameras=(1, 2), duration_s: float = 20.0, budget: int = 4, threads: int = 1,
                    prompt: str = PROMPT, dtype: str = "fp32", draft_tokens: int = DRAFT_TOKENS,
-                   encode_ahead: bool = True) -> dict:
+                   encode_ahead: bool = True, prefill_ahead: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="ov2_bench_node_") as scratch:  # the streams, for the run
         return _node_bench(Path(scratch), out_path, backend, dtype, sizes, cameras, duration_s, budget, threads,
-                           prompt, draft_tokens, encode_ahead)
+                           prompt, draft_tokens, encode_ahead, prefill_ahead)
 
 
 def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s, budget, threads, prompt,
-                draft_tokens, encode_ahead) -> dict:
+                draft_tokens, encode_ahead, prefill_ahead) -> dict:
     if backend != "torch":  # export the default model once, before timing anything
         from ov2_ros.runtime.backend import open_backend
 
@@ -152,13 +153,13 @@ def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s
                                           H264EncoderConfig(width=width, height=height), work, f"{width}x{height}_{seed}",
                                           progress=False).mp4_path for seed in range(max(cameras))]
         baseline_ms = _offline_answer_ms(streams[0], backend, dtype, budget, threads, prompt, draft_tokens,
-                                         encode_ahead)
+                                         encode_ahead, prefill_ahead)
         for count in cameras:
             row = {"width": width, "height": height, "cameras": count, "backend": backend, "dtype": dtype,
                    "budget_canvases": budget, "draft_tokens": draft_tokens, "encode_ahead": encode_ahead,
-                   "offline_answer_ms": round(baseline_ms, 1),
+                   "prefill_ahead": prefill_ahead, "offline_answer_ms": round(baseline_ms, 1),
                    **_measure(streams[:count], backend, dtype, budget, threads, duration_s, prompt, draft_tokens,
-                              encode_ahead)}
+                              encode_ahead, prefill_ahead)}
             if row["latency_ms_p50"] is not None:
                 row["p50_vs_offline_answer"] = round(row["latency_ms_p50"] / baseline_ms, 2)
             rows.append(row)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ov2_ros.model.generate import GenerationConfig, generate
+from ov2_ros.model.generate import DecodingSession, GenerationConfig, generate
 from ov2_ros.model.inputs import vision_input_from
 from ov2_ros.model.parsers import FrameSize, OutputParseError, infer_format, parse_output
 from ov2_ros.model.prompt import encode_prompt
@@ -58,13 +58,15 @@ class Answer:
 def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.ndarray], fps: float,
         source_size: tuple[int, int], question: str, output_format: str | None = "auto",
         generation: GenerationConfig = GenerationConfig(), vision_tokens: torch.Tensor | None = None,
-        draft_reference: list[int] | tuple = ()) -> Answer:
+        draft_reference: list[int] | tuple = (), session: DecodingSession | None = None) -> Answer:
     """canvases / positions_thw: per group, as the tokenizer made them; source_size (h, w) maps
     the answer's normalised coordinates back to source pixels. output_format "auto" infers it
     from the question; None answers in free text. vision_tokens: the backend's tokens of these
     canvases when the caller has them already (a live stream encodes each group once:
     runtime/perception.py); encoded here otherwise. draft_reference: tokens to copy draft
-    tokens from (generation.draft_tokens), e.g. the last answer to the same question."""
+    tokens from (generation.draft_tokens), e.g. the last answer to the same question. session:
+    the decoding session to use (default: a new one), e.g. one holding the prompt's start
+    (runtime/perception.py's PrefixSession)."""
     if output_format == "auto":
         output_format = infer_format(question)
     timings = {}
@@ -75,7 +77,7 @@ def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.nda
     timings["vision_s"] = time.perf_counter() - started
     prompt = encode_prompt(backend.tokenizer, question, positions, fps)
     end_s = (int(positions[:, 0].max()) + 1) / fps + END_SLACK_S  # the last frame shown, and a little more
-    result = generate(backend.session(), backend.tokenizer, prompt.input_ids, vision_tokens,
+    result = generate(session or backend.session(), backend.tokenizer, prompt.input_ids, vision_tokens,
                       dataclasses.replace(generation, output_format=output_format, max_time_s=end_s),
                       draft_reference)
     timings.update(prefill_s=result.prefill_s, decode_s=result.decode_s)

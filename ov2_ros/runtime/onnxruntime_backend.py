@@ -101,8 +101,12 @@ class OnnxRuntimeSession:
         logits, *self.cache = self.backend.graphs["decode"].run(["logits", *self.backend.present], feeds)
         return torch.from_numpy(logits[0]).float()
 
-    def extend(self, tokens):
-        feeds = {"inputs_embeds": self.backend.embed(tokens), **dict(zip(self.backend.past, self.cache))}
+    def extend(self, tokens, vision_tokens=None):
+        embeds = self.backend.embed(tokens)
+        if vision_tokens is not None:  # generated tokens are embedded as they are, placeholders too
+            embeds = fill_placeholders(torch.from_numpy(embeds), torch.tensor([tokens]), vision_tokens,
+                                       self.tokens.image_pad).numpy()
+        feeds = {"inputs_embeds": embeds, **dict(zip(self.backend.past, self.cache))}
         logits, *self.cache = self.backend.graphs["extend"].run(["logits", *self.backend.present], feeds)
         return torch.from_numpy(logits[0]).float()  # (len(tokens), vocab)
 

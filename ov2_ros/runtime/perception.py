@@ -20,7 +20,11 @@ Encoding ahead (`encode_ahead`): between a standing answer and the next group, t
 thread is idle; it then encodes the groups the next window will most likely show, with the start
 that window will most likely have (the next group assumed as long as the newest), so that the
 next answer, once its group completes, encodes only that group. A wrong guess costs idle time
-and changes no answer (the cache is keyed by group and window start).
+and changes no answer (the cache is keyed by group and window start). With `prefill_ahead` (where
+the backend can extend a cached prompt: torch, ONNX Runtime), it then also prefills the start of
+the next window's prompt up to the guessed group (system text, the other groups' timestamps and
+vision tokens; model/generate.py's PrefixSession): the next answer prefills only its new group and
+the question, if its prompt does start with those ids and tokens (checked, else a whole prefill).
 
 The last answer to each question is kept too: the next answer to it (a standing query's, one
 group later) copies its draft tokens from it (`draft_tokens`, model/generate.py).
@@ -36,10 +40,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ov2_ros.model.generate import GenerationConfig
+from ov2_ros.model.generate import GenerationConfig, PrefixSession
 from ov2_ros.model.inputs import vision_input_from
 from ov2_ros.model.ov2 import content_blocks
 from ov2_ros.model.parsers import Box, EventTimes, PointTrack, TemporalSegment, Trace
+from ov2_ros.model.prompt import prompt_head, video_text
 from ov2_ros.runtime.answer import Answer, ask
 from ov2_ros.runtime.backend import Backend
 from ov2_ros.tokenizer.canvas import TokenizedGroup, rebase_t
@@ -105,7 +110,8 @@ class Perception:
     """Not thread-safe: one per inference thread (it keeps encoded groups)."""
 
     def __init__(self, backend: Backend, budget_canvases: int = 16, window_s: float = 10.0,
-                 max_new_tokens: int = 64, nominal_fps: float = 30.0, draft_tokens: int = DRAFT_TOKENS):
+                 max_new_tokens: int = 64, nominal_fps: float = 30.0, draft_tokens: int = DRAFT_TOKENS,
+                 prefill_ahead: bool = True):
         if budget_canvases < 1 or window_s <= 0 or draft_tokens < 0:
             raise ValueError("budget_canvases must be >= 1, window_s > 0 and draft_tokens >= 0")
         self.backend, self.budget_canvases, self.window_s = backend, budget_canvases, window_s
@@ -120,6 +126,11 @@ class Perception:
         # For diagnostics: groups run through the encoder (ahead included), encoded ahead, and
         # encoded ahead then shown by an answer.
         self.groups_encoded = self.groups_encoded_ahead = self.groups_ahead_used = 0
+        # The session answers run on: one that can hold the next prompt's start (prefill_ahead),
+        # where the backend can extend a cached prompt; None: a new session per answer.
+        can_hold = prefill_ahead and getattr(backend.session(), "can_extend", False)
+        self._session = PrefixSession(backend.session) if can_hold else None
+        self.prompts_prefilled_ahead = 0  # prompt starts prefilled while idle (prefill_ahead)
 
     def vision_tokens(self, groups: list[TokenizedGroup]) -> torch.Tensor:
         """(tokens, LLM hidden) of the groups in order, t counted from the first group's first
@@ -147,10 +158,31 @@ class Perception:
         shown = [g for g in self.select([*groups, guess], window_s or self.window_s) if g is not guess]
         if not shown:
             return 0
-        _, new = self._encode(shown)
+        keys, new = self._encode(shown)
         self.groups_encoded_ahead += len(new)
         self._ahead.update(new)
+        if self._session is not None:
+            self._prefill_ahead(shown, keys, self.fps([*shown, guess]))
         return len(new)
+
+    def _prefill_ahead(self, shown: list[TokenizedGroup], keys: list[tuple], fps: float) -> None:
+        """Hold the prompt's start up to the last group shown before the guessed one: its last
+        <|vision_end|> (a special token, so the ids cannot merge with what follows)."""
+        positions = np.concatenate([rebase_t(g.positions_thw, shown[0].first_t) for g in shown])
+        ids = self.backend.tokenizer.encode(prompt_head(video_text(positions, fps)))
+        vision_end = self.backend.config.tokens.vision_end
+        if vision_end not in ids:
+            return  # no content block shown yet
+        end = len(ids) - ids[::-1].index(vision_end)
+        tokens = torch.cat([self._encoded[key][1] for key in keys])
+        if self._session.held_ids != ids[:end] or not torch.equal(self._session.held_tokens, tokens):
+            self._session.hold(ids[:end], tokens)
+            self.prompts_prefilled_ahead += 1
+
+    @property
+    def prompts_ahead_used(self) -> int:
+        """Answers whose prompt started from the prefix prefilled ahead."""
+        return self._session.reused if self._session is not None else 0
 
     def _encode(self, groups: list[TokenizedGroup]) -> tuple[list[tuple], list[tuple]]:
         """The cache keys of the groups (window start: the first group's first frame) and those
@@ -199,7 +231,7 @@ class Perception:
         asked = (query.prompt, query.output_format)
         answer = ask(self.backend, [g.canvases for g in chosen], [rebase_t(g.positions_thw, base_t) for g in chosen],
                      self.fps(chosen), image_size, query.prompt, query.output_format, generation, tokens,
-                     self._last_answers.get(asked, ()))
+                     self._last_answers.get(asked, ()), self._session)
         self._last_answers[asked] = answer.token_ids
         self._last_answers.move_to_end(asked)
         while len(self._last_answers) > KEPT_ANSWERS:

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from ov2_ros.model.generate import GenerationConfig, TorchSession, draft_from, generate
+from ov2_ros.model.generate import GenerationConfig, PrefixSession, TorchSession, draft_from, generate
 from ov2_ros.model.ov2 import PlaceholderMismatchError
 from ov2_ros.model.parsers import OUTPUT_PATTERNS, FrameSize, parse_output
-from ov2_ros.model.prompt import encode_prompt, timestamp_runs, video_text
+from ov2_ros.model.prompt import encode_prompt, prompt_head, timestamp_runs, video_text
 from tests.model.conftest import tiny_model
 
 
@@ -244,3 +244,40 @@ def test_a_truncated_cache_continues_as_if_the_dropped_tokens_were_never_seen(to
     straight = TorchSession(model)
     straight.prefill(ids[:6], None)
     torch.testing.assert_close(continued, straight.extend(ids[6:]), rtol=1e-5, atol=1e-5)
+
+
+def test_a_held_prompt_start_gives_a_whole_prefills_logits_and_only_for_the_same_start(tokenizer):
+    # A live node prefills the start of its next prompt while idle: the system text and the
+    # vision tokens of every group but the newest. The prompt that follows must give the logits
+    # of a whole prefill, and a prompt that starts otherwise must not use the held cache.
+    model = tiny_model(tokenizer, seed=8)
+    pad, vision_end = tokenizer.token_ids().image_pad, tokenizer.token_ids().vision_end
+    positions = np.array([[0, 0, 0]] * 8 + [[15, 0, 2]] * 4 + [[30, 2, 0]] * 8, dtype=np.int32)
+    tokens = torch.randn(5, 48, generator=torch.Generator().manual_seed(1))
+    prompt = encode_prompt(tokenizer, "What happens?", positions, 30.0).input_ids
+    head = tokenizer.encode(prompt_head(video_text(positions[:12], 30.0)))
+    start = head[:len(head) - head[::-1].index(vision_end)]  # up to the second group's last block
+    assert prompt[:len(start)] == start and start.count(pad) == 3
+
+    def whole(ids, vision):
+        return TorchSession(model).prefill(ids, vision)
+
+    session = PrefixSession(lambda: TorchSession(model))
+    session.hold(start, tokens[:3])
+    torch.testing.assert_close(session.prefill(prompt, tokens), whole(prompt, tokens), rtol=1e-5, atol=1e-5)
+    assert session.reused == 1 and session.length == len(prompt)
+    # an answer is appended, then the next question on the same start reuses it again
+    generate(session, tokenizer, prompt, tokens, GenerationConfig(max_new_tokens=5))
+    other = encode_prompt(tokenizer, "Where is the cube?", positions, 30.0).input_ids
+    torch.testing.assert_close(session.prefill(other, tokens), whole(other, tokens), rtol=1e-5, atol=1e-5)
+    assert session.reused == 3
+    # other vision tokens in the held part, or other ids: a whole prefill on a new session
+    changed = tokens.clone()
+    changed[1] += 1.0
+    torch.testing.assert_close(session.prefill(prompt, changed), whole(prompt, changed), rtol=1e-5, atol=1e-5)
+    shifted = encode_prompt(tokenizer, "What happens?", positions, 25.0).input_ids  # other timestamps
+    torch.testing.assert_close(session.prefill(shifted, tokens), whole(shifted, tokens), rtol=1e-5, atol=1e-5)
+    assert session.reused == 3
+    # the held start survived those: the first prompt still starts from it
+    torch.testing.assert_close(session.prefill(prompt, tokens), whole(prompt, tokens), rtol=1e-5, atol=1e-5)
+    assert session.reused == 4

@@ -8,7 +8,7 @@ import torch
 from onnx import TensorProto, helper
 
 from ov2_ros.errors import MissingInputError
-from ov2_ros.model.generate import GenerationConfig, TorchSession, generate
+from ov2_ros.model.generate import GenerationConfig, PrefixSession, TorchSession, generate
 from ov2_ros.model.prompt import encode_prompt
 from ov2_ros.runtime.backend import TorchBackend, open_backend
 from ov2_ros.runtime.onnx_graphs import GRAPHS, OnnxFolderError, OnnxManifest
@@ -138,6 +138,28 @@ def test_onnxruntime_generates_the_same_tokens_as_pytorch(exported, tokenizer, o
     got = generate(backend.session(), tokenizer, prompt, backend.vision_tokens(vision), config)
     assert got.token_ids == expected.token_ids and len(got.token_ids) > 0
     assert got.stop_reason == expected.stop_reason
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_onnxruntime_finishes_a_held_prompt_start_with_its_vision_tokens_as_pytorch_prefills_it(
+        exported, tokenizer, precision):
+    """The node's prefill ahead: the prompt's start with the older groups' vision tokens, then the
+    rest (the newest group's vision tokens and the question) through extend."""
+    model, folder = exported["fp32"]
+    backend = OnnxRuntimeBackend(folder, threads=1, precision=precision)
+    vision = vision_input(GRID, seed=4)
+    tokens = TorchBackend(model, tokenizer).vision_tokens(vision)
+    prompt = encode_prompt(tokenizer, "Trace the gripper.", vision.positions_thw.numpy(), 30.0).input_ids
+    image_pad, vision_end = tokenizer.token_ids().image_pad, tokenizer.token_ids().vision_end
+    start = prompt[:[i for i, token in enumerate(prompt) if token == vision_end][1] + 1]  # two runs of blocks
+    held = start.count(image_pad)
+    assert 0 < held < len(tokens)
+    session = PrefixSession(backend.session)
+    session.hold(start, tokens[:held])
+    got = session.prefill(prompt, tokens)
+    assert session.reused == 1 and session.length == len(prompt)
+    expected = TorchSession(model).prefill(prompt, tokens)
+    assert _relative_error(got, expected) < (1e-4 if precision == "fp32" else 3e-2)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

@@ -143,10 +143,11 @@ def test_a_standing_question_drafts_from_its_last_answer_and_answers_as_without_
 def test_encoding_ahead_leaves_each_answer_its_new_group_and_changes_no_answer(backend, groups):
     # A window of three groups slides at every group, so without encoding ahead each answer
     # encodes every group it shows again. Encoded ahead (the idle node's guess of the next
-    # window), an answer whose guess held encodes only its new group; answers are unchanged.
+    # window), an answer whose guess held encodes only its new group, and its prompt starts from
+    # the prefix prefilled ahead (prefill_ahead); answers are unchanged.
     window_s = _span_s(groups[1], groups[3]) + 0.01
     ahead = Perception(backend, budget_canvases=12, window_s=window_s, max_new_tokens=6)
-    plain = Perception(backend, budget_canvases=12, window_s=window_s, max_new_tokens=6)
+    plain = Perception(backend, budget_canvases=12, window_s=window_s, max_new_tokens=6, prefill_ahead=False)
     query = Query("What happened in the video?", output_format=None)
     encoded_at_answer, plain_encoded = [], []
     for newest in range(1, len(groups) + 1):
@@ -161,6 +162,9 @@ def test_encoding_ahead_leaves_each_answer_its_new_group_and_changes_no_answer(b
     assert len(sliding) >= 2
     assert sum(encoded_at_answer[i] == 1 for i in sliding) >= len(sliding) - 1  # the guess held
     assert ahead.groups_ahead_used > 0 and ahead.groups_ahead_used <= ahead.groups_encoded_ahead
+    # nearly every answer after the first started from a prompt start held ahead (6 groups: 4)
+    assert ahead.prompts_ahead_used >= len(groups) - 2 and ahead.prompts_prefilled_ahead >= ahead.prompts_ahead_used
+    assert plain.prompts_ahead_used == plain.prompts_prefilled_ahead == 0
     # The tokens encoded ahead are those of encoding from scratch at that window start.
     shown = ahead.select(groups, window_s)
     torch.testing.assert_close(ahead.vision_tokens(shown),
