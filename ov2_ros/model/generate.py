@@ -202,8 +202,7 @@ class DecodingSession(Protocol):
 
 class ExtendingSession(DecodingSession, Protocol):
     """A session that can also append several tokens in one pass and forget the newest ones
-    (what draft tokens need, and a prompt whose start is already in the cache:
-    runtime/perception.py's PrefixSession)."""
+    (what draft tokens need, and a prompt whose start is already in the cache: PrefixSession)."""
 
     can_extend: bool  # False where the backend lacks the graph for it: one token at a time
     length: int  # positions in the KV cache
@@ -286,13 +285,19 @@ class PrefixSession:
         self.held_tokens: torch.Tensor | None = None
         self.reused = 0  # prefills that started from the held prefix
 
-    def hold(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> None:
-        """Prefill the start of a prompt to come: ids (vision tokens at its <|image_pad|> ids)."""
+    def hold(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> bool:
+        """Prefill the start of a prompt to come: ids (vision tokens at its <|image_pad|> ids).
+        False: that start is held already, nothing to do."""
+        if (self.held is not None and input_ids == self.held_ids
+                and (vision_tokens is None) == (self.held_tokens is None)
+                and (vision_tokens is None or torch.equal(vision_tokens, self.held_tokens))):
+            return False
         held = self.new_session()
         held.prefill(input_ids, vision_tokens)
         self.held, self.held_ids = held, list(input_ids)
         self.held_vision = 0 if vision_tokens is None else int(vision_tokens.shape[0])
         self.held_tokens = vision_tokens
+        return True
 
     def holds_start_of(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> bool:
         size = len(self.held_ids)

@@ -66,7 +66,7 @@ def ask(backend: Backend, canvases: list[np.ndarray], positions_thw: list[np.nda
     runtime/perception.py); encoded here otherwise. draft_reference: tokens to copy draft
     tokens from (generation.draft_tokens), e.g. the last answer to the same question. session:
     the decoding session to use (default: a new one), e.g. one holding the prompt's start
-    (runtime/perception.py's PrefixSession)."""
+    (model/generate.py's PrefixSession)."""
     if output_format == "auto":
         output_format = infer_format(question)
     timings = {}

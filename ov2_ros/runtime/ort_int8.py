@@ -3,8 +3,9 @@
 ONNX Runtime's dynamic quantisation: every MatMul / Gemm with a constant weight gets int8
 weights (per output channel, 7 bits of range: see quantise_int8) and quantises its activations
 on the fly, per call, so nothing is calibrated and no data set is needed; attention (the fused
-MultiHeadAttention), norms and RoPE stay fp32. On a CPU with VNNI the matrix products run on int8 dot products: for the default
-model on one thread, prefill 1.6x and decode 1.5x the fp32 graphs' speed (`ov2 bench runtime`).
+MultiHeadAttention), norms and RoPE stay fp32. On a CPU with VNNI the matrix products run on
+int8 dot products: for the default model on one thread, prefill 1.6x and decode 1.5x the fp32
+graphs' speed (`ov2 bench runtime`).
 The graphs are written self-contained (their int8 weights inside the .onnx), which caps them
 at ONNX's 2 GB protobuf: fp32 exports above INT8_MAX_WEIGHT_BYTES get no int8 variant.
 

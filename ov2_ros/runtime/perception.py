@@ -174,9 +174,7 @@ class Perception:
         if vision_end not in ids:
             return  # no content block shown yet
         end = len(ids) - ids[::-1].index(vision_end)
-        tokens = torch.cat([self._encoded[key][1] for key in keys])
-        if self._session.held_ids != ids[:end] or not torch.equal(self._session.held_tokens, tokens):
-            self._session.hold(ids[:end], tokens)
+        if self._session.hold(ids[:end], torch.cat([self._encoded[key][1] for key in keys])):
             self.prompts_prefilled_ahead += 1
 
     @property
