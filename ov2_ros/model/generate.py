@@ -165,8 +165,9 @@ def _pick(logits: torch.Tensor, config: GenerationConfig, generator: torch.Gener
           allowed=None) -> int:
     """Next token from (vocab,) logits; `allowed(token) -> bool` filters when given."""
     if config.temperature <= 0:
-        if allowed is None:
-            return int(logits.argmax())
+        best = int(logits.argmax())
+        if allowed is None or allowed(best):  # most steps: no need to sort the vocabulary
+            return best
         for token in torch.argsort(logits, descending=True).tolist():
             if allowed(token):
                 return token

@@ -281,3 +281,25 @@ def test_a_held_prompt_start_gives_a_whole_prefills_logits_and_only_for_the_same
     # the held start survived those: the first prompt still starts from it
     torch.testing.assert_close(session.prefill(prompt, tokens), whole(prompt, tokens), rtol=1e-5, atol=1e-5)
     assert session.reused == 4
+
+
+def test_greedy_constrained_pick_is_the_most_likely_allowed_token():
+    """Where the most likely token is allowed it is taken without sorting; where it is not, the
+    next most likely allowed one, and only a vocabulary with no allowed token is an error."""
+    from ov2_ros.model.generate import _pick
+    logits = torch.tensor([0.1, 3.0, -1.0, 2.5, 0.7])
+    greedy = GenerationConfig()
+    asked = []
+
+    def only(tokens):
+        def allowed(token):
+            asked.append(token)
+            return token in tokens
+        return allowed
+
+    assert _pick(logits, greedy, None, only({1, 3})) == 1 and asked == [1]
+    assert _pick(logits, greedy, None, only({0, 3})) == 3
+    assert _pick(logits, greedy, None, only({0, 4})) == 4
+    assert _pick(logits, greedy, None, None) == 1
+    with pytest.raises(RuntimeError, match="no token"):
+        _pick(logits, greedy, None, only(set()))
