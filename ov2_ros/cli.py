@@ -244,6 +244,8 @@ def _add_bench(commands) -> None:
                       help="the node's `encode_ahead` parameter (default: on)")
     node.add_argument("--prefill-ahead", action=argparse.BooleanOptionalAction, default=True,
                       help="the node's `prefill_ahead` parameter (default: on)")
+    node.add_argument("--ahead-guesses", type=int, default=None,
+                      help="the node's `ahead_guesses` parameter (default: the node's default)")
     node.set_defaults(handler=_run_bench_node)
     fuzz = benches.add_parser("fuzz", help="mutated access units through ingest and tokenizer: nothing may escape")
     fuzz.add_argument("--out", default="out/fuzz.json", help="JSON results (default: %(default)s)")
@@ -313,12 +315,13 @@ def _run_bench_prefill(args) -> int:
 
 def _run_bench_node(args) -> int:
     from ov2_ros.ros.node_bench import PROMPT, run_node_bench
-    from ov2_ros.runtime.perception import DRAFT_TOKENS
+    from ov2_ros.runtime.perception import AHEAD_GUESSES, DRAFT_TOKENS
 
     sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes]
     run_node_bench(args.out, args.backend, sizes, tuple(args.cameras), args.duration, args.budget, args.threads,
                    args.prompt or PROMPT, args.dtype, DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens,
-                   args.encode_ahead, args.prefill_ahead)
+                   args.encode_ahead, args.prefill_ahead,
+                   AHEAD_GUESSES if args.ahead_guesses is None else args.ahead_guesses)
     return 0
 
 

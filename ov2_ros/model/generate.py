@@ -263,61 +263,84 @@ class TorchSession:
             self.embeds = self.embeds[:, :length]
 
 
+@dataclass
+class _HeldStart:
+    session: ExtendingSession
+    ids: list[int]
+    vision_tokens: torch.Tensor | None  # those at the ids' <|image_pad|> ids
+
+    @property
+    def vision_count(self) -> int:
+        return 0 if self.vision_tokens is None else int(self.vision_tokens.shape[0])
+
+    def is_start_of(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> bool:
+        size = len(self.ids)
+        if len(input_ids) <= size or input_ids[:size] != self.ids:
+            return False
+        if not self.vision_count:
+            return True
+        return (vision_tokens is not None and vision_tokens.shape[0] >= self.vision_count
+                and torch.equal(vision_tokens[:self.vision_count], self.vision_tokens))
+
+
 class PrefixSession:
     """An ExtendingSession whose prompt may start from a prefix prefilled earlier (`hold`, e.g.
-    while a live node waits for its next group): a prefill whose ids and vision tokens begin
-    with the held ones runs only the rest, through `extend`, on the session that holds them
-    (which keeps them for the next prompt: what an answer appended is truncated away). Any other
-    prompt is prefilled whole on a new session, and the held prefix stays. The logits are those
-    of a whole prefill, up to the rounding of splitting one pass in two (and of int8 activation
-    scales, which are per pass, where the backend quantises)."""
+    while a live node waits for its next group, one prefix per guess of what comes): a prefill
+    whose ids and vision tokens begin with held ones (the longest, where several do) runs only
+    the rest, through `extend`, on the session that holds them (which keeps them for the next
+    prompt: what an answer appended is truncated away). Any other prompt is prefilled whole on a
+    new session, and the held prefixes stay. At most `capacity` prefixes are held, the least
+    recently held or used dropped first. The logits are those of a whole prefill, up to the
+    rounding of splitting one pass in two (and of int8 activation scales, which are per pass,
+    where the backend quantises)."""
 
     can_extend = True
 
-    def __init__(self, new_session: Callable[[], ExtendingSession]):
-        self.new_session = new_session
+    def __init__(self, new_session: Callable[[], ExtendingSession], capacity: int = 1):
+        if capacity < 1:
+            raise ValueError("a PrefixSession holds at least one prefix")
+        self.new_session, self.capacity = new_session, capacity
         self.active = new_session()  # the session of the prompt being generated
         if not self.active.can_extend:
             raise ValueError("holding a prompt's start needs a session that can extend")
         self.tokens = self.active.tokens
-        self.held: ExtendingSession | None = None
-        self.held_ids: list[int] = []
-        self.held_vision = 0  # vision tokens in the held ids
-        self.held_tokens: torch.Tensor | None = None
-        self.reused = 0  # prefills that started from the held prefix
+        self.held: list[_HeldStart] = []  # least recently held or used first
+        self.reused = 0  # prefills that started from a held prefix
 
     def hold(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> bool:
         """Prefill the start of a prompt to come: ids (vision tokens at its <|image_pad|> ids).
-        False: that start is held already, nothing to do."""
-        if (self.held is not None and input_ids == self.held_ids
-                and (vision_tokens is None) == (self.held_tokens is None)
-                and (vision_tokens is None or torch.equal(vision_tokens, self.held_tokens))):
-            return False
-        held = self.new_session()
-        held.prefill(input_ids, vision_tokens)
-        self.held, self.held_ids = held, list(input_ids)
-        self.held_vision = 0 if vision_tokens is None else int(vision_tokens.shape[0])
-        self.held_tokens = vision_tokens
+        False: that start is held already (it becomes the most recent), nothing to do."""
+        for held in self.held:
+            if (held.ids == input_ids and (vision_tokens is None) == (held.vision_tokens is None)
+                    and (vision_tokens is None or torch.equal(vision_tokens, held.vision_tokens))):
+                self.held.remove(held)
+                self.held.append(held)
+                return False
+        session = self.new_session()
+        session.prefill(input_ids, vision_tokens)
+        self.held.append(_HeldStart(session, list(input_ids), vision_tokens))
+        del self.held[:-self.capacity]
         return True
 
     def holds_start_of(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> bool:
-        size = len(self.held_ids)
-        if self.held is None or len(input_ids) <= size or input_ids[:size] != self.held_ids:
-            return False
-        if not self.held_vision:
-            return True
-        return (vision_tokens is not None and vision_tokens.shape[0] >= self.held_vision
-                and torch.equal(vision_tokens[:self.held_vision], self.held_tokens))
+        return self._start_of(input_ids, vision_tokens) is not None
+
+    def _start_of(self, input_ids, vision_tokens) -> _HeldStart | None:
+        starts = [held for held in self.held if held.is_start_of(input_ids, vision_tokens)]
+        return max(starts, key=lambda held: len(held.ids), default=None)
 
     def prefill(self, input_ids, vision_tokens):
-        if not self.holds_start_of(input_ids, vision_tokens):
+        held = self._start_of(input_ids, vision_tokens)
+        if held is None:
             self.active = self.new_session()
             return self.active.prefill(input_ids, vision_tokens)
-        self.active = self.held
-        self.active.truncate(len(self.held_ids))
+        self.held.remove(held)
+        self.held.append(held)
+        self.active = held.session
+        self.active.truncate(len(held.ids))
         self.reused += 1
-        rest = None if vision_tokens is None else vision_tokens[self.held_vision:]  # (maybe 0, hidden)
-        return self.active.extend(input_ids[len(self.held_ids):], rest)[-1]
+        rest = None if vision_tokens is None else vision_tokens[held.vision_count:]  # (maybe 0, hidden)
+        return self.active.extend(input_ids[len(held.ids):], rest)[-1]
 
     @property
     def length(self) -> int:

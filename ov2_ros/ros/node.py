@@ -17,7 +17,9 @@ Threads (all visible here):
                      after a standing answer, it encodes ahead the groups the next window will
                      likely show (`encode_ahead`) and prefills that window's prompt up to its
                      newest group (`prefill_ahead`), so the next answer encodes only its new
-                     group and prefills only that group and the question.
+                     group and prefills only that group and the question; one guess of the
+                     next window at a time (`ahead_guesses` of them), so that a question or
+                     group that arrives meanwhile waits for one guess at most.
 The decode queue is bounded; an access unit that does not fit is counted as dropped and the
 ingest restarts at the next IDR (a lost picture corrupts the rest of its GOP). Inference never
 blocks intake.
@@ -61,7 +63,7 @@ from ov2_ros.ros import names, results
 from ov2_ros.ros.conversions import image_to_rgb, key_values, ns_to_time, time_to_ns
 from ov2_ros.runtime.annotate import annotate
 from ov2_ros.runtime.backend import BACKENDS, open_backend
-from ov2_ros.runtime.perception import DRAFT_TOKENS, Perception, PerceptionResult, Query
+from ov2_ros.runtime.perception import AHEAD_GUESSES, DRAFT_TOKENS, Perception, PerceptionResult, Query
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,9 @@ class Ov2Node(LifecycleNode):
         self._groups_seen = 0  # groups completed; the standing question last ran at _standing_seen
         self._standing_seen = 0
         self._encode_ahead = p["encode_ahead"]
-        self._ahead_seen = 0  # groups completed when the inference thread last encoded ahead
+        self._ahead_guesses = p["ahead_guesses"]
+        # Guesses of the next window encoded ahead (_ahead_done) once _ahead_seen groups had completed.
+        self._ahead_seen = self._ahead_done = 0
         self._answers = collections.Counter()  # standing, query, refused, failed
         self._drafts = collections.Counter()  # draft tokens proposed and confirmed, over all answers
         self._inference_ms = RollingWindow()
@@ -218,7 +222,8 @@ class Ov2Node(LifecycleNode):
         self._model_id = f"{p['backend']}:{p['dtype']}:{p['model_path'] or 'embedded default'}"
         self._tokenizer = StreamingTokenizer(tokenizer_config)
         self._perception = Perception(backend, p["budget_canvases"], p["window_s"], p["max_new_tokens"],
-                                      draft_tokens=p["draft_tokens"], prefill_ahead=p["prefill_ahead"])
+                                      draft_tokens=p["draft_tokens"], prefill_ahead=p["prefill_ahead"],
+                                      ahead_guesses=p["ahead_guesses"])
         self.get_logger().info(f"model {self._model_id} loaded in {time.perf_counter() - started:.1f} s")
         self._results = {
             "text": self.create_publisher(ModelText, names.TEXT_TOPIC, 10),
@@ -396,6 +401,11 @@ class Ov2Node(LifecycleNode):
                 "group) while idle, so that the next answer prefills only its new group and the question "
                 "(torch and onnxruntime; checked against the real prompt, else a whole prefill). The same "
                 "answers up to the rounding of a prefill in two passes.", bool_t, read_only=True)),
+            "ahead_guesses": (AHEAD_GUESSES, _descriptor(
+                "With encode_ahead: how many guesses of the next window (by the length and canvases of the "
+                "group still to come) are encoded, and with prefill_ahead prefilled, while idle, most likely "
+                "first; each costs idle time (about an answer's) and memory for its prompt's cache.", int_t,
+                read_only=True, int_range=(1, 4))),
             "visualize": (False, _descriptor(
                 "Also publish each answer drawn on the newest frame (ov2/annotated, sensor_msgs/Image) and "
                 "as markers (ov2/markers, visualization_msgs/MarkerArray).", bool_t, read_only=True)),
@@ -663,27 +673,36 @@ class Ov2Node(LifecycleNode):
             return _Job(Query(self._default_prompt, output_format).with_id(), publish=True, kind="standing")
         return None
 
+    def _next_guess(self) -> int | None:
+        """Under self._work: the guess of the next window to encode ahead now, if any (once the
+        standing question has answered the newest group, each guess once)."""
+        if not (self._encode_ahead and self._default_prompt and 0 < self._groups_seen == self._standing_seen):
+            return None
+        if self._ahead_seen != self._groups_seen:
+            self._ahead_seen, self._ahead_done = self._groups_seen, 0
+        if self._ahead_done == self._ahead_guesses:
+            return None
+        self._ahead_done += 1
+        return self._ahead_done - 1
+
     def _infer_loop(self) -> None:
         while not self._stop.is_set():
             with self._work:
                 job = self._next_job()
-                ahead = (job is None and self._encode_ahead and bool(self._default_prompt)
-                         and self._ahead_seen < self._standing_seen == self._groups_seen)
-                if ahead:
-                    self._ahead_seen = self._groups_seen
-                elif job is None:
+                guess = self._next_guess() if job is None else None
+                if job is None and guess is None:
                     self._work.wait(0.2)
                     continue
-            if ahead:
-                self._encode_next_window()
+            if job is None:
+                self._encode_next_window(guess)
             else:
                 self._answer(job)
 
-    def _encode_next_window(self) -> None:
+    def _encode_next_window(self, guess: int) -> None:
         with self._lock:
             groups = list(self.groups)
         try:
-            self._perception.encode_ahead(groups)
+            self._perception.encode_ahead(groups, guess=guess)
         except Exception as error:  # the next answer encodes what this could not
             self.get_logger().warning(f"encoding ahead failed: {type(error).__name__}: {error}",
                                       throttle_duration_sec=self._log_throttle_s)

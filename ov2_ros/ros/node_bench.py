@@ -26,7 +26,7 @@ from ov2_ros.msg import ModelText
 from ov2_ros.ros.conversions import time_to_ns
 from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
-from ov2_ros.runtime.perception import DRAFT_TOKENS
+from ov2_ros.runtime.perception import AHEAD_GUESSES, DRAFT_TOKENS
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
 
@@ -34,11 +34,12 @@ PROMPT = "Trace where the gripper moved."
 
 
 def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int, threads: int, prompt: str,
-                       draft_tokens: int, encode_ahead: bool, prefill_ahead: bool) -> float:
+                       draft_tokens: int, encode_ahead: bool, prefill_ahead: bool, ahead_guesses: int) -> float:
     """The model alone: the standing question, offline, on the windows the node answers at the
     end of the stream (full ones: as many canvases as the budget allows, a prompt as long as the
-    node's); with encode_ahead, the next window's groups encoded (and with prefill_ahead, its
-    prompt's start prefilled) ahead between answers, untimed, as the idle node does."""
+    node's); with encode_ahead, the guesses of the next window's groups encoded (and with
+    prefill_ahead, their prompts' starts prefilled) ahead between answers, untimed, as the idle
+    node does."""
     from ov2_ros.runtime.backend import open_backend
     from ov2_ros.runtime.perception import Perception, Query
     from ov2_ros.tokenizer.files import tokenize_file
@@ -47,7 +48,8 @@ def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int,
     model = open_backend(backend, dtype=dtype, threads=threads)
     # At the model's frame area, as the node tokenizes (its max_pixels parameter is left at 0).
     video, _, _, _ = tokenize_file(stream_path, "stream", TokenizerConfig(max_pixels=model.config.max_pixels))
-    perception = Perception(model, budget_canvases=budget, draft_tokens=draft_tokens, prefill_ahead=prefill_ahead)
+    perception = Perception(model, budget_canvases=budget, draft_tokens=draft_tokens, prefill_ahead=prefill_ahead,
+                            ahead_guesses=ahead_guesses)
     size = (video.geometry.source_height, video.geometry.source_width)
     groups = video.groups
     ends = range(max(2, len(groups) - 4), len(groups) + 1)
@@ -56,7 +58,8 @@ def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int,
     times = []
     for end in ends:
         if encode_ahead:
-            perception.encode_ahead(groups[:end - 1])
+            for guess in range(ahead_guesses):
+                perception.encode_ahead(groups[:end - 1], guess=guess)
         started = time.perf_counter()
         perception.answer(groups[:end], size, Query(prompt))
         times.append((time.perf_counter() - started) * 1e3)
@@ -64,12 +67,13 @@ def _offline_answer_ms(stream_path: Path, backend: str, dtype: str, budget: int,
 
 
 def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads: int, duration_s: float,
-             prompt: str, draft_tokens: int, encode_ahead: bool, prefill_ahead: bool) -> dict:
+             prompt: str, draft_tokens: int, encode_ahead: bool, prefill_ahead: bool, ahead_guesses: int) -> dict:
     namespaces = [f"/bench_cam{index}" for index in range(len(streams))]
     processes = [start_node_process({"backend": backend, "dtype": dtype, "default_prompt": prompt,
                                      "budget_canvases": budget, "inference_threads": threads,
                                      "draft_tokens": draft_tokens, "encode_ahead": encode_ahead,
-                                     "prefill_ahead": prefill_ahead, "log_gop_summaries": False,
+                                     "prefill_ahead": prefill_ahead, "ahead_guesses": ahead_guesses,
+                                     "log_gop_summaries": False,
                                      "diagnostics_period_s": 0.5}, namespace=namespace)
                  for namespace in namespaces]
     latencies_ms: dict[str, list[float]] = {namespace: [] for namespace in namespaces}
@@ -135,14 +139,14 @@ def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads
 def run_node_bench(out_path: str | Path | None, backend: str = "onnxruntime", sizes=((640, 480), (1280, 720)),
                    cameras=(1, 2), duration_s: float = 20.0, budget: int = 4, threads: int = 1,
                    prompt: str = PROMPT, dtype: str = "fp32", draft_tokens: int = DRAFT_TOKENS,
-                   encode_ahead: bool = True, prefill_ahead: bool = True) -> dict:
+                   encode_ahead: bool = True, prefill_ahead: bool = True, ahead_guesses: int = AHEAD_GUESSES) -> dict:
     with tempfile.TemporaryDirectory(prefix="ov2_bench_node_") as scratch:  # the streams, for the run
         return _node_bench(Path(scratch), out_path, backend, dtype, sizes, cameras, duration_s, budget, threads,
-                           prompt, draft_tokens, encode_ahead, prefill_ahead)
+                           prompt, draft_tokens, encode_ahead, prefill_ahead, ahead_guesses)
 
 
 def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s, budget, threads, prompt,
-                draft_tokens, encode_ahead, prefill_ahead) -> dict:
+                draft_tokens, encode_ahead, prefill_ahead, ahead_guesses) -> dict:
     if backend != "torch":  # export the default model once, before timing anything
         from ov2_ros.runtime.backend import open_backend
 
@@ -153,13 +157,14 @@ def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s
                                           H264EncoderConfig(width=width, height=height), work, f"{width}x{height}_{seed}",
                                           progress=False).mp4_path for seed in range(max(cameras))]
         baseline_ms = _offline_answer_ms(streams[0], backend, dtype, budget, threads, prompt, draft_tokens,
-                                         encode_ahead, prefill_ahead)
+                                         encode_ahead, prefill_ahead, ahead_guesses)
         for count in cameras:
             row = {"width": width, "height": height, "cameras": count, "backend": backend, "dtype": dtype,
                    "budget_canvases": budget, "draft_tokens": draft_tokens, "encode_ahead": encode_ahead,
-                   "prefill_ahead": prefill_ahead, "offline_answer_ms": round(baseline_ms, 1),
+                   "prefill_ahead": prefill_ahead, "ahead_guesses": ahead_guesses,
+                   "offline_answer_ms": round(baseline_ms, 1),
                    **_measure(streams[:count], backend, dtype, budget, threads, duration_s, prompt, draft_tokens,
-                              encode_ahead, prefill_ahead)}
+                              encode_ahead, prefill_ahead, ahead_guesses)}
             if row["latency_ms_p50"] is not None:
                 row["p50_vs_offline_answer"] = round(row["latency_ms_p50"] / baseline_ms, 2)
             rows.append(row)

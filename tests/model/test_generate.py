@@ -283,6 +283,53 @@ def test_a_held_prompt_start_gives_a_whole_prefills_logits_and_only_for_the_same
     assert session.reused == 4
 
 
+
+def test_several_held_starts_each_serve_their_prompts_the_longest_first_and_the_least_recent_go(tokenizer):
+    # A node holds one prompt start per guess of its next window: whichever the next prompt
+    # begins with serves it (the longest of those that do), and holding more than the capacity
+    # drops the start held or used least recently.
+    model = tiny_model(tokenizer, seed=8)
+    vision_end = tokenizer.token_ids().vision_end
+    positions = np.array([[0, 0, 0]] * 8 + [[15, 0, 2]] * 4 + [[30, 2, 0]] * 8, dtype=np.int32)
+    tokens = torch.randn(5, 48, generator=torch.Generator().manual_seed(2))
+
+    def start(fps, groups):  # up to the last <|vision_end|> of the first `groups` groups
+        head = tokenizer.encode(prompt_head(video_text(positions[:[8, 12][groups - 1]], fps)))
+        return head[:len(head) - head[::-1].index(vision_end)]
+
+    prompts = {fps: encode_prompt(tokenizer, "What happens?", positions, fps).input_ids for fps in (30.0, 25.0, 20.0)}
+    starts = {fps: start(fps, 2) for fps in prompts}  # the second group's timestamp differs
+    assert len({tuple(ids) for ids in starts.values()}) == 3 and all(prompts[f][:len(starts[f])] == starts[f] for f in prompts)
+    first_group = start(30.0, 1)  # "0.0s", the same at any rate
+
+    def whole(ids, vision=tokens):
+        return TorchSession(model).prefill(ids, vision)
+
+    session = PrefixSession(lambda: TorchSession(model), capacity=2)
+    assert session.hold(starts[30.0], tokens[:3]) and session.hold(starts[25.0], tokens[:3])
+    assert not session.hold(starts[30.0], tokens[:3])  # held already: now the most recent
+    for fps in (25.0, 30.0):
+        torch.testing.assert_close(session.prefill(prompts[fps], tokens), whole(prompts[fps]), rtol=1e-5, atol=1e-5)
+    assert session.reused == 2
+    # a shorter start that all three prompts begin with: the 25 fps start (least recent) goes
+    assert session.hold(first_group, tokens[:2])
+    assert [held.ids for held in session.held] == [starts[30.0], first_group]
+    # the 30 fps prompt begins with both: the longer serves it
+    torch.testing.assert_close(session.prefill(prompts[30.0], tokens), whole(prompts[30.0]), rtol=1e-5, atol=1e-5)
+    assert session.reused == 3 and session.active is session.held[-1].session and session.held[-1].ids == starts[30.0]
+    # the others, whose own starts are not held, start from the shorter one
+    for fps in (25.0, 20.0):
+        torch.testing.assert_close(session.prefill(prompts[fps], tokens), whole(prompts[fps]), rtol=1e-5, atol=1e-5)
+    assert session.reused == 5
+    # other vision tokens in the first group: no held start fits, a whole prefill
+    changed = tokens.clone()
+    changed[0] += 1.0
+    torch.testing.assert_close(session.prefill(prompts[30.0], changed), whole(prompts[30.0], changed),
+                               rtol=1e-5, atol=1e-5)
+    assert session.reused == 5
+    with pytest.raises(ValueError, match="at least one"):
+        PrefixSession(lambda: TorchSession(model), capacity=0)
+
 def test_greedy_constrained_pick_is_the_most_likely_allowed_token():
     """Where the most likely token is allowed it is taken without sorting; where it is not, the
     next most likely allowed one, and only a vocabulary with no allowed token is an error."""

@@ -157,7 +157,8 @@ def test_encoding_ahead_leaves_each_answer_its_new_group_and_changes_no_answer(b
         encoded_at_answer.append(ahead.groups_encoded - before)
         plain_encoded.append(plain.groups_encoded - plain_before)
         assert got.group_indices == expected.group_indices and got.answer.text == expected.answer.text
-        ahead.encode_ahead(groups[:newest])
+        for guess in range(ahead.ahead_guesses):
+            ahead.encode_ahead(groups[:newest], guess=guess)
     sliding = [i for i in range(3, len(groups)) if plain_encoded[i] > 1]  # answers whose window slid
     assert len(sliding) >= 2
     assert sum(encoded_at_answer[i] == 1 for i in sliding) >= len(sliding) - 1  # the guess held
@@ -170,3 +171,33 @@ def test_encoding_ahead_leaves_each_answer_its_new_group_and_changes_no_answer(b
     torch.testing.assert_close(ahead.vision_tokens(shown),
                                torch.cat([_encode(backend, g, shown[0].first_t) for g in shown]), rtol=0, atol=0)
     assert ahead.encode_ahead([]) == 0
+
+
+def test_the_guesses_of_the_next_window_cover_a_next_group_of_another_recent_length(backend, groups):
+    # Groups end where the motion says, so their lengths vary. Which groups the next window
+    # shows (where it starts) depends on the length of the group still to come: the first guess
+    # takes the newest group's length, the second another recent one, so that a next group of
+    # either length finds its window encoded ahead.
+    import dataclasses
+    lengths = [12, 20, 12, 20, 20, 12, 20, 12, 12, 20]
+    restamped, t = [], 0
+    frame_ns = 33_333_333
+    for index, frames in enumerate(lengths):
+        source = groups[index % len(groups)]
+        restamped.append(dataclasses.replace(source, index=index, first_t=t, last_t=t + frames - 1,
+                                             first_stamp_ns=(t + 1) * frame_ns, last_stamp_ns=(t + frames) * frame_ns))
+        t += frames
+    one = Perception(backend, budget_canvases=64, window_s=50 / 30, ahead_guesses=1)
+    two = Perception(backend, budget_canvases=64, window_s=50 / 30, ahead_guesses=2)
+    first_only = both = 0
+    for end in range(3, len(restamped)):
+        past, real = restamped[:end], restamped[end]
+        shown = [g.index for g in two.select([*past, real], two.window_s) if g is not real]
+        guesses = [[g.index for g in window] for window, _ in two.next_windows(past)]
+        assert len(guesses) <= 2 and [[g.index for g in w] for w, _ in one.next_windows(past)] == guesses[:1]
+        assert all(guess[-1] == past[-1].index for guess in guesses)  # each ends at the newest group
+        first_only += shown == guesses[0]
+        both += shown in guesses
+    assert both == len(restamped) - 3 and first_only < both  # the second guess was needed and held
+    with pytest.raises(ValueError, match="ahead_guesses >= 1"):
+        Perception(backend, ahead_guesses=0)
