@@ -60,6 +60,7 @@ KEPT_ANSWERS = 16  # questions whose last answer is kept as a draft reference
 # streams the first guess held for 70 %, one of the first two for 91 %, of three for 96 %.
 AHEAD_GUESSES = 2
 RECENT_SHAPES = 8  # groups whose (frames, canvases) the guesses try
+FPS_TOLERANCE = 0.005  # relative change of the measured frame rate that prompts do not follow (fps)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class Perception:
         can_hold = prefill_ahead and getattr(backend.session(), "can_extend", False)
         self._session = PrefixSession(backend.session, ahead_guesses) if can_hold else None
         self.prompts_prefilled_ahead = 0  # prompt starts prefilled while idle (prefill_ahead)
+        self._fps: float | None = None  # the frame rate the last prompt used (fps)
 
     def vision_tokens(self, groups: list[TokenizedGroup]) -> torch.Tensor:
         """(tokens, LLM hidden) of the groups in order, t counted from the first group's first
@@ -246,11 +248,20 @@ class Perception:
         return window_groups(groups, self.budget_canvases, window_s, self.nominal_fps)
 
     def fps(self, groups: list[TokenizedGroup]) -> float:
+        """The frame rate a prompt's timestamps use for these groups: measured from their header
+        stamps, but the last rate used while the measurement stays within FPS_TOLERANCE of it.
+        Why: stamps jitter (a publisher's clock, the transport), and a rate that moved by 0.1 %
+        changes some of a window's ~100 one-decimal timestamps, so the prompt no longer starts
+        with the one prefilled ahead; what that costs is at most FPS_TOLERANCE of the window in
+        where an answer's seconds land (50 ms in 10 s)."""
         frames = groups[-1].last_t - groups[0].first_t
         span_ns = groups[-1].last_stamp_ns - groups[0].first_stamp_ns
-        if frames > 0 and span_ns > 0 and groups[0].first_stamp_ns > 0:
-            return frames / (span_ns / 1e9)
-        return self.nominal_fps  # stamps unknown (0) or a single frame
+        if not (frames > 0 and span_ns > 0 and groups[0].first_stamp_ns > 0):
+            return self.nominal_fps  # stamps unknown (0) or a single frame
+        measured = frames / (span_ns / 1e9)
+        if self._fps is None or abs(measured / self._fps - 1.0) > FPS_TOLERANCE:
+            self._fps = measured
+        return self._fps
 
     def answer(self, groups: list[TokenizedGroup], image_size: tuple[int, int], query: Query) -> PerceptionResult:
         """groups: the stream's completed groups, oldest first; image_size: source (h, w)."""

@@ -201,3 +201,29 @@ def test_the_guesses_of_the_next_window_cover_a_next_group_of_another_recent_len
     assert both == len(restamped) - 3 and first_only < both  # the second guess was needed and held
     with pytest.raises(ValueError, match="ahead_guesses >= 1"):
         Perception(backend, ahead_guesses=0)
+
+
+def test_prompts_keep_their_frame_rate_through_stamp_jitter_and_follow_a_real_change(backend, groups):
+    # A window's timestamps are t / fps with one decimal: if a few milliseconds of stamp jitter
+    # moved the rate, the next prompt would not start with the one prefilled ahead.
+    import dataclasses
+    from ov2_ros.runtime.perception import FPS_TOLERANCE
+    perception = Perception(backend)
+    frame_ns = 1e9 / 30
+
+    def stamped(rate_scale, jitter_ns):
+        return [dataclasses.replace(g, first_stamp_ns=int(1e9 + g.first_t * frame_ns * rate_scale),
+                                    last_stamp_ns=int(1e9 + g.last_t * frame_ns * rate_scale + jitter_ns))
+                for g in groups]
+
+    first = perception.fps(stamped(1.0, 0))
+    assert first == pytest.approx(30.0, rel=1e-6)
+    span_s = (groups[-1].last_t - groups[0].first_t) / 30
+    small = 0.5 * FPS_TOLERANCE * span_s * 1e9  # the last stamp late by half the tolerance
+    assert perception.fps(stamped(1.0, small)) == first and perception.fps(stamped(1.0, -small)) == first
+    slower = perception.fps(stamped(1.02, 0))  # 2 % slower: followed
+    assert slower == pytest.approx(30.0 / 1.02, rel=1e-6)
+    assert perception.fps(stamped(1.02, small)) == slower
+    # stamps unknown: the nominal rate, and the rate kept stays as it was
+    unstamped = [dataclasses.replace(g, first_stamp_ns=0, last_stamp_ns=0) for g in groups]
+    assert perception.fps(unstamped) == 30.0 and perception.fps(stamped(1.02, 0)) == slower
