@@ -114,17 +114,16 @@ class PerceptionResult:
         return self.answer.output_format is not None and self.answer.parse_error is None
 
 
-def _next_group_guess(newest: TokenizedGroup, frames: int | None = None, canvases: int | None = None
-                      ) -> TokenizedGroup:
-    """A stand-in for the group after `newest`: `frames` long (default: as long as the newest)
-    with `canvases` canvases (default: the newest's), its stamps at the newest's frame interval."""
-    frames = frames or newest.last_t - newest.first_t + 1
+def _next_group_guess(newest: TokenizedGroup, frames: int, canvases: int) -> TokenizedGroup:
+    """A stand-in for the group after `newest`, `frames` long with `canvases` canvases (what
+    window_groups reads of it), its stamps at the newest's frame interval."""
     span_ns = newest.last_stamp_ns - newest.first_stamp_ns
-    step_ns = span_ns // max(1, newest.last_t - newest.first_t) if newest.last_stamp_ns > 0 else 0  # a frame's interval
+    # one frame's interval (0: stamps unknown)
+    step_ns = span_ns // max(1, newest.last_t - newest.first_t) if newest.last_stamp_ns > 0 else 0
     shape = newest.canvases.shape
-    shown = newest.canvases if canvases in (None, shape[0]) else np.broadcast_to(newest.canvases[:1], (canvases, *shape[1:]))
+    stand_in = newest.canvases if canvases == shape[0] else np.broadcast_to(newest.canvases[:1], (canvases, *shape[1:]))
     return dataclasses.replace(newest, index=newest.index + 1, first_t=newest.last_t + 1, last_t=newest.last_t + frames,
-                               canvases=shown,
+                               canvases=stand_in,
                                first_stamp_ns=newest.last_stamp_ns + step_ns if step_ns else 0,
                                last_stamp_ns=newest.last_stamp_ns + step_ns * frames if step_ns else 0)
 

@@ -299,7 +299,8 @@ def test_several_held_starts_each_serve_their_prompts_the_longest_first_and_the_
 
     prompts = {fps: encode_prompt(tokenizer, "What happens?", positions, fps).input_ids for fps in (30.0, 25.0, 20.0)}
     starts = {fps: start(fps, 2) for fps in prompts}  # the second group's timestamp differs
-    assert len({tuple(ids) for ids in starts.values()}) == 3 and all(prompts[f][:len(starts[f])] == starts[f] for f in prompts)
+    assert len({tuple(ids) for ids in starts.values()}) == 3
+    assert all(prompts[fps][:len(starts[fps])] == starts[fps] for fps in prompts)
     first_group = start(30.0, 1)  # "0.0s", the same at any rate
 
     def whole(ids, vision=tokens):
