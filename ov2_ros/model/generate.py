@@ -273,14 +273,16 @@ class _HeldStart:
     def vision_count(self) -> int:
         return 0 if self.vision_tokens is None else int(self.vision_tokens.shape[0])
 
-    def is_start_of(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> bool:
-        size = len(self.ids)
-        if len(input_ids) <= size or input_ids[:size] != self.ids:
-            return False
+    def vision_starts(self, vision_tokens: torch.Tensor | None) -> bool:
+        """The held vision tokens are the first of these (always, where none are held)."""
         if not self.vision_count:
             return True
         return (vision_tokens is not None and vision_tokens.shape[0] >= self.vision_count
                 and torch.equal(vision_tokens[:self.vision_count], self.vision_tokens))
+
+    def is_start_of(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> bool:
+        size = len(self.ids)
+        return len(input_ids) > size and input_ids[:size] == self.ids and self.vision_starts(vision_tokens)
 
 
 class PrefixSession:
@@ -311,8 +313,8 @@ class PrefixSession:
         """Prefill the start of a prompt to come: ids (vision tokens at its <|image_pad|> ids).
         False: that start is held already (it becomes the most recent), nothing to do."""
         for held in self.held:
-            if (held.ids == input_ids and (vision_tokens is None) == (held.vision_tokens is None)
-                    and (vision_tokens is None or torch.equal(vision_tokens, held.vision_tokens))):
+            # the same ids have as many <|image_pad|> ids, so the same count of vision tokens
+            if held.ids == input_ids and held.vision_starts(vision_tokens):
                 self.held.remove(held)
                 self.held.append(held)
                 return False
@@ -321,9 +323,6 @@ class PrefixSession:
         self.held.append(_HeldStart(session, list(input_ids), vision_tokens))
         del self.held[:-self.capacity]
         return True
-
-    def holds_start_of(self, input_ids: list[int], vision_tokens: torch.Tensor | None) -> bool:
-        return self._start_of(input_ids, vision_tokens) is not None
 
     def _start_of(self, input_ids, vision_tokens) -> _HeldStart | None:
         starts = [held for held in self.held if held.is_start_of(input_ids, vision_tokens)]

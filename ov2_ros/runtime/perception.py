@@ -182,8 +182,9 @@ class Perception:
         for frames, canvases in [own, *(shape for shape, _ in recent.most_common() if shape != own)]:
             guess = _next_group_guess(newest, frames, canvases)
             shown = [g for g in self.select([*groups, guess], window_s or self.window_s) if g is not guess]
-            if shown and tuple(map(id, shown)) not in seen:
-                seen.add(tuple(map(id, shown)))
+            key = tuple(map(id, shown))
+            if shown and key not in seen:
+                seen.add(key)
                 windows.append((shown, guess))
             if len(windows) == self.ahead_guesses:
                 break
