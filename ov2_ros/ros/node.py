@@ -84,6 +84,8 @@ class _Job:
     query: Query
     publish: bool
     kind: str = "query"  # or "standing": the default_prompt on new groups
+    # When it became due (perf_counter s): a question's arrival, a standing one's group completing.
+    due_s: float = field(default_factory=time.perf_counter)
     done: threading.Event = field(default_factory=threading.Event)
     result: PerceptionResult | None = None
     error: str = ""
@@ -177,6 +179,7 @@ class Ov2Node(LifecycleNode):
         self._query_queue_size, self._query_timeout_s = p["query_queue_size"], p["query_timeout_s"]
         self._default_prompt, self._output_format = p["default_prompt"], p["output_format"]
         self._groups_seen = 0  # groups completed; the standing question last ran at _standing_seen
+        self._group_completed_s = 0.0  # perf_counter when the newest group completed
         self._standing_seen = 0
         self._encode_ahead = p["encode_ahead"]
         self._ahead_guesses = p["ahead_guesses"]
@@ -185,6 +188,14 @@ class Ov2Node(LifecycleNode):
         self._answers = collections.Counter()  # standing, query, refused, failed
         self._drafts = collections.Counter()  # draft tokens proposed and confirmed, over all answers
         self._inference_ms = RollingWindow()
+        # Per answer: how long it waited for the inference thread (behind another answer or a
+        # guess encoded ahead), and each stage of the model (Answer.timings_s).
+        self._answer_wait_ms = RollingWindow()
+        self._inference_cpu_ms = RollingWindow()  # the inference thread's CPU time per answer
+        # Age of the newest frame an answer describes when the answer is published (header stamps
+        # on this node's clock, as a live camera's are): the end-to-end latency as the node sees it.
+        self._result_age_ms = RollingWindow()
+        self._stage_ms = {stage: RollingWindow() for stage in ("vision", "prefill", "decode")}
         self._last_stage_s: dict = {}
         self._last_answer = ""
         self._model_id = ""
@@ -562,6 +573,7 @@ class Ov2Node(LifecycleNode):
             if groups:
                 with self._work:
                     self._groups_seen += len(groups)
+                    self._group_completed_s = time.perf_counter()
                     self._work.notify()
             if self._gop_summaries:
                 for group in groups:
@@ -671,7 +683,8 @@ class Ov2Node(LifecycleNode):
         if self._default_prompt and self._groups_seen > self._standing_seen:
             self._standing_seen = self._groups_seen
             output_format = results.SERVICE_FORMATS[self._output_format]
-            return _Job(Query(self._default_prompt, output_format).with_id(), publish=True, kind="standing")
+            return _Job(Query(self._default_prompt, output_format).with_id(), publish=True, kind="standing",
+                        due_s=self._group_completed_s)
         return None
 
     def _next_guess(self) -> int | None:
@@ -713,7 +726,7 @@ class Ov2Node(LifecycleNode):
             groups = list(self.groups)
             geometry = self._tokenizer.geometry
             frame_id = self._frame_id
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         try:
             if geometry is None:
                 raise ValueError("no temporal group has been completed yet: no video to answer about")
@@ -727,11 +740,16 @@ class Ov2Node(LifecycleNode):
             job.done.set()
             return
         elapsed_ms = (time.perf_counter() - started) * 1e3
+        cpu_ms = (time.thread_time() - cpu_started) * 1e3
         answer = job.result.answer
         with self._work:
             self._answers[job.kind] += 1
             self._drafts.update(proposed=answer.draft_proposed, confirmed=answer.draft_accepted)
             self._inference_ms.add(elapsed_ms)
+            self._inference_cpu_ms.add(cpu_ms)
+            self._answer_wait_ms.add((started - job.due_s) * 1e3)
+            for stage, window in self._stage_ms.items():
+                window.add(answer.timings_s[f"{stage}_s"] * 1e3)
             self._last_stage_s = dict(answer.timings_s)
             self._last_answer = f"{job.query.request_id} [{answer.output_format}] {answer.text[:80]}"
         if job.publish and self.context.ok():  # not once shutdown has begun
@@ -740,6 +758,9 @@ class Ov2Node(LifecycleNode):
                 self._results[role].publish(message)
             if "annotated" in self._results:
                 self._publish_visualisation(job.result, frame_id)
+            if job.result.window_end_ns:
+                with self._work:
+                    self._result_age_ms.add((time.time_ns() - job.result.window_end_ns) / 1e6)
         job.done.set()
 
     def _publish_visualisation(self, result: PerceptionResult, frame_id: str) -> None:
@@ -820,6 +841,13 @@ class Ov2Node(LifecycleNode):
                 "prompts_prefilled_ahead_used": self._perception.prompts_ahead_used if self._perception is not None else 0,
                 "inference_ms_p50": self._inference_ms.percentile(50),
                 "inference_ms_p99": self._inference_ms.percentile(99),
+                # Below inference_ms: the thread waited (the GIL, a busy CPU) within its answers.
+                "inference_cpu_ms_p50": self._inference_cpu_ms.percentile(50),
+                "result_age_ms_p50": self._result_age_ms.percentile(50),
+                "result_age_ms_p99": self._result_age_ms.percentile(99),
+                "answer_wait_ms_p50": self._answer_wait_ms.percentile(50),
+                "answer_wait_ms_p99": self._answer_wait_ms.percentile(99),
+                **{f"answer_{stage}_ms_p50": window.percentile(50) for stage, window in self._stage_ms.items()},
                 # Draft tokens (parameter draft_tokens): each confirmed one is a decoder pass saved.
                 "draft_tokens_proposed": self._drafts["proposed"],
                 "draft_tokens_confirmed": self._drafts["confirmed"],

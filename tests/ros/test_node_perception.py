@@ -94,6 +94,11 @@ def test_standing_question_answers_on_new_groups_with_frame_stamps(ros, node_und
     values = watcher.wait_for(lambda v: counter(v, "answers_standing") >= 2, 30.0, name_prefix="/standing/ov2_node")
     assert values is not None and counter(values, "answers_failed") == 0
     assert float(values["inference_ms_p50"]) > 0 and float(values["last_vision_s_ms"]) > 0
+    # an answer's stages fit in its time; it waited for the thread at least 0 ms
+    stages = sum(float(values[f"answer_{stage}_ms_p50"]) for stage in ("vision", "prefill", "decode"))
+    assert 0 < stages <= 1.5 * float(values["inference_ms_p99"]) and float(values["answer_wait_ms_p50"]) >= 0
+    # the newest frame an answer describes was sent (stamped) before the answer began
+    assert 0.5 * float(values["inference_ms_p50"]) < float(values["result_age_ms_p50"]) < 60_000
     # the second answer on was drafted from the one before
     assert 0 < counter(values, "draft_tokens_confirmed") <= counter(values, "draft_tokens_proposed")
     # idle after its last answer, the node encoded ahead the next window's groups (its first group
