@@ -5,7 +5,8 @@ the embed graph gives the prompt's embeddings, the vision tokens fill its <|imag
 (the same function the PyTorch model uses), the prefill graph returns the next-token logits and
 the KV cache, and each decode step feeds the cache back (explicit inputs and outputs); the
 extend graph, where the folder has it (fused-attention exports since revision 4), takes a token
-and its draft in one pass.
+and its draft in one pass, or the rest of a prompt whose start is cached (model/generate.py's
+PrefixSession).
 """
 from __future__ import annotations
 
@@ -53,15 +54,18 @@ class OnnxRuntimeBackend:
             options.inter_op_num_threads = 1
         providers = providers or ["CPUExecutionProvider"]
         # fused_attention: the *.ort.onnx variants where the export has them (ort_attention.py).
-        # int8 leaves extend in fp32: an int8 graph quantises a pass's activations with one scale,
-        # so a row's logits would depend on the draft tokens after it.
+        # int8 checks draft tokens with the fp32 extend: an int8 graph quantises a pass's
+        # activations with one scale, so a row's logits would depend on the draft tokens after
+        # it. The rest of a prompt ("extend_prompt": only its last row's logits are read, as of
+        # a prefill) runs the int8 extend, as the int8 prefill runs a whole prompt.
         names = list(self.manifest.graphs)
         if fused_attention and "extend" in self.manifest.ort_graphs:
-            names.append("extend")
-        paths = {name: self.manifest.graph_path(folder, name, fused_attention, precision == "int8" and name != "extend")
+            names += ["extend", "extend_prompt"]
+        paths = {name: self.manifest.graph_path(folder, "extend" if name == "extend_prompt" else name, fused_attention,
+                                                precision == "int8" and name != "extend")
                  for name in names}
-        self.graphs = {name: ort.InferenceSession(str(path), options, providers=providers)
-                       for name, path in paths.items()}
+        sessions = {path: ort.InferenceSession(str(path), options, providers=providers) for path in set(paths.values())}
+        self.graphs = {name: sessions[path] for name, path in paths.items()}  # fp32: one extend for both
         self.present = present_names(self.manifest.num_layers)
         self.past = past_names(self.manifest.num_layers)
 
@@ -103,11 +107,13 @@ class OnnxRuntimeSession:
 
     def extend(self, tokens, vision_tokens=None):
         embeds = self.backend.embed(tokens)
-        if vision_tokens is not None:  # generated tokens are embedded as they are, placeholders too
+        graph = "extend"
+        if vision_tokens is not None:  # a prompt's rest; generated tokens are embedded as they are
             embeds = fill_placeholders(torch.from_numpy(embeds), torch.tensor([tokens]), vision_tokens,
                                        self.tokens.image_pad).numpy()
+            graph = "extend_prompt"
         feeds = {"inputs_embeds": embeds, **dict(zip(self.backend.past, self.cache))}
-        logits, *self.cache = self.backend.graphs["extend"].run(["logits", *self.backend.present], feeds)
+        logits, *self.cache = self.backend.graphs[graph].run(["logits", *self.backend.present], feeds)
         return torch.from_numpy(logits[0]).float()  # (len(tokens), vocab)
 
     def truncate(self, length):
