@@ -416,7 +416,8 @@ class Ov2Node(LifecycleNode):
             "ahead_guesses": (AHEAD_GUESSES, _descriptor(
                 "With encode_ahead: how many guesses of the next window (by the length and canvases of the "
                 "group still to come) are encoded, and with prefill_ahead prefilled, while idle, most likely "
-                "first; each costs idle time (about an answer's) and memory for its prompt's cache.", int_t,
+                "first; each costs idle time (about an answer's) and memory for its prompt's cache. Where "
+                "several cameras' nodes share few cores, that idle time is another node's: 1 there.", int_t,
                 read_only=True, int_range=(1, 4))),
             "visualize": (False, _descriptor(
                 "Also publish each answer drawn on the newest frame (ov2/annotated, sensor_msgs/Image) and "
