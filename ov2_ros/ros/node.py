@@ -19,7 +19,8 @@ Threads (all visible here):
                      newest group (`prefill_ahead`), so the next answer encodes only its new
                      group and prefills only that group and the question; one guess of the
                      next window at a time (`ahead_guesses` of them), so that a question or
-                     group that arrives meanwhile waits for one guess at most.
+                     group that arrives meanwhile waits for one guess at most, and a guess
+                     skips its prefill if one has arrived while it encoded.
 The decode queue is bounded; an access unit that does not fit is counted as dropped and the
 ingest restarts at the next IDR (a lost picture corrupts the rest of its GOP). Inference never
 blocks intake.
@@ -688,6 +689,11 @@ class Ov2Node(LifecycleNode):
                         due_s=self._group_completed_s)
         return None
 
+    def _answer_due(self) -> bool:
+        """Whether a question waits or a group has completed since the standing one last ran."""
+        with self._work:
+            return bool(self._queries) or bool(self._default_prompt and self._groups_seen > self._standing_seen)
+
     def _next_guess(self) -> int | None:
         """Under self._work: the guess of the next window to encode ahead now, if any (once the
         standing question has answered the newest group, each guess once)."""
@@ -717,7 +723,7 @@ class Ov2Node(LifecycleNode):
         with self._lock:
             groups = list(self.groups)
         try:
-            self._perception.encode_ahead(groups, guess=guess)
+            self._perception.encode_ahead(groups, guess=guess, stop=self._answer_due)
         except Exception as error:  # the next answer encodes what this could not
             self.get_logger().warning(f"encoding ahead failed: {type(error).__name__}: {error}",
                                       throttle_duration_sec=self._log_throttle_s)

@@ -38,6 +38,7 @@ import collections
 import dataclasses
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,10 +191,13 @@ class Perception:
                 break
         return windows
 
-    def encode_ahead(self, groups: list[TokenizedGroup], window_s: float | None = None, guess: int = 0) -> int:
+    def encode_ahead(self, groups: list[TokenizedGroup], window_s: float | None = None, guess: int = 0,
+                     stop: Callable[[], bool] | None = None) -> int:
         """Encode the groups of the `guess`-th guess of the next window (next_windows) for the
-        start it would have, and with prefill_ahead hold its prompt's start. Returns how many
-        groups this encoded (0: all were encoded already, or there is no such guess)."""
+        start it would have, and with prefill_ahead hold its prompt's start, unless `stop()` says
+        by then that an answer is due (a live node: the prefill, the longer half, would make it
+        wait). Returns how many groups this encoded (0: all were encoded already, or there is no
+        such guess)."""
         windows = self.next_windows(groups, window_s)
         if guess >= len(windows):
             return 0
@@ -201,7 +205,7 @@ class Perception:
         keys, new = self._encode(shown)
         self.groups_encoded_ahead += len(new)
         self._ahead.update(new)
-        if self._session is not None:
+        if self._session is not None and not (stop is not None and stop()):
             self._prefill_ahead(shown, keys, self.fps([*shown, next_group]))
         return len(new)
 

@@ -171,6 +171,11 @@ def test_encoding_ahead_leaves_each_answer_its_new_group_and_changes_no_answer(b
     torch.testing.assert_close(ahead.vision_tokens(shown),
                                torch.cat([_encode(backend, g, shown[0].first_t) for g in shown]), rtol=0, atol=0)
     assert ahead.encode_ahead([]) == 0
+    # An answer due meanwhile (stop) skips the prompt's prefill, not the encoding.
+    stopped = Perception(backend, budget_canvases=12, window_s=window_s, max_new_tokens=6)
+    assert stopped.encode_ahead(groups[:4], stop=lambda: True) > 0 and stopped.prompts_prefilled_ahead == 0
+    stopped.encode_ahead(groups[:4], stop=lambda: False)
+    assert stopped.prompts_prefilled_ahead == 1
 
 
 def test_the_guesses_of_the_next_window_cover_a_next_group_of_another_recent_length(backend, groups):
