@@ -682,17 +682,21 @@ class Ov2Node(LifecycleNode):
         """Under self._work: a waiting question, else the standing one if a group completed."""
         if self._queries:
             return self._queries.popleft()
-        if self._default_prompt and self._groups_seen > self._standing_seen:
+        if self._standing_due():
             self._standing_seen = self._groups_seen
             output_format = results.SERVICE_FORMATS[self._output_format]
             return _Job(Query(self._default_prompt, output_format).with_id(), publish=True, kind="standing",
                         due_s=self._group_completed_s)
         return None
 
+    def _standing_due(self) -> bool:
+        """Under self._work: a group has completed since the standing question last ran."""
+        return bool(self._default_prompt) and self._groups_seen > self._standing_seen
+
     def _answer_due(self) -> bool:
-        """Whether a question waits or a group has completed since the standing one last ran."""
+        """Whether a question waits or the standing one is due (what _next_job would take)."""
         with self._work:
-            return bool(self._queries) or bool(self._default_prompt and self._groups_seen > self._standing_seen)
+            return bool(self._queries) or self._standing_due()
 
     def _next_guess(self) -> int | None:
         """Under self._work: the guess of the next window to encode ahead now, if any (once the

@@ -31,15 +31,17 @@ from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
 
 PROMPT = "Trace where the gripper moved."
+STAGES = ("vision", "prefill", "decode")  # an answer's model stages (Answer.timings_s)
 
 
 def _offline_answer(stream_path: Path, backend: str, dtype: str, budget: int, threads: int, prompt: str,
-                       draft_tokens: int, encode_ahead: bool, prefill_ahead: bool, ahead_guesses: int) -> dict:
+                    draft_tokens: int, encode_ahead: bool, prefill_ahead: bool, ahead_guesses: int) -> dict:
     """The model alone: the standing question, offline, on the windows the node answers, one
     per group after the first (the first answer warms up; the last ones alone, full windows
-    whose guesses mostly hold, ran ~15 % faster than all); with encode_ahead, the guesses of the next window's groups encoded (and with
-    prefill_ahead, their prompts' starts prefilled) ahead between answers, untimed, as the idle
-    node does. Medians (ms) of the answer and of its stages."""
+    whose guesses mostly hold, ran ~15 % faster than all); with encode_ahead, the guesses of
+    the next window's groups encoded (and with prefill_ahead, their prompts' starts prefilled)
+    ahead between answers, untimed, as the idle node does. Medians (ms): the answer's
+    ("answer_ms") and its stages' ("stages")."""
     from ov2_ros.runtime.backend import open_backend
     from ov2_ros.runtime.perception import Perception, Query
     from ov2_ros.tokenizer.files import tokenize_file
@@ -55,7 +57,7 @@ def _offline_answer(stream_path: Path, backend: str, dtype: str, budget: int, th
     ends = range(2, len(groups) + 1)
     # Warm-up; then one timed answer per new group, as the node's standing question runs.
     perception.answer(groups[:1], size, Query(prompt))
-    times, stages = [], {"vision": [], "prefill": [], "decode": []}
+    times, stages = [], {stage: [] for stage in STAGES}
     for end in ends:
         if encode_ahead:
             for guess in range(ahead_guesses):
@@ -66,7 +68,7 @@ def _offline_answer(stream_path: Path, backend: str, dtype: str, budget: int, th
         for stage, values in stages.items():
             values.append(answer.timings_s[f"{stage}_s"] * 1e3)
     return {"answer_ms": round(float(np.median(times)), 1),
-            **{f"{stage}_ms": round(float(np.median(values)), 1) for stage, values in stages.items()}}
+            "stages": {stage: round(float(np.median(values)), 1) for stage, values in stages.items()}}
 
 
 def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads: int, duration_s: float,
@@ -133,10 +135,12 @@ def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads
             # a group to close and for the worker to finish the previous answer).
             "node_inference_ms_p50": [round(float(f["inference_ms_p50"]), 1) if f else None for f in finals],
             "node_inference_ms_p99": [round(float(f["inference_ms_p99"]), 1) if f else None for f in finals],
-            # How long a due answer waited for the inference thread, and the model's stages.
+            # Where an answer's time went: a frame's decoding, the result's age when published,
+            # the inference thread's CPU time, the wait for that thread, the model's stages.
             **{f"node_{name}": [round(float(f[name]), 1) if f else None for f in finals]
-               for name in ("stamp_to_decoded_ms_p50", "result_age_ms_p50", "inference_cpu_ms_p50", "answer_wait_ms_p50", "answer_wait_ms_p99", "answer_vision_ms_p50",
-                            "answer_prefill_ms_p50", "answer_decode_ms_p50")},
+               for name in ("stamp_to_decoded_ms_p50", "result_age_ms_p50", "inference_cpu_ms_p50",
+                            "answer_wait_ms_p50", "answer_wait_ms_p99",
+                            *(f"answer_{stage}_ms_p50" for stage in STAGES))},
             # Groups through the encoder, of them encoded ahead while idle, and of those shown.
             **{name: [counter(f, name) if f else None for f in finals]
                for name in ("groups_encoded", "groups_encoded_ahead", "groups_encoded_ahead_used",
@@ -164,13 +168,13 @@ def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s
                                           H264EncoderConfig(width=width, height=height), work, f"{width}x{height}_{seed}",
                                           progress=False).mp4_path for seed in range(max(cameras))]
         offline = _offline_answer(streams[0], backend, dtype, budget, threads, prompt, draft_tokens,
-                                         encode_ahead, prefill_ahead, ahead_guesses)
+                                  encode_ahead, prefill_ahead, ahead_guesses)
         for count in cameras:
             row = {"width": width, "height": height, "cameras": count, "backend": backend, "dtype": dtype,
                    "budget_canvases": budget, "draft_tokens": draft_tokens, "encode_ahead": encode_ahead,
                    "prefill_ahead": prefill_ahead, "ahead_guesses": ahead_guesses,
                    "offline_answer_ms": offline["answer_ms"],
-                   "offline_stage_ms_p50": {stage: offline[f"{stage}_ms"] for stage in ("vision", "prefill", "decode")},
+                   "offline_stage_ms_p50": offline["stages"],
                    **_measure(streams[:count], backend, dtype, budget, threads, duration_s, prompt, draft_tokens,
                               encode_ahead, prefill_ahead, ahead_guesses)}
             if row["latency_ms_p50"] is not None:

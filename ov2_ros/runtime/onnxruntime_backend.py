@@ -58,12 +58,14 @@ class OnnxRuntimeBackend:
         # activations with one scale, so a row's logits would depend on the draft tokens after
         # it. The rest of a prompt ("extend_prompt": only its last row's logits are read, as of
         # a prefill) runs the int8 extend, as the int8 prefill runs a whole prompt.
+        int8 = precision == "int8"
         names = list(self.manifest.graphs)
         if fused_attention and "extend" in self.manifest.ort_graphs:
-            names += ["extend", "extend_prompt"]
-        paths = {name: self.manifest.graph_path(folder, "extend" if name == "extend_prompt" else name, fused_attention,
-                                                precision == "int8" and name != "extend")
+            names.append("extend")
+        paths = {name: self.manifest.graph_path(folder, name, fused_attention, int8 and name != "extend")
                  for name in names}
+        if "extend" in paths:
+            paths["extend_prompt"] = self.manifest.graph_path(folder, "extend", fused_attention, int8)
         sessions = {path: ort.InferenceSession(str(path), options, providers=providers) for path in set(paths.values())}
         self.graphs = {name: sessions[path] for name, path in paths.items()}  # fp32: one extend for both
         self.present = present_names(self.manifest.num_layers)
