@@ -54,7 +54,7 @@ from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS, gripper_rectang
 from ov2_ros.tokenizer.geometry import PATCH_PX
 from training.data import STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
 from training.evaluate import heldout_clips
-from training.train import StageConfig, lr_at
+from training.train import PRECISIONS, StageConfig, autocast, lr_at
 
 THING_KINDS = ("cube", "cylinder", "plate", "ball")
 # "table" is the background: the table, walls and distractors no question asks about.
@@ -287,10 +287,12 @@ def scores(model, head, shots: ShotSet, batch: int = 16) -> dict:
 
 def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int = 16, lr: float = 1e-3,
              eval_shots: int = 60, every: int = 100, seed: int = 0, cache_dir: str = "cache/worlds",
-             place_weight: float = 1.0, centre_weight: float = 1.0) -> dict:
+             place_weight: float = 1.0, centre_weight: float = 1.0, precision: str = "fp32") -> dict:
     """Train the vision tower of the model folder `init` on `worlds` ({world: training shots or
     clips, seeds 0..N-1}); score on held-out seeds of each world (training variations) every `every`
-    steps; save to `out`."""
+    steps; save to `out`. precision: training.train.autocast's."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = load_model(init)
@@ -312,7 +314,9 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
         for group in optimizer.param_groups:  # the stages' schedule: warm-up, cosine to a tenth
             group["lr"] = lr_at(step - 1, schedule)
         vision, targets, places, centres = training.batch(rng.integers(len(training.shots), size=batch))
-        logits, place_logits, centre_logits = block_logits(model, head, vision)
+        with autocast(precision):
+            logits, place_logits, centre_logits = block_logits(model, head, vision)
+        logits, place_logits, centre_logits = logits.float(), place_logits.float(), centre_logits.float()
         loss = (weighted_nats(logits, targets) + place_weight * place_nats(place_logits, places)
                 + centre_weight * place_nats(centre_logits, centres))
         optimizer.zero_grad()
@@ -362,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: mixed precision (autocast)")
     args = parser.parse_args(argv)
     try:
         worlds = parse_worlds(args.worlds)
@@ -369,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--worlds: {error}")
     torch.set_num_threads(args.threads)
     result = pretrain(args.init, args.out, worlds, args.steps, args.batch, args.lr, args.eval_shots, args.every,
-                      args.seed, args.cache, args.place_weight, args.centre_weight)
+                      args.seed, args.cache, args.place_weight, args.centre_weight, args.precision)
     print(json.dumps(result["curve"][-1]))
     return 0
 

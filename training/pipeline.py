@@ -21,7 +21,7 @@ from ov2_ros.model.checkpoint import save_model
 from ov2_ros.model.prompt import TextTokenizer
 from training.encoder_pretrain import parse_worlds, pretrain
 from training.text import build_tokenizer
-from training.train import StageConfig, initial_model, train_stage
+from training.train import PRECISIONS, StageConfig, initial_model, train_stage
 
 STAGES = ("s1_align", "s2_mid", "s3_long", "s4_spatial")
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -29,7 +29,7 @@ ENCODER_WORLDS = {"mid": 2000, "lone": 1000, "closeup": 1000, "stills": 2000}  #
 
 
 def pretrained_encoder(out: Path, preset: str, cache: str, steps: int, seed: int,
-                       worlds: dict[str, int] = ENCODER_WORLDS, eval_shots: int = 60) -> str:
+                       worlds: dict[str, int] = ENCODER_WORLDS, eval_shots: int = 60, precision: str = "fp32") -> str:
     """OUT/s0_encoder: the preset's random model (seeded as stage 1 would seed it) with its
     vision tower pretrained for `steps` steps on `worlds`; kept when already there (a resumed
     pipeline)."""
@@ -41,14 +41,16 @@ def pretrained_encoder(out: Path, preset: str, cache: str, steps: int, seed: int
         build_tokenizer(out / "tokenizer.json")
         torch.manual_seed(seed)
         save_model(initial_model(preset, TextTokenizer(out / "tokenizer.json")), random_init, out / "tokenizer.json")
-    result = pretrain(str(random_init), str(folder), worlds, steps, eval_shots=eval_shots, cache_dir=cache)
+    result = pretrain(str(random_init), str(folder), worlds, steps, eval_shots=eval_shots, cache_dir=cache,
+                      precision=precision)
     print(json.dumps(result["curve"][-1]), flush=True)
     return str(folder)
 
 
 def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, threads: int | None,
                  steps_scale: float = 1.0, encoder_pretrain_steps: int = 0,
-                 centre_vision: float | None = None, encoder_worlds: dict[str, int] = ENCODER_WORLDS) -> list[dict]:
+                 centre_vision: float | None = None, encoder_worlds: dict[str, int] = ENCODER_WORLDS,
+                 precision: str = "fp32") -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -56,7 +58,8 @@ def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, thre
     init, results = preset, []
     if encoder_pretrain_steps:
         init = pretrained_encoder(out, preset, cache, encoder_pretrain_steps,
-                                  StageConfig.load(CONFIGS / f"{STAGES[0]}.json").seed, encoder_worlds)
+                                  StageConfig.load(CONFIGS / f"{STAGES[0]}.json").seed, encoder_worlds,
+                                  precision=precision)
     for name in STAGES:
         config = StageConfig.load(CONFIGS / f"{name}.json")
         if centre_vision is not None:
@@ -67,7 +70,7 @@ def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, thre
                                          save_every=steps)
         started = time.time()
         result = train_stage(config, out / name, init, cache, input_mode, threads=threads,
-                             resume=(out / name / "last" / "trainer_state.json").is_file())
+                             resume=(out / name / "last" / "trainer_state.json").is_file(), precision=precision)
         result["wall_s"] = round(time.time() - started, 1)
         results.append(result)
         print(json.dumps(result), flush=True)
@@ -91,11 +94,13 @@ def main(argv: list[str] | None = None) -> int:
                              f"(default {','.join(f'{w}:{n}' for w, n in ENCODER_WORLDS.items())})")
     parser.add_argument("--centre-vision", type=float, default=None, metavar="M",
                         help="every stage's centre_vision_momentum (default: each config's own)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="bf16: mixed precision (autocast) in stage 0 and every stage")
     args = parser.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "command.json").write_text(json.dumps({"argv": sys.argv, "args": vars(args)}, indent=1))
     run_pipeline(args.out, args.input, args.preset, args.cache, args.threads, args.steps_scale,
-                 args.encoder_pretrain, args.centre_vision, args.encoder_worlds)
+                 args.encoder_pretrain, args.centre_vision, args.encoder_worlds, args.precision)
     return 0
 
 

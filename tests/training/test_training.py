@@ -127,6 +127,34 @@ def test_a_few_steps_lower_the_loss_and_resuming_gives_the_same_model(workspace,
     assert a.config.max_pixels == 168 * 112  # 160x120 worlds, processed at 168x112: the model's frame area
 
 
+def test_bf16_mixed_precision_computes_in_bf16_scores_as_fp32_and_learns(workspace, tmp_path):
+    """precision bf16: matrix products in bfloat16, the loss within a percent of fp32's on the
+    same batch; a bf16 run learns as the fp32 one does and saves fp32 weights."""
+    from training.train import autocast, batch_loss
+
+    root, tokenizer = workspace
+    model = tiny_model(tokenizer, seed=5)
+    example = examples_for_clip(ClipCache(root / "cache"), tokenizer, ClipSpec("pickplace", 3, duration_s=6.0),
+                                "codec", 4, np.random.default_rng(0))[0]
+    computed = []
+    model.language_model.layers[0].mlp.up_proj.register_forward_hook(lambda m, a, out: computed.append(out.dtype))
+    with torch.no_grad():
+        full = float(batch_loss(model, pack([example])))
+        with autocast("bf16"):
+            mixed = batch_loss(model, pack([example]))
+    assert computed == [torch.float32, torch.bfloat16] and mixed.dtype == torch.float32
+    assert float(mixed) == pytest.approx(full, rel=0.01) and float(mixed) != full
+    with pytest.raises(ValueError, match="precision"):
+        train_stage(STAGE, tmp_path / "fp8", "nano", root / "cache", precision="fp8")
+    assert not (tmp_path / "fp8").exists()  # refused before anything was written
+
+    trained = train_stage(STAGE, tmp_path / "bf16", "nano", root / "cache", tokenizer_path=tokenizer.path,
+                          threads=1, progress=False, precision="bf16")
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "bf16" / "log.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.5, losses
+    assert all(value.dtype == torch.float32 for value in load_model(trained["model"]).state_dict().values())
+
+
 def test_examples_side_by_side_score_as_each_alone_and_a_frozen_vision_tower_stays(workspace, tmp_path):
     """examples_per_step: rows padded to the longest give every answer token the loss it has
     alone; a frozen tower's tokens computed once give the same loss; trainable "llm" trains the
