@@ -257,7 +257,7 @@ def scale_attention_gains(model: Ov2Model, factor: float) -> None:
     queries and keys (RMS 1 per head dimension), so with gains of 1 an attention logit is at most
     sqrt(head_dim) (8 for our 64) in size; picking one token (the object named in the question)
     out of ~1,300 nearly alike vision and timestamp tokens needs a wider range. Pretrained Qwen3
-    has learnt larger gains; ours stayed at 1.00-1.09 after 2,400 steps (the default model)."""
+    has learnt larger gains; ours stayed at 1.00-1.09 after 2,400 steps (the default model until 2026-12-07)."""
     for layer in model.language_model.layers:
         layer.self_attn.q_norm.weight.mul_(factor)
         layer.self_attn.k_norm.weight.mul_(factor)

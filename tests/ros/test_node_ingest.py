@@ -175,9 +175,11 @@ def test_node_cuts_the_live_stream_into_groups(ros, node_under_test, b_stream):
     node, watcher = ros
     node_under_test("/groups", min_group_frames=4, max_group_frames=12)
     report = play(_publisher(node, "/groups"), H264File(b_stream.mp4_path), pacing="acked")
+    # Groups of at most 12 frames, the newest frames held back by B-frame reordering and the open
+    # group: of 60 frames at least 60 / 12 - 1 groups close (6 in most runs, 4 in one).
     values = watcher.wait_for(
         lambda v: counter(v, "frames_received") == report.sent and counter(v, "queue_depth") == 0
-        and counter(v, "groups_emitted") >= 5, 20.0, name_prefix="/groups/ov2_node")
+        and counter(v, "groups_emitted") >= report.sent // 12 - 1, 20.0, name_prefix="/groups/ov2_node")
     assert values is not None, watcher.latest("/groups")
     decoded = counter(values, "frames_decoded")
     # every group spans 4..12 frames; all but the open one are out
