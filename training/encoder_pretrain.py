@@ -54,7 +54,7 @@ from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS, gripper_rectang
 from ov2_ros.tokenizer.geometry import PATCH_PX
 from training.data import STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
 from training.evaluate import heldout_clips
-from training.train import PRECISIONS, StageConfig, autocast, lr_at
+from training.train import PRECISIONS, StageConfig, autocast, check_precision, lr_at
 
 THING_KINDS = ("cube", "cylinder", "plate", "ball")
 # "table" is the background: the table, walls and distractors no question asks about.
@@ -291,8 +291,7 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
     """Train the vision tower of the model folder `init` on `worlds` ({world: training shots or
     clips, seeds 0..N-1}); score on held-out seeds of each world (training variations) every `every`
     steps; save to `out`. precision: training.train.autocast's."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+    check_precision(precision)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = load_model(init)
