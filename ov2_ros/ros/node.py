@@ -64,6 +64,7 @@ from ov2_ros.tokenizer.pipeline import StreamingTokenizer, TokenizerConfig
 from ov2_ros.ros import names, results
 from ov2_ros.ros.conversions import image_to_rgb, key_values, ns_to_time, time_to_ns
 from ov2_ros.runtime.annotate import annotate
+from ov2_ros.runtime.answer import ANSWER_STAGES
 from ov2_ros.runtime.backend import BACKENDS, open_backend
 from ov2_ros.runtime.perception import AHEAD_GUESSES, DRAFT_TOKENS, Perception, PerceptionResult, Query
 
@@ -196,7 +197,7 @@ class Ov2Node(LifecycleNode):
         # Age of the newest frame an answer describes when the answer is published (header stamps
         # on this node's clock, as a live camera's are): the end-to-end latency as the node sees it.
         self._result_age_ms = RollingWindow()
-        self._stage_ms = {stage: RollingWindow() for stage in ("vision", "prefill", "decode")}
+        self._stage_ms = {stage: RollingWindow() for stage in ANSWER_STAGES}
         self._last_stage_s: dict = {}
         self._last_answer = ""
         self._model_id = ""

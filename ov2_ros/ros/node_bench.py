@@ -26,12 +26,12 @@ from ov2_ros.msg import ModelText
 from ov2_ros.ros.conversions import time_to_ns
 from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
+from ov2_ros.runtime.answer import ANSWER_STAGES
 from ov2_ros.runtime.perception import AHEAD_GUESSES, DRAFT_TOKENS
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
 
 PROMPT = "Trace where the gripper moved."
-STAGES = ("vision", "prefill", "decode")  # an answer's model stages (Answer.timings_s)
 
 
 def _offline_answer(stream_path: Path, backend: str, dtype: str, budget: int, threads: int, prompt: str,
@@ -57,7 +57,7 @@ def _offline_answer(stream_path: Path, backend: str, dtype: str, budget: int, th
     ends = range(2, len(groups) + 1)
     # Warm-up; then one timed answer per new group, as the node's standing question runs.
     perception.answer(groups[:1], size, Query(prompt))
-    times, stages = [], {stage: [] for stage in STAGES}
+    times, stages = [], {stage: [] for stage in ANSWER_STAGES}
     for end in ends:
         if encode_ahead:
             for guess in range(ahead_guesses):
@@ -140,7 +140,7 @@ def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads
             **{f"node_{name}": [round(float(f[name]), 1) if f else None for f in finals]
                for name in ("stamp_to_decoded_ms_p50", "result_age_ms_p50", "inference_cpu_ms_p50",
                             "answer_wait_ms_p50", "answer_wait_ms_p99",
-                            *(f"answer_{stage}_ms_p50" for stage in STAGES))},
+                            *(f"answer_{stage}_ms_p50" for stage in ANSWER_STAGES))},
             # Groups through the encoder, of them encoded ahead while idle, and of those shown.
             **{name: [counter(f, name) if f else None for f in finals]
                for name in ("groups_encoded", "groups_encoded_ahead", "groups_encoded_ahead_used",

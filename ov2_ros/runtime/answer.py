@@ -22,6 +22,7 @@ from ov2_ros.tokenizer.geometry import DEFAULT_MAX_PIXELS
 
 
 END_SLACK_S = 1.0  # events may lie a little after the last frame the tokenizer kept
+ANSWER_STAGES = ("vision", "prefill", "decode")  # Answer.timings_s holds f"{stage}_s" for each
 
 
 @dataclass
