@@ -138,9 +138,15 @@ def attention_rows(model, input_ids: torch.Tensor, vision_tokens: torch.Tensor, 
     captured = []
 
     def capture(attention, args):
-        x, rope, _, _, mask, causal_rows = args  # as DecoderLayer calls its self_attn
-        if causal_rows:  # one sequence in the row: plain causal attention, no mask was built
-            mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).tril()[None, None]
+        x, rope, _, _, spans, _ = args  # as DecoderLayer calls its self_attn
+        length = x.shape[1]
+        mask = torch.ones(length, length, dtype=torch.bool).tril()
+        if spans is not None:  # packed: each run of the (one) row attends within itself
+            run = torch.zeros(length, dtype=torch.long)
+            for index, (start, end) in enumerate(spans[0]):
+                run[start:end] = index
+            mask &= run[:, None] == run[None, :]
+        mask = mask[None, None]  # (1, 1, L, L)
         q, k, _ = attention.queries_keys_values(x, rope)
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # each query head's KV head
         scores = q[:, :, rows] @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # (1, H, rows, L)

@@ -81,20 +81,29 @@ class Attention(nn.Module):
         return apply_rope_1d(q, *rope), apply_rope_1d(k, *rope), v
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None, layer: int,
-                mask: torch.Tensor | None = None, causal_rows: bool = False) -> torch.Tensor:
+                spans: list[list[tuple[int, int]]] | None = None, causal_rows: bool = False) -> torch.Tensor:
         # x (B, L, hidden); rope: cos, sin (L, head_dim) or (B, 1, L, head_dim) for these L new positions;
-        # mask (B, 1, L, L) bool for packed sequences (no cache), else causal over cache + new;
-        # causal_rows (training, no cache): plain causal attention, SDPA's fused kernel, no mask built
+        # spans (packed sequences, training, no cache): per row, the [start, end) runs that attend
+        # causally within themselves alone; causal_rows (training, no cache): plain causal
+        # attention over each row; neither: causal over cache + new
         b, length, _ = x.shape
         q, k, v = self.queries_keys_values(x, rope)
-        past = 0
-        if cache is not None:
-            past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[2]
-            k, v = cache.extend(layer, k, v)
-        if mask is None and length > 1 and not causal_rows:  # causal: position i sees the cached ones and new ones <= i
-            mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
         # enable_gqa: each group of query heads reads its KV head, without copying the cache.
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal_rows, enable_gqa=True)
+        if spans is not None:
+            # One fused causal call per run, not a (L, L) block-diagonal mask: a masked kernel
+            # computes every score of the row, the runs' own triangles are a fraction of them.
+            out = torch.cat([torch.cat([F.scaled_dot_product_attention(q[row:row + 1, :, start:end], k[row:row + 1, :, start:end],
+                                                                       v[row:row + 1, :, start:end], is_causal=True, enable_gqa=True)
+                                        for start, end in row_spans], dim=2)
+                             for row, row_spans in enumerate(spans)])  # (B, H, L, hd)
+        else:
+            mask, past = None, 0
+            if cache is not None:
+                past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[2]
+                k, v = cache.extend(layer, k, v)
+            if length > 1 and not causal_rows:  # causal: position i sees the cached ones and new ones <= i
+                mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal_rows, enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, length, self.num_heads * self.head_dim))
 
 
@@ -119,8 +128,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope, cache, layer, mask=None, causal_rows=False):
-        x = x + self.self_attn(self.input_layernorm(x), rope, cache, layer, mask, causal_rows)
+    def forward(self, x, rope, cache, layer, spans=None, causal_rows=False):
+        x = x + self.self_attn(self.input_layernorm(x), rope, cache, layer, spans, causal_rows)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -139,7 +148,7 @@ class Qwen3Model(nn.Module):
         """inputs_embeds (B, L, hidden) at the positions after what `cache` holds -> (B, L, hidden).
         segment_ids (B, L): packed sequences (training): each segment attends causally to itself
         only and its positions restart at 0, as if it were alone."""
-        mask, causal_rows = None, False
+        spans, causal_rows = None, False
         if segment_ids is not None and cache is None and _one_sequence_per_row(segment_ids):
             # Each row one sequence from position 0, then padding: plain causal attention gives
             # the sequences' tokens the same outputs as the segment mask (padding comes after
@@ -148,11 +157,10 @@ class Qwen3Model(nn.Module):
         if segment_ids is not None:
             if cache is not None:
                 raise ValueError("packed sequences (segment_ids) are for training, without a KV cache")
-            same = segment_ids[:, :, None] == segment_ids[:, None, :]  # (B, L, L)
             length = segment_ids.shape[1]
-            mask = (same & torch.ones(length, length, dtype=torch.bool, device=same.device).tril())[:, None]
             starts = torch.ones_like(segment_ids, dtype=torch.bool)
             starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+            spans = _runs(starts)
             index = torch.arange(length, device=segment_ids.device).expand_as(segment_ids)
             segment_start = torch.cummax(torch.where(starts, index, torch.zeros_like(index)), dim=1).values
             angles = angles_1d((index - segment_start).reshape(-1), self.config.head_dim, self.config.rope_theta)
@@ -164,8 +172,18 @@ class Qwen3Model(nn.Module):
         rope = (angles.cos(), angles.sin())  # once for every layer
         x = inputs_embeds
         for index, layer in enumerate(self.layers):
-            x = layer(x, rope, cache, index, mask, causal_rows)
+            x = layer(x, rope, cache, index, spans, causal_rows)
         return self.norm(x)
+
+
+def _runs(starts: torch.Tensor) -> list[list[tuple[int, int]]]:
+    """starts (B, L) bool, True where a run begins (always at 0) -> per row, each run's [start, end)."""
+    length = starts.shape[1]
+    spans = []
+    for row in starts:
+        begins = row.nonzero()[:, 0].tolist()
+        spans.append(list(zip(begins, [*begins[1:], length])))
+    return spans
 
 
 def _one_sequence_per_row(segment_ids: torch.Tensor) -> bool:

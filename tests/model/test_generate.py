@@ -96,6 +96,12 @@ def test_packed_sequences_equal_each_sequence_alone(tokenizer):
         packed = model.logits(model.embed(torch.cat([first, second], 1), None), segment_ids=segments)
         alone = torch.cat([model.logits(model.embed(first, None)), model.logits(model.embed(second, None))], 1)
     torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
+    # Rows packed differently (each row's runs attend apart): the second row one sequence, then padding.
+    two_rows = torch.cat([torch.cat([first, second], 1), torch.cat([second, torch.zeros(1, 9, dtype=torch.long)], 1)])
+    with torch.no_grad():
+        both = model.logits(model.embed(two_rows, None), segment_ids=torch.tensor([[0] * 9 + [1] * 14, [0] * 14 + [-1] * 9]))
+    torch.testing.assert_close(both[0], alone[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(both[1, :14], alone[0, 9:], rtol=1e-5, atol=1e-5)
     # Side by side, one sequence a row padded to the longest (causal attention, no mask): the
     # sequences' logits are still each one's alone, and the answers' logits_at picks them out.
     filler = torch.zeros(1, 5, dtype=torch.long)
