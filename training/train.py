@@ -6,7 +6,8 @@ Each step packs whole examples (codec canvases or sampled frames at a budget dra
 stage's budgets) into one sequence of at most max_tokens, or sets examples_per_step examples side
 by side, and minimises the cross-entropy of the answer tokens. AdamW, linear warm-up then cosine decay from lr to lr_min, gradient norm clipped
 to 1. Checkpoints (model folder + trainer state, safetensors and JSON, no pickles) every
-save_every steps and at the end; --resume continues from the last one. Scalars go to
+save_every steps and at the end (DIR/last; with keep_checkpoints also each one's model as
+DIR/step_NNNNNN); --resume continues from the last one. Scalars go to
 tensorboard (DIR/tensorboard) and DIR/log.jsonl.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,9 @@ class StageConfig:
     tasks: tuple[str, ...] | None = None  # None: every task
     budgets: tuple[int, ...] = (4, 8, 16, 32)
     save_every: int = 250
+    # True: each save also keeps the model (not the optimizer) as OUT/step_NNNNNN, so held-out
+    # suites can score the run's course afterwards (`ov2 eval --model OUT/step_000500`).
+    keep_checkpoints: bool = False
     seed: int = 0
     fsdp: bool = False
     # > 0: a model without them gets learned (h, w) embeddings after the merger, this many rows
@@ -405,6 +410,10 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
             bar.update(1)
         if step % config.save_every == 0 or step == config.steps:
             _checkpoint(model, optimizer, last, tokenizer_path, step, rank, sharded)
+            if config.keep_checkpoints and rank == 0:
+                kept = out_dir / f"step_{step:06d}"
+                shutil.rmtree(kept, ignore_errors=True)  # a resumed run saves its step again
+                shutil.copytree(last, kept, ignore=shutil.ignore_patterns("optimizer.safetensors", "trainer_state.json"))
     bar.close()
     if rank == 0:
         log.close()

@@ -110,8 +110,16 @@ def test_live_input_is_the_nodes_window_over_the_clip(workspace):
 
 def test_a_few_steps_lower_the_loss_and_resuming_gives_the_same_model(workspace, tmp_path):
     root, tokenizer = workspace
-    straight = train_stage(STAGE, tmp_path / "straight", "nano", root / "cache", tokenizer_path=tokenizer.path,
-                           threads=1, progress=False)
+    straight = train_stage(dataclasses.replace(STAGE, keep_checkpoints=True), tmp_path / "straight", "nano",
+                           root / "cache", tokenizer_path=tokenizer.path, threads=1, progress=False)
+    kept = sorted(path.name for path in (tmp_path / "straight").glob("step_*"))
+    assert kept == ["step_000004", "step_000008"]  # every save_every steps, the model alone
+    assert not (tmp_path / "straight" / "step_000004" / "optimizer.safetensors").exists()
+    midway, final = load_model(tmp_path / "straight" / "step_000004"), load_model(straight["model"])
+    assert any(not torch.equal(x, y) for x, y in zip(midway.state_dict().values(), final.state_dict().values()))
+    for (name, x), (_, y) in zip(final.state_dict().items(),
+                                 load_model(tmp_path / "straight" / "step_000008").state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.5, losses
     assert (tmp_path / "straight" / "tensorboard").is_dir()
