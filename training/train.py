@@ -230,6 +230,22 @@ def _restore_optimizer(model: Ov2Model, optimizer: torch.optim.Optimizer, folder
     return saved["step"]
 
 
+def _log_up_to(path: Path, step: int):
+    """The training log, opened to append after its records of steps up to `step` (those after
+    it, and a line cut off by a killed run, are dropped)."""
+    kept = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record["step"] <= step:
+                kept.append(line + "\n")
+    path.write_text("".join(kept))
+    return open(path, "a")
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -366,11 +382,13 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
             vision_means.append(merged.detach()[content].mean(dim=0))
         model.visual.merger.register_forward_hook(keep_mean)
 
-    writer = None
+    writer = log = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out_dir / "tensorboard"))
-    log = open(out_dir / "log.jsonl", "a") if rank == 0 else None
+        # A run stopped between two checkpoints had logged steps that this one takes again from
+        # the last checkpoint: both logs forget them, so each step is logged once.
+        writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step + 1 if step else None)
+        log = _log_up_to(out_dir / "log.jsonl", step)
     model.train()
     bar = tqdm(total=config.steps, initial=step, desc=config.name, disable=not progress or rank, unit="step")
     losses: list[float] = []

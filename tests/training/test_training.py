@@ -127,8 +127,13 @@ def test_a_few_steps_lower_the_loss_and_resuming_gives_the_same_model(workspace,
     half = dataclasses.replace(STAGE, steps=4)
     train_stage(half, tmp_path / "resumed", "nano", root / "cache", tokenizer_path=tokenizer.path, threads=1,
                 progress=False)
+    with open(tmp_path / "resumed" / "log.jsonl", "a") as log:  # a run killed after step 5, mid-line in step 6
+        log.write(json.dumps({"step": 5, "loss": 99.0}) + "\n" + '{"step": 6, "lo')
     train_stage(STAGE, tmp_path / "resumed", "nano", root / "cache", tokenizer_path=tokenizer.path, threads=1,
                 resume=True, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))  # each step once: the killed run's 5 is gone
+    np.testing.assert_allclose([r["loss"] for r in records], losses, atol=1e-3)
     a, b = load_model(straight["model"]), load_model(tmp_path / "resumed" / "last")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
