@@ -386,7 +386,8 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
         # A run stopped between two checkpoints had logged steps that this one takes again from
-        # the last checkpoint: both logs forget them, so each step is logged once.
+        # the last checkpoint: both logs forget them, so each step is logged once (log.jsonl
+        # starts empty for a run from step 0).
         writer = SummaryWriter(str(out_dir / "tensorboard"), purge_step=step + 1 if step else None)
         log = _log_up_to(out_dir / "log.jsonl", step)
     model.train()
