@@ -4,7 +4,9 @@
 With `--encoder-pretrain`, the preset's random model first has its vision tower pretrained on
 the worlds' exact truth (still shots; `--encoder-worlds` adds video clips) (training/encoder_pretrain.py, OUT/s0_encoder): our stand-in for OV2's
 pretrained OneVision-Encoder, from which OV2's stage 1 starts. `--centre-vision M` sets every
-stage's centre_vision_momentum (training/centre_vision.py says why).
+stage's centre_vision_momentum (training/centre_vision.py says why). `--trainable merger+llm` keeps
+the encoder as stage 0 left it through every stage (does stage 0's knowledge of where things are survive the stages then?
+docs/training.md, the pointing probe).
 The command and its arguments are written to OUT/command.json, so a model says how it was made."""
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from ov2_ros.model.checkpoint import save_model
 from ov2_ros.model.prompt import TextTokenizer
 from training.encoder_pretrain import parse_worlds, pretrain
 from training.text import build_tokenizer
-from training.train import PRECISIONS, StageConfig, initial_model, train_stage
+from training.train import PRECISIONS, TRAINABLE, StageConfig, initial_model, train_stage
 
 STAGES = ("s1_align", "s2_mid", "s3_long", "s4_spatial")
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -50,7 +52,7 @@ def pretrained_encoder(out: Path, preset: str, cache: str, steps: int, seed: int
 def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, threads: int | None,
                  steps_scale: float = 1.0, encoder_pretrain_steps: int = 0,
                  centre_vision: float | None = None, encoder_worlds: dict[str, int] = ENCODER_WORLDS,
-                 precision: str = "fp32") -> list[dict]:
+                 precision: str = "fp32", trainable: str | None = None) -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -64,6 +66,8 @@ def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, thre
         config = StageConfig.load(CONFIGS / f"{name}.json")
         if centre_vision is not None:
             config = dataclasses.replace(config, centre_vision_momentum=centre_vision)
+        if trainable is not None:
+            config = dataclasses.replace(config, trainable=trainable)
         if steps_scale != 1.0:
             steps = max(1, int(round(config.steps * steps_scale)))
             config = dataclasses.replace(config, steps=steps, warmup_steps=min(config.warmup_steps, steps),
@@ -96,11 +100,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="every stage's centre_vision_momentum (default: each config's own)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="bf16: mixed precision (autocast) in stage 0 and every stage")
+    parser.add_argument("--trainable", choices=sorted(TRAINABLE), default=None,
+                        help="every stage's trainable parts (default: each config's own; merger+llm keeps stage 0's encoder)")
     args = parser.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "command.json").write_text(json.dumps({"argv": sys.argv, "args": vars(args)}, indent=1))
     run_pipeline(args.out, args.input, args.preset, args.cache, args.threads, args.steps_scale,
-                 args.encoder_pretrain, args.centre_vision, args.encoder_worlds, args.precision)
+                 args.encoder_pretrain, args.centre_vision, args.encoder_worlds, args.precision, args.trainable)
     return 0
 
 

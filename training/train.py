@@ -461,6 +461,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="override the stage's steps")
+    parser.add_argument("--trainable", choices=sorted(TRAINABLE), default=None,
+                        help="override the stage's trainable parts (merger+llm: the encoder stays as --init has it)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="bf16: mixed precision (autocast); 0.63-0.69x the fp32 step time on a CPU with AVX512-BF16")
 
@@ -469,6 +471,8 @@ def run(args) -> int:
     config = StageConfig.load(args.stage)
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps, save_every=min(config.save_every, args.steps))
+    if args.trainable is not None:
+        config = dataclasses.replace(config, trainable=args.trainable)
     try:
         result = train_stage(config, args.out, args.init, args.cache, args.input, args.tokenizer, args.resume,
                              args.threads, precision=args.precision)

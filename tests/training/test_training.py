@@ -211,6 +211,26 @@ def test_examples_side_by_side_score_as_each_alone_and_a_frozen_vision_tower_sta
                            after["language_model.layers.0.mlp.up_proj.weight"])
 
 
+def test_trainable_override_keeps_the_encoder_and_trains_merger_and_llm(workspace, tmp_path):
+    """`--trainable merger+llm` on a stage that trains everything: the encoder stays as --init
+    has it (what the pipeline's --trainable does to every stage)."""
+    from training.train import main
+
+    root, tokenizer = workspace
+    model = tiny_model(tokenizer, seed=7)
+    save_model(model, tmp_path / "init", tokenizer.path)
+    stage = tmp_path / "stage.json"
+    stage.write_text(json.dumps(dataclasses.asdict(dataclasses.replace(STAGE, steps=2, save_every=2))))
+    assert main(["--stage", str(stage), "--out", str(tmp_path / "run"), "--init", str(tmp_path / "init"),
+                 "--cache", str(root / "cache"), "--threads", "1", "--trainable", "merger+llm"]) == 0
+    assert json.loads((tmp_path / "run" / "stage.json").read_text())["trainable"] == "merger+llm"
+    before, after = model.state_dict(), load_model(tmp_path / "run" / "last").state_dict()
+    encoder = [name for name in before if name.startswith("visual.") and not name.startswith("visual.merger.")]
+    assert encoder and all(torch.equal(before[name], after[name]) for name in encoder)
+    for trained in ("visual.merger.", "language_model."):
+        assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith(trained))
+
+
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_torchrun_runs_data_parallel_and_sharded_and_resumes(workspace, tmp_path, sharding):
     import subprocess
