@@ -1,12 +1,12 @@
 """All four stages in a row, each starting from the previous stage's model:
 `python -m training.pipeline --out runs/nano_codec --input codec [--preset nano] [--steps-scale 1.0]
-[--encoder-pretrain STEPS [--encoder-worlds WORLD:COUNT,...]] [--centre-vision M]`.
+[--encoder-pretrain STEPS [--encoder-worlds WORLD:COUNT,...]] [--centre-vision M] [--trainable PARTS]`.
 With `--encoder-pretrain`, the preset's random model first has its vision tower pretrained on
 the worlds' exact truth (still shots; `--encoder-worlds` adds video clips) (training/encoder_pretrain.py, OUT/s0_encoder): our stand-in for OV2's
 pretrained OneVision-Encoder, from which OV2's stage 1 starts. `--centre-vision M` sets every
-stage's centre_vision_momentum (training/centre_vision.py says why). `--trainable merger+llm` keeps
-the encoder as stage 0 left it through every stage (does stage 0's knowledge of where things are survive the stages then?
-docs/training.md, the pointing probe).
+stage's centre_vision_momentum (training/centre_vision.py says why). `--trainable merger+llm`
+keeps the encoder as stage 0 left it through every stage (trained in stages 2-4, the tower loses
+what stage 0 taught it about where things are: docs/training.md, the pointing probe).
 The command and its arguments are written to OUT/command.json, so a model says how it was made."""
 from __future__ import annotations
 
