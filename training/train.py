@@ -141,26 +141,27 @@ def lr_at(step: int, config: StageConfig) -> float:
     return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def batch_loss(model: torch.nn.Module, batch, vision_tokens: torch.Tensor | None = None) -> torch.Tensor:
-    """The mean cross-entropy of every answer token of every row (vision_tokens: the batch's,
-    computed before, as FrozenVisionTokens does)."""
+def batch_loss(model: torch.nn.Module, batch, encoder_hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean cross-entropy of every answer token of every row (encoder_hidden: the batch's
+    encoder output, computed before, as FrozenEncoder does)."""
     targets = batch.labels[:, 1:]  # each position predicts the next token
     predicting = torch.zeros_like(batch.labels, dtype=torch.bool)
     predicting[:, :-1] = targets != IGNORE
-    logits = model(batch.input_ids, batch.vision, batch.segment_ids, vision_tokens, predicting)  # (answer tokens, vocab)
+    logits = model(batch.input_ids, batch.vision, batch.segment_ids, encoder_hidden, predicting)  # (answer tokens, vocab)
     return F.cross_entropy(logits, targets[targets != IGNORE])
 
 
-class FrozenVisionTokens:
-    """The vision tokens of examples for a vision tower that does not train, each clip input's
-    computed once. Why: a stage that trains the LLM alone (trainable "llm") draws the same clips
-    at the same budgets again and again, and the encoder's forward pass was about half of its
-    step. Keyed by the canvases' and positions' bytes, so two inputs share tokens only when the
-    tower sees the same thing."""
+class FrozenEncoder:
+    """The encoder's output for examples, for an encoder that does not train, each clip input's
+    computed once. Why: a stage that trains the LLM (and perhaps the merger) on a frozen
+    encoder draws the same clips at the same budgets again and again, and the encoder's forward
+    pass was about half of its step. The merger still runs every step, so it can train and
+    centring (which moves its output bias) still applies. Keyed by the canvases' and positions'
+    bytes, so two inputs share an output only when the encoder sees the same thing."""
 
     def __init__(self, model: Ov2Model):
         self.model = model
-        self.tokens: dict[bytes, torch.Tensor] = {}
+        self.hidden: dict[bytes, torch.Tensor] = {}
 
     @staticmethod
     def key(vision: ClipVision) -> bytes:
@@ -172,14 +173,15 @@ class FrozenVisionTokens:
 
     @torch.no_grad()
     def __call__(self, examples: list[Example]) -> torch.Tensor:
-        """(tokens, LLM hidden): the examples' vision tokens in order, as pack_rows lays them."""
-        tokens = []
+        """(patches, encoder hidden): the examples' encoder output in order, as pack_rows lays
+        their canvases (padding patches included; the merger drops their blocks)."""
+        hidden = []
         for example in examples:
             key = self.key(example.vision)
-            if key not in self.tokens:
-                self.tokens[key] = self.model.vision_tokens(example.vision.as_input())
-            tokens.append(self.tokens[key])
-        return torch.cat(tokens)
+            if key not in self.hidden:
+                self.hidden[key] = self.model.visual.hidden(example.vision.as_input())
+            hidden.append(self.hidden[key])
+        return torch.cat(hidden)
 
 
 def _state_options(full: bool, offload: bool = True):
@@ -373,8 +375,9 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
                 chosen.append(example)
                 length += len(example.input_ids)
 
-    tower_frozen = not any(p.requires_grad for p in model.visual.parameters()) and not config.centre_vision_momentum
-    frozen_tokens = FrozenVisionTokens(model) if tower_frozen else None
+    encoder_frozen = not any(p.requires_grad for name, p in model.visual.named_parameters()
+                             if not name.startswith("merger."))
+    frozen_encoder = FrozenEncoder(model) if encoder_frozen else None
     vision_means: list[torch.Tensor] = []  # the step's mean vision token, for centre_vision_momentum
     if config.centre_vision_momentum:
         def keep_mean(merger, args, merged):
@@ -397,11 +400,11 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
         started = time.perf_counter()
         rows = rows_for(step)
         batch = pack_rows(rows, filler=model.config.tokens.end_of_text)
-        vision_tokens = frozen_tokens([e for row in rows for e in row]) if frozen_tokens else None
+        encoder_hidden = frozen_encoder([e for row in rows for e in row]) if frozen_encoder else None
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         with autocast(precision):
-            loss = batch_loss(wrapped, batch, vision_tokens)
+            loss = batch_loss(wrapped, batch, encoder_hidden)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, 1.0))

@@ -109,9 +109,14 @@ class Ov2Model(nn.Module):
             attention_out.weight.mul_((2 * depth) ** -0.5)
             mlp_out.weight.mul_((2 * depth) ** -0.5)
 
-    def vision_tokens(self, vision: VisionInput) -> torch.Tensor:
-        """(tokens, LLM hidden): one per non-padding 2x2 block, in canvas order."""
-        _, merged = self.visual(vision)
+    def vision_tokens(self, vision: VisionInput, encoder_hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """(tokens, LLM hidden): one per non-padding 2x2 block, in canvas order. encoder_hidden
+        (N, D), when given: the encoder's output for `vision` computed before (a frozen
+        encoder's), so only the merger runs."""
+        if encoder_hidden is None:
+            _, merged = self.visual(vision)
+        else:
+            merged = self.visual.merger(encoder_hidden, vision.positions_thw)
         return merged[content_blocks(vision.positions_thw, self.config.encoder.spatial_merge_size)]
 
     def embed(self, input_ids: torch.Tensor, vision_tokens: torch.Tensor | None) -> torch.Tensor:
@@ -124,15 +129,14 @@ class Ov2Model(nn.Module):
         return self.lm_head(self.language_model(inputs_embeds, cache, segment_ids))
 
     def forward(self, input_ids: torch.Tensor, vision: VisionInput | None,
-                segment_ids: torch.Tensor | None = None, vision_tokens: torch.Tensor | None = None,
+                segment_ids: torch.Tensor | None = None, encoder_hidden: torch.Tensor | None = None,
                 logits_at: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (rows, L, vocab) of whole (possibly packed) sequences with their vision: training.
-        vision_tokens, when given, are vision's tokens computed before (a frozen vision tower's).
+        encoder_hidden, when given: vision's encoder output computed before (a frozen encoder's).
         logits_at (rows, L) bool, when given: only those positions' logits, (N, vocab) in row-major
         order (training needs the answers' alone; a long prompt's others would cost a vocabulary
         row each)."""
-        if vision_tokens is None and vision is not None:
-            vision_tokens = self.vision_tokens(vision)
+        vision_tokens = None if vision is None else self.vision_tokens(vision, encoder_hidden)
         hidden = self.language_model(self.embed(input_ids, vision_tokens), None, segment_ids)  # (rows, L, hidden)
         return self.lm_head(hidden if logits_at is None else hidden[logits_at])
 

@@ -170,9 +170,9 @@ def test_bf16_mixed_precision_computes_in_bf16_scores_as_fp32_and_learns(workspa
 
 def test_examples_side_by_side_score_as_each_alone_and_a_frozen_vision_tower_stays(workspace, tmp_path):
     """examples_per_step: rows padded to the longest give every answer token the loss it has
-    alone; a frozen tower's tokens computed once give the same loss; trainable "llm" trains the
-    LLM and leaves the encoder and merger as they were."""
-    from training.train import FrozenVisionTokens, batch_loss
+    alone; a frozen encoder's output computed once gives the same loss; trainable "llm" trains
+    the LLM and leaves the encoder and merger as they were."""
+    from training.train import FrozenEncoder, batch_loss
 
     root, tokenizer = workspace
     cache = ClipCache(root / "cache")
@@ -186,7 +186,7 @@ def test_examples_side_by_side_score_as_each_alone_and_a_frozen_vision_tower_sta
     answers = [sum(label != IGNORE for label in e.labels[1:]) for e in examples]
     assert float(side_by_side) == pytest.approx(np.average(alone, weights=answers), rel=1e-4)
 
-    frozen = FrozenVisionTokens(model)
+    frozen = FrozenEncoder(model)
     frames = examples_for_clip(cache, tokenizer, specs[0], "frames", 4, np.random.default_rng(0))[0]
     rows = [[examples[0]], [examples[1]], [frames], [examples[0]]]
     with torch.no_grad():
@@ -195,9 +195,9 @@ def test_examples_side_by_side_score_as_each_alone_and_a_frozen_vision_tower_sta
                               frozen([e for row in rows for e in row]))
     assert float(memoised) == pytest.approx(float(through_tower), rel=1e-5)
     # The same clip input is encoded once; its frames baseline is another input.
-    assert len(frozen.tokens) == 3
+    assert len(frozen.hidden) == 3
     reloaded = examples_for_clip(cache, tokenizer, specs[0], "codec", 4, np.random.default_rng(1))[0]
-    assert torch.equal(frozen([reloaded]), frozen([examples[0]])) and len(frozen.tokens) == 3
+    assert torch.equal(frozen([reloaded]), frozen([examples[0]])) and len(frozen.hidden) == 3
 
     save_model(model, tmp_path / "init", tokenizer.path)
     stage = dataclasses.replace(STAGE, trainable="llm", examples_per_step=3, steps=2, save_every=2,
