@@ -187,22 +187,39 @@ class Evaluator:
                 "segments": len(true_segments), "boxes": len(true_boxes)}
 
     def trace(self, clips: int) -> dict:
-        observed, predicted = [], []
+        """The observed trace is also asked with the next clip's pixels in place of each clip's
+        own (the last the first's; same blocks, positions and prompt), as jumpscore's
+        other_pixels: `observed_*_other_pixels` is what the question, the timestamps and priors
+        give, so a trace read from the video scores better with its own pixels."""
+        observed, blind, predicted, per_clip = [], [], [], []
         specs = heldout_clips("pickplace", clips, WORLD_DURATIONS_S["pickplace"], self.variation)
-        for spec in tqdm(specs, desc="trace", disable=not self.progress):
+
+        def errors(parsed, episode, diagonal):
+            return (1.0, 1.0) if parsed is None else metrics.trace_errors(
+                [[w.x, w.y] for w in parsed.waypoints], episode["gripper_path"], diagonal)
+
+        for index, spec in enumerate(tqdm(specs, desc="trace", disable=not self.progress)):
             _, truth = self.cache.clip(spec)
             episode = truth["episode"]
             diagonal = float(np.hypot(spec.width, spec.height))
-            parsed, _ = self.answer(spec, tasks.TRACE_WORDINGS[0], "trace2d")
-            observed.append((1.0, 1.0) if parsed is None else metrics.trace_errors(
-                [[w.x, w.y] for w in parsed.waypoints], episode["gripper_path"], diagonal))
+            vision = self.cache.vision(spec, self.input_mode, clip_budget(spec, self.budget))
+            other = specs[(index + 1) % len(specs)]
+            other_vision = with_pixels_of(vision, self.cache.vision(other, self.input_mode, clip_budget(other, self.budget)))
+            observed.append(errors(self.answer(spec, tasks.TRACE_WORDINGS[0], "trace2d", vision=vision)[0],
+                                   episode, diagonal))
+            blind.append(errors(self.answer(spec, tasks.TRACE_WORDINGS[0], "trace2d", vision=other_vision)[0],
+                                episode, diagonal))
+            per_clip.append({"clip": spec.key, "pixels_of": other.key, "observed_ADE": round(float(observed[-1][0]), 4),
+                             "observed_ADE_other_pixels": round(float(blind[-1][0]), 4)})
             instruction = episode["instruction"]
             question = tasks.PREDICT_WORDINGS[0].format(instruction=instruction[0].upper() + instruction[1:])
             parsed, _ = self.answer(spec, question, "trace2d", cut_s=episode["segments"][0]["start_s"])
-            predicted.append((1.0, 1.0) if parsed is None else metrics.trace_errors(
-                [[w.x, w.y] for w in parsed.waypoints], episode["gripper_path"], diagonal))
-        observed, predicted = np.array(observed), np.array(predicted)
+            predicted.append(errors(parsed, episode, diagonal))
+        observed, blind, predicted = np.array(observed), np.array(blind), np.array(predicted)
         return {"observed_ADE": float(observed[:, 0].mean()), "observed_FDE": float(observed[:, 1].mean()),
+                "observed_ADE_other_pixels": float(blind[:, 0].mean()),
+                "observed_FDE_other_pixels": float(blind[:, 1].mean()),
+                "per_clip": per_clip,
                 "predicted_ADE": float(predicted[:, 0].mean()), "predicted_FDE": float(predicted[:, 1].mean()),
                 "clips": clips}
 

@@ -475,9 +475,10 @@ def test_video_reliance_tells_a_blind_model_from_one_that_looks(workspace, tmp_p
     assert sum(abs(p["own_video"] - p["other_video"]) for p in scores["looking"].values()) > 1e-3
 
 
-def test_jumpscore_with_another_clips_pixels_is_what_a_blind_model_scores(workspace, tmp_path):
-    """The study's `mAP_other_pixels`: each clip answered with the next clip's pixels in place of
-    its own (the last with the first's); a blind model answers exactly as with its own."""
+def test_jumpscore_and_trace_with_another_clips_pixels_are_what_a_blind_model_scores(workspace, tmp_path):
+    """The study's `mAP_other_pixels` and the trace suite's `observed_*_other_pixels`: each clip
+    answered with the next clip's pixels in place of its own (the last with the first's); a
+    blind model answers exactly as with its own."""
     from training.evaluate import Evaluator
 
     root, tokenizer = workspace
@@ -492,3 +493,9 @@ def test_jumpscore_with_another_clips_pixels_is_what_a_blind_model_scores(worksp
     assert [s["pixels_of"] for s in other["samples"]] == clips[1:] + clips[:1]
     assert [s["predicted"] for s in own["samples"]] == [s["predicted"] for s in other["samples"]]
     assert own["mAP"] == other["mAP"]
+    # The trace suite asks the observed trace with the next clip's pixels too: the same for a blind model.
+    trace = evaluator.trace(2)
+    assert trace["observed_ADE_other_pixels"] == trace["observed_ADE"]
+    assert trace["observed_FDE_other_pixels"] == trace["observed_FDE"]
+    traced = [c["clip"] for c in trace["per_clip"]]
+    assert [c["pixels_of"] for c in trace["per_clip"]] == traced[1:] + traced[:1]
