@@ -301,7 +301,11 @@ def plot_results(results: dict, path: Path) -> None:
         bars.update({"grounding R@0.5": results["grounding"]["R@0.5"], "grounding mIoU": results["grounding"]["mIoU"],
                      "box acc@0.5": results["grounding"]["box_accuracy@0.5"]})
     if "trace" in results:
-        bars.update({"observed ADE": results["trace"]["observed_ADE"], "predicted ADE": results["trace"]["predicted_ADE"]})
+        trace = results["trace"]
+        bars.update({"observed ADE": trace["observed_ADE"], "observed ADE, other clip's pixels":
+                     trace["observed_ADE_other_pixels"], "observed FDE": trace["observed_FDE"],
+                     "observed FDE, other clip's pixels": trace["observed_FDE_other_pixels"],
+                     "predicted ADE": trace["predicted_ADE"]})
     if "stills" in results:
         bars.update({"stills box acc@0.5": results["stills"]["box_accuracy@0.5"],
                      "stills point acc": results["stills"]["point_accuracy"]})
