@@ -154,10 +154,11 @@ def batch_loss(model: torch.nn.Module, batch, encoder_hidden: torch.Tensor | Non
 class FrozenEncoder:
     """The encoder's output for examples, for an encoder that does not train, each clip input's
     computed once. Why: a stage that trains the LLM (and perhaps the merger) on a frozen
-    encoder draws the same clips at the same budgets again and again, and the encoder's forward
-    pass was about half of its step. The merger still runs every step, so it can train and
-    centring (which moves its output bias) still applies. Keyed by the canvases' and positions'
-    bytes, so two inputs share an output only when the encoder sees the same thing."""
+    encoder draws the same clips at the same budgets again and again (a merger+llm trace stage's
+    step: 0.84x, docs/training.md). The merger still runs every step, so it can train and
+    centring (which moves its output bias) still applies; for a frozen merger that rerun is ~1 %
+    of an LLM step. Keyed by the canvases' and positions' bytes, so two inputs share an output
+    only when the encoder sees the same thing."""
 
     def __init__(self, model: Ov2Model):
         self.model = model
