@@ -14,6 +14,13 @@ cameras: one node per camera, each in namespace /<camera> with the same paramete
 /front/ov2_node reads /front/image_raw/h264 and publishes /front/ov2/trace, and so on. Names are
 checked by ov2_ros.ros.names.camera_namespaces; with several cameras an absolute input topic is
 refused (every node would read the same stream).
+
+one_process (default true) runs those nodes in one process (`ov2_node --cameras ...`): its
+inference threads serve every camera, answers side by side (one per camera, up to the CPU cores)
+and guesses of next windows only while nothing else runs, and each model is loaded once
+(ov2_ros/ros/inference.py; two cameras on two cores: p50 0.6-0.8x that of a process per camera,
+docs/node.md). one_process:=false gives each camera its own process (a crash then takes one
+camera, not all).
 """
 import os
 
@@ -39,6 +46,16 @@ def _camera_nodes(context):
         raise ValueError(f"cameras {namespaces} would all read {input_topic} / {image_topic}: give "
                          f"input_topic and image_topic relative to each camera's namespace")
     parameters = [value("params_file"), {name: value(name) for name in MODEL_ARGUMENTS}]
+    remappings = [(names.H264_TOPIC, input_topic), (names.IMAGE_TOPIC, image_topic)]
+    if value("one_process").lower() == "true" and len(namespaces) > 1:
+        return [Node(
+            package="ov2_ros",
+            executable="ov2_node",
+            parameters=parameters,
+            remappings=remappings,  # relative: each camera's node resolves them in its namespace
+            arguments=["--cameras", ",".join(namespaces), "--ros-args", "--log-level", value("log_level")],
+            output="screen",
+        )]
     return [
         Node(
             package="ov2_ros",
@@ -46,7 +63,7 @@ def _camera_nodes(context):
             name=names.NODE_NAME,
             namespace=namespace,
             parameters=parameters,
-            remappings=[(names.H264_TOPIC, input_topic), (names.IMAGE_TOPIC, image_topic)],
+            remappings=remappings,
             arguments=["--ros-args", "--log-level", value("log_level")],
             output="screen",
         )
@@ -60,6 +77,9 @@ def generate_launch_description():
         DeclareLaunchArgument("cameras", default_value="",
                               description="camera names, comma-separated: one node per camera in namespace "
                                           "/<camera> (empty: one node in `namespace`)"),
+        DeclareLaunchArgument("one_process", default_value="true",
+                              description="true: the cameras' nodes in one process, sharing its inference threads "
+                                          "and each model; false: a process per camera"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the single node"),
         DeclareLaunchArgument("input_topic", default_value=names.H264_TOPIC,
                               description="sensor_msgs/CompressedImage topic carrying H.264 (format 'h264')"),

@@ -23,9 +23,19 @@ from ov2_ros.ros.publisher import AccessUnitPublisher, play
 
 def start_node_process(parameters: dict | None = None, remaps: dict | None = None,
                        namespace: str = "", params_file: str | Path | None = None, stdout=None,
-                       env: dict | None = None) -> subprocess.Popen:
-    """Start `ov2_node` (python -m ov2_ros.ros.node) in a new process group."""
-    command = [sys.executable, "-m", "ov2_ros.ros.node", "--ros-args"]
+                       env: dict | None = None, cameras: list[str] | None = None,
+                       answer_threads: int | None = None) -> subprocess.Popen:
+    """Start `ov2_node` (python -m ov2_ros.ros.node) in a new process group: one node in
+    `namespace`, or with `cameras` (namespaces) one node per camera in the one process, sharing
+    `answer_threads` inference threads (None: ov2_node's default, one per camera up to the cores)."""
+    if cameras and namespace:
+        raise ValueError("give either one node's namespace or the cameras of one process")
+    command = [sys.executable, "-m", "ov2_ros.ros.node"]
+    if cameras:
+        command += ["--cameras", ",".join(cameras)]
+    if answer_threads is not None:
+        command += ["--answer-threads", str(answer_threads)]
+    command += ["--ros-args"]
     if params_file is not None:
         command += ["--params-file", str(params_file)]
     for name, value in (parameters or {}).items():

@@ -10,7 +10,8 @@ Threads (all visible here):
   "ov2-decode"     - takes access units from the queue and runs the offline StreamIngest
                      (parsing, loss detection, PyAV decoding), then the StreamingTokenizer on
                      each decoded frame; keeps the newest frames and groups.
-  "ov2-infer"      - answers queued questions first, else the standing `default_prompt` on the
+  "ov2-infer-<i>"  - (ros/inference.py: the process's, shared by the cameras it hosts)
+                     answers queued questions first, else the standing `default_prompt` on the
                      last window_s seconds whenever a group has completed since its last run (latest
                      wins: groups completed while it was busy are covered by the next window,
                      never queued); runs runtime.perception.Perception and publishes. Idle
@@ -20,13 +21,17 @@ Threads (all visible here):
                      group and prefills only that group and the question; one guess of the
                      next window at a time (`ahead_guesses` of them), so that a question or
                      group that arrives meanwhile waits for one guess at most, and a guess
-                     skips its prefill if one has arrived while it encoded.
+                     skips its prefill if one has arrived while it encoded. With several
+                     cameras in one process (`ov2_node --cameras a,b`) their answers run
+                     side by side (one thread per camera, up to the cores), the oldest due
+                     first, and guesses only while no thread runs anything.
 The decode queue is bounded; an access unit that does not fit is counted as dropped and the
 ingest restarts at the next IDR (a lost picture corrupts the rest of its GOP). Inference never
 blocks intake.
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import queue
 import sys
@@ -48,6 +53,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
@@ -63,9 +69,10 @@ from ov2_ros.tokenizer.groups import GroupingConfig
 from ov2_ros.tokenizer.pipeline import StreamingTokenizer, TokenizerConfig
 from ov2_ros.ros import names, results
 from ov2_ros.ros.conversions import image_to_rgb, key_values, ns_to_time, time_to_ns
+from ov2_ros.ros.inference import InferenceWorker, default_answer_threads
 from ov2_ros.runtime.annotate import annotate
 from ov2_ros.runtime.answer import ANSWER_STAGES
-from ov2_ros.runtime.backend import BACKENDS, open_backend
+from ov2_ros.runtime.backend import BACKENDS
 from ov2_ros.runtime.perception import AHEAD_GUESSES, DRAFT_TOKENS, Perception, PerceptionResult, Query
 
 
@@ -122,8 +129,11 @@ def _descriptor(description: str, kind: int, read_only: bool = False,
 
 
 class Ov2Node(LifecycleNode):
-    def __init__(self, **kwargs):
+    def __init__(self, inference: InferenceWorker | None = None, **kwargs):
+        """inference: the worker shared with the other cameras of this process (main's
+        --cameras); None: one of its own."""
         super().__init__(names.NODE_NAME, **kwargs)
+        self._inference = inference or InferenceWorker()
         p = self._declare_parameters()
         self._gop_summaries = p["log_gop_summaries"]
 
@@ -175,8 +185,9 @@ class Ov2Node(LifecycleNode):
         self._diagnostics = self.create_publisher(DiagnosticArray, names.DIAGNOSTICS_TOPIC, 10)
         self._timer = self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
 
-        # Guards the inference thread's inputs: questions, the standing prompt, group arrivals.
-        self._work = threading.Condition()
+        # Guards the inference thread's inputs: questions, the standing prompt, group arrivals
+        # (the worker's, shared with the other cameras of this process).
+        self._work = self._inference.work
         self._queries: collections.deque[_Job] = collections.deque()
         self._query_queue_size, self._query_timeout_s = p["query_queue_size"], p["query_timeout_s"]
         self._default_prompt, self._output_format = p["default_prompt"], p["output_format"]
@@ -197,6 +208,9 @@ class Ov2Node(LifecycleNode):
         # Age of the newest frame an answer describes when the answer is published (header stamps
         # on this node's clock, as a live camera's are): the end-to-end latency as the node sees it.
         self._result_age_ms = RollingWindow()
+        # The same age when the model started on the answer: the frame's way through decoding,
+        # the group's closing and the wait for the inference thread.
+        self._start_age_ms = RollingWindow()
         self._stage_ms = {stage: RollingWindow() for stage in ANSWER_STAGES}
         self._last_stage_s: dict = {}
         self._last_answer = ""
@@ -221,7 +235,8 @@ class Ov2Node(LifecycleNode):
         p = self._settings
         started = time.perf_counter()
         try:
-            backend = open_backend(p["backend"], p["model_path"] or None, p["dtype"], p["inference_threads"])
+            backend = self._inference.backend(p["backend"], p["model_path"] or None, p["dtype"],
+                                              p["inference_threads"])
             tokenizer_config = TokenizerConfig(
                 max_pixels=p["max_pixels"] or backend.config.max_pixels, frame_stride=p["frame_stride"],
                 saliency=p["saliency"], grouping=GroupingConfig(min_group_frames=p["min_group_frames"],
@@ -254,10 +269,10 @@ class Ov2Node(LifecycleNode):
         self._query_service = self.create_service(QueryService, names.QUERY_SERVICE, self._on_query,
                                                   callback_group=MutuallyExclusiveCallbackGroup())
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._decode_loop, name="ov2-decode", daemon=True),
-                         threading.Thread(target=self._infer_loop, name="ov2-infer", daemon=True)]
+        self._threads = [threading.Thread(target=self._decode_loop, name="ov2-decode", daemon=True)]
         for thread in self._threads:
             thread.start()
+        self._inference.attach(self)
         self._lifecycle = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
@@ -293,9 +308,10 @@ class Ov2Node(LifecycleNode):
 
     def _release(self) -> None:
         """Back to unconfigured: threads stopped, the model and its interfaces gone."""
+        self._inference.detach(self)  # an answer in progress finishes
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=30.0)  # an answer in progress finishes
+            thread.join(timeout=30.0)
         self._threads = []
         for publisher in self._results.values():
             self.destroy_publisher(publisher)
@@ -677,9 +693,15 @@ class Ov2Node(LifecycleNode):
             response.traces = results.traces(result, frame_id)
         return response
 
-    # --- inference thread -----------------------------------------------------------------
+    # --- inference (ros/inference.py's worker calls these; the ones named in its Camera) -----
 
-    def _next_job(self) -> _Job | None:
+    def due_s(self) -> float | None:
+        """Under self._work: when the answer next_job would return became due, None if none is."""
+        if self._queries:
+            return self._queries[0].due_s
+        return self._group_completed_s if self._standing_due() else None
+
+    def next_job(self) -> _Job | None:
         """Under self._work: a waiting question, else the standing one if a group completed."""
         if self._queries:
             return self._queries.popleft()
@@ -694,12 +716,7 @@ class Ov2Node(LifecycleNode):
         """Under self._work: a group has completed since the standing question last ran."""
         return bool(self._default_prompt) and self._groups_seen > self._standing_seen
 
-    def _answer_due(self) -> bool:
-        """Whether a question waits or the standing one is due (what _next_job would take)."""
-        with self._work:
-            return bool(self._queries) or self._standing_due()
-
-    def _next_guess(self) -> int | None:
+    def next_guess(self) -> int | None:
         """Under self._work: the guess of the next window to encode ahead now, if any (once the
         standing question has answered the newest group, each guess once)."""
         if not (self._encode_ahead and self._default_prompt and 0 < self._groups_seen == self._standing_seen):
@@ -711,34 +728,22 @@ class Ov2Node(LifecycleNode):
         self._ahead_done += 1
         return self._ahead_done - 1
 
-    def _infer_loop(self) -> None:
-        while not self._stop.is_set():
-            with self._work:
-                job = self._next_job()
-                guess = self._next_guess() if job is None else None
-                if job is None and guess is None:
-                    self._work.wait(0.2)
-                    continue
-            if job is None:
-                self._encode_next_window(guess)
-            else:
-                self._answer(job)
-
-    def _encode_next_window(self, guess: int) -> None:
+    def run_guess(self, guess: int) -> None:
         with self._lock:
             groups = list(self.groups)
         try:
-            self._perception.encode_ahead(groups, guess=guess, stop=self._answer_due)
+            # Stops before the prefill if an answer became due meanwhile, on any camera of the worker.
+            self._perception.encode_ahead(groups, guess=guess, stop=self._inference.answer_due)
         except Exception as error:  # the next answer encodes what this could not
             self.get_logger().warning(f"encoding ahead failed: {type(error).__name__}: {error}",
                                       throttle_duration_sec=self._log_throttle_s)
 
-    def _answer(self, job: _Job) -> None:
+    def run_job(self, job: _Job) -> None:
         with self._lock:
             groups = list(self.groups)
             geometry = self._tokenizer.geometry
             frame_id = self._frame_id
-        started, cpu_started = time.perf_counter(), time.thread_time()
+        started, cpu_started, started_ns = time.perf_counter(), time.thread_time(), time.time_ns()
         try:
             if geometry is None:
                 raise ValueError("no temporal group has been completed yet: no video to answer about")
@@ -764,6 +769,8 @@ class Ov2Node(LifecycleNode):
                 window.add(answer.timings_s[f"{stage}_s"] * 1e3)
             self._last_stage_s = dict(answer.timings_s)
             self._last_answer = f"{job.query.request_id} [{answer.output_format}] {answer.text[:80]}"
+            if job.result.window_end_ns:
+                self._start_age_ms.add((started_ns - job.result.window_end_ns) / 1e6)
         if job.publish and self.context.ok():  # not once shutdown has begun
             self._results["text"].publish(results.model_text(job.result, frame_id, self._model_id))
             for role, message in results.arrays(job.result, frame_id).items():
@@ -838,6 +845,8 @@ class Ov2Node(LifecycleNode):
             values.update({
                 "lifecycle_state": self._lifecycle,
                 "model": self._model_id,
+                # Cameras served by this process's inference thread (and sharing its models), this one included.
+                "cameras_in_process": self._inference.cameras,
                 "answers_standing": self._answers["standing"],
                 "answers_query": self._answers["query"],
                 "queries_refused": self._answers["refused"],
@@ -857,6 +866,7 @@ class Ov2Node(LifecycleNode):
                 "inference_cpu_ms_p50": self._inference_cpu_ms.percentile(50),
                 "result_age_ms_p50": self._result_age_ms.percentile(50),
                 "result_age_ms_p99": self._result_age_ms.percentile(99),
+                "start_age_ms_p50": self._start_age_ms.percentile(50),
                 "answer_wait_ms_p50": self._answer_wait_ms.percentile(50),
                 "answer_wait_ms_p99": self._answer_wait_ms.percentile(99),
                 **{f"answer_{stage}_ms_p50": window.percentile(50) for stage, window in self._stage_ms.items()},
@@ -892,6 +902,7 @@ class Ov2Node(LifecycleNode):
         self._diagnostics.publish(array)
 
     def destroy_node(self) -> None:
+        self._inference.detach(self)
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30.0)
@@ -905,19 +916,43 @@ class Ov2Node(LifecycleNode):
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
+def _process_arguments(argv: list[str]) -> argparse.Namespace:
+    """The non-ROS arguments: `--cameras a,b` (namespaces; none: one node, named by the usual
+    --ros-args remaps) and `--answer-threads`."""
+    parser = argparse.ArgumentParser(prog="ov2_node", description="the ov2 perception node (ROS 2)")
+    parser.add_argument("--cameras", type=names.camera_namespaces, default=[],
+                        help="comma-separated camera names: one node per camera, in namespace /<camera>, all "
+                             "in this process, sharing its inference threads and each model (ros/inference.py)")
+    parser.add_argument("--answer-threads", type=int, default=None,
+                        help="answers of different cameras that may run at once (default: one per camera, at most "
+                             "one per CPU core); a guess of a next window runs only while nothing else does")
+    options = parser.parse_args(argv)
+    if options.answer_threads is None:
+        options.answer_threads = default_answer_threads(len(options.cameras))
+    return options
+
+
 def main(args=None) -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    rclpy.init(args=args)
-    node = None
+    argv = sys.argv if args is None else args
+    options = _process_arguments(remove_ros_args(argv)[1:])
+    rclpy.init(args=argv)
+    nodes = []
     try:
-        node = Ov2Node()
-        executor = MultiThreadedExecutor(num_threads=3)  # intake, timer/prompts, a waiting Query call
-        executor.add_node(node)
+        inference = InferenceWorker(options.answer_threads)
+        if options.cameras:
+            nodes = [Ov2Node(inference=inference, namespace=namespace) for namespace in options.cameras]
+        else:
+            nodes = [Ov2Node(inference=inference)]
+        # Per camera: intake, timer/prompts, a waiting Query call.
+        executor = MultiThreadedExecutor(num_threads=3 * len(nodes))
+        for node in nodes:
+            executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
+        for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
 

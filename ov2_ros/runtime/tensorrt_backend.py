@@ -9,6 +9,7 @@ generation loop) is the one every backend shares.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -42,6 +43,9 @@ class TensorRTBackend:
         self.present, self.past = present_names(onnx.num_layers), past_names(onnx.num_layers)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engines, self.contexts = {}, {}
+        # One execution context per engine, whose shapes and addresses a run sets: runs from
+        # several threads (the answers of several cameras in one process) take turns.
+        self._run_lock = threading.Lock()
         for name, file in self.manifest.engines.items():
             engine = runtime.deserialize_cuda_engine((self.folder / file).read_bytes())
             if engine is None:
@@ -54,6 +58,10 @@ class TensorRTBackend:
 
     def run(self, graph: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One engine on named inputs (any device) -> its named outputs (CUDA tensors)."""
+        with self._run_lock:
+            return self._run(graph, feeds)
+
+    def _run(self, graph: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         engine, context, trt = self.engines[graph], self.contexts[graph], self.trt
         limits = self.manifest.profiles[graph]
         keep = []
