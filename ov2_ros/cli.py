@@ -246,6 +246,12 @@ def _add_bench(commands) -> None:
                       help="the node's `prefill_ahead` parameter (default: on)")
     node.add_argument("--ahead-guesses", type=int, default=None,
                       help="the node's `ahead_guesses` parameter (default: the node's default)")
+    node.add_argument("--one-process", action=argparse.BooleanOptionalAction, default=True,
+                      help="several cameras as one process (`ov2_node --cameras`, sharing its inference "
+                           "threads; the launch file's default) or, with --no-one-process, a process each")
+    node.add_argument("--answer-threads", type=int, default=None,
+                      help="with --one-process: answers of different cameras that may run at once (ov2_node "
+                           "--answer-threads; default: the node's, one per camera up to the cores)")
     node.set_defaults(handler=_run_bench_node)
     fuzz = benches.add_parser("fuzz", help="mutated access units through ingest and tokenizer: nothing may escape")
     fuzz.add_argument("--out", default="out/fuzz.json", help="JSON results (default: %(default)s)")
@@ -262,6 +268,9 @@ def _add_bench(commands) -> None:
     soak.add_argument("--out", default="out/soak.json", help="JSON results (default: %(default)s)")
     soak.add_argument("--minutes", type=float, default=10.0)
     soak.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="onnxruntime")
+    soak.add_argument("--one-process", action=argparse.BooleanOptionalAction, default=True,
+                      help="the two cameras as one process (`ov2_node --cameras`; the launch file's default) "
+                           "or, with --no-one-process, a process each")
     soak.set_defaults(handler=_run_bench_soak)
 
 
@@ -321,7 +330,8 @@ def _run_bench_node(args) -> int:
     run_node_bench(args.out, args.backend, sizes, tuple(args.cameras), args.duration, args.budget, args.threads,
                    args.prompt or PROMPT, args.dtype, DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens,
                    args.encode_ahead, args.prefill_ahead,
-                   AHEAD_GUESSES if args.ahead_guesses is None else args.ahead_guesses)
+                   AHEAD_GUESSES if args.ahead_guesses is None else args.ahead_guesses,
+                   args.one_process, args.answer_threads)
     return 0
 
 
@@ -346,7 +356,7 @@ def _run_bench_faults(args) -> int:
 def _run_bench_soak(args) -> int:
     from ov2_ros.ros.robustness import run_soak
 
-    document = run_soak(args.out, args.minutes, args.backend)
+    document = run_soak(args.out, args.minutes, args.backend, args.one_process)
     print(json.dumps(document["nodes"]))
     return 0 if document["all_ok"] else 1
 

@@ -25,6 +25,7 @@ from ov2_ros.documents import write_json
 from ov2_ros.msg import ModelText
 from ov2_ros.ros.conversions import time_to_ns
 from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
+from ov2_ros.ros.inference import default_answer_threads
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
 from ov2_ros.runtime.answer import ANSWER_STAGES
 from ov2_ros.runtime.perception import AHEAD_GUESSES, DRAFT_TOKENS
@@ -72,15 +73,17 @@ def _offline_answer(stream_path: Path, backend: str, dtype: str, budget: int, th
 
 
 def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads: int, duration_s: float,
-             prompt: str, draft_tokens: int, encode_ahead: bool, prefill_ahead: bool, ahead_guesses: int) -> dict:
+             prompt: str, draft_tokens: int, encode_ahead: bool, prefill_ahead: bool, ahead_guesses: int,
+             one_process: bool, answer_threads: int | None) -> dict:
     namespaces = [f"/bench_cam{index}" for index in range(len(streams))]
-    processes = [start_node_process({"backend": backend, "dtype": dtype, "default_prompt": prompt,
-                                     "budget_canvases": budget, "inference_threads": threads,
-                                     "draft_tokens": draft_tokens, "encode_ahead": encode_ahead,
-                                     "prefill_ahead": prefill_ahead, "ahead_guesses": ahead_guesses,
-                                     "log_gop_summaries": False,
-                                     "diagnostics_period_s": 0.5}, namespace=namespace)
-                 for namespace in namespaces]
+    parameters = {"backend": backend, "dtype": dtype, "default_prompt": prompt, "budget_canvases": budget,
+                  "inference_threads": threads, "draft_tokens": draft_tokens, "encode_ahead": encode_ahead,
+                  "prefill_ahead": prefill_ahead, "ahead_guesses": ahead_guesses, "log_gop_summaries": False,
+                  "diagnostics_period_s": 0.5}
+    if one_process:  # every camera a node of one process, sharing its inference threads
+        processes = [start_node_process(parameters, cameras=namespaces, answer_threads=answer_threads)]
+    else:
+        processes = [start_node_process(parameters, namespace=namespace) for namespace in namespaces]
     latencies_ms: dict[str, list[float]] = {namespace: [] for namespace in namespaces}
     try:
         with ros_client("ov2_bench_node") as node:
@@ -135,10 +138,12 @@ def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads
             # a group to close and for the worker to finish the previous answer).
             "node_inference_ms_p50": [round(float(f["inference_ms_p50"]), 1) if f else None for f in finals],
             "node_inference_ms_p99": [round(float(f["inference_ms_p99"]), 1) if f else None for f in finals],
-            # Where an answer's time went: a frame's decoding, the result's age when published,
+            # Where an answer's time went: a frame's decoding, the newest frame's age when the
+            # model started on the answer and when the result was published, a frame's tokenizing,
             # the inference thread's CPU time, the wait for that thread, the model's stages.
             **{f"node_{name}": [round(float(f[name]), 1) if f else None for f in finals]
-               for name in ("stamp_to_decoded_ms_p50", "result_age_ms_p50", "inference_cpu_ms_p50",
+               for name in ("stamp_to_decoded_ms_p50", "start_age_ms_p50", "result_age_ms_p50",
+                            "tokenizer_ms_mean", "inference_cpu_ms_p50",
                             "answer_wait_ms_p50", "answer_wait_ms_p99",
                             *(f"answer_{stage}_ms_p50" for stage in ANSWER_STAGES))},
             # Groups through the encoder, of them encoded ahead while idle, and of those shown.
@@ -150,14 +155,17 @@ def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads
 def run_node_bench(out_path: str | Path | None, backend: str = "onnxruntime", sizes=((640, 480), (1280, 720)),
                    cameras=(1, 2), duration_s: float = 20.0, budget: int = 4, threads: int = 1,
                    prompt: str = PROMPT, dtype: str = "fp32", draft_tokens: int = DRAFT_TOKENS,
-                   encode_ahead: bool = True, prefill_ahead: bool = True, ahead_guesses: int = AHEAD_GUESSES) -> dict:
+                   encode_ahead: bool = True, prefill_ahead: bool = True, ahead_guesses: int = AHEAD_GUESSES,
+                   one_process: bool = True, answer_threads: int | None = None) -> dict:
+    """one_process: the cameras as the nodes of one process (ov2_node --cameras), whose answers may
+    run `answer_threads` at once (None: the node's default); else a process per camera."""
     with tempfile.TemporaryDirectory(prefix="ov2_bench_node_") as scratch:  # the streams, for the run
         return _node_bench(Path(scratch), out_path, backend, dtype, sizes, cameras, duration_s, budget, threads,
-                           prompt, draft_tokens, encode_ahead, prefill_ahead, ahead_guesses)
+                           prompt, draft_tokens, encode_ahead, prefill_ahead, ahead_guesses, one_process, answer_threads)
 
 
 def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s, budget, threads, prompt,
-                draft_tokens, encode_ahead, prefill_ahead, ahead_guesses) -> dict:
+                draft_tokens, encode_ahead, prefill_ahead, ahead_guesses, one_process, answer_threads) -> dict:
     if backend != "torch":  # export the default model once, before timing anything
         from ov2_ros.runtime.backend import open_backend
 
@@ -173,10 +181,12 @@ def _node_bench(work: Path, out_path, backend, dtype, sizes, cameras, duration_s
             row = {"width": width, "height": height, "cameras": count, "backend": backend, "dtype": dtype,
                    "budget_canvases": budget, "draft_tokens": draft_tokens, "encode_ahead": encode_ahead,
                    "prefill_ahead": prefill_ahead, "ahead_guesses": ahead_guesses,
+                   "one_process": one_process,
+                   "answer_threads": (answer_threads or default_answer_threads(count)) if one_process else None,
                    "offline_answer_ms": offline["answer_ms"],
                    "offline_stage_ms_p50": offline["stages"],
                    **_measure(streams[:count], backend, dtype, budget, threads, duration_s, prompt, draft_tokens,
-                              encode_ahead, prefill_ahead, ahead_guesses)}
+                              encode_ahead, prefill_ahead, ahead_guesses, one_process, answer_threads)}
             if row["latency_ms_p50"] is not None:
                 row["p50_vs_offline_answer"] = round(row["latency_ms_p50"] / offline["answer_ms"], 2)
             rows.append(row)

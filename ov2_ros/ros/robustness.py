@@ -8,9 +8,10 @@ restart (the publisher destroyed and re-created, resuming mid-GOP). After each f
 waits for the node to settle and records the counters' change: the node must stay alive, count
 every message, and lose at most the rest of the GOP the fault hit (it resumes at the next IDR).
 
-soak: two nodes (two cameras, one namespace each) with a standing question on every group,
-fed looping streams in real time for `minutes`; each node's resident memory is sampled every
-10 s, and growth is measured from the end of the first 20 % (model loaded, buffers full) to the end.
+soak: two nodes (two cameras, one namespace each; a process each, or with one_process both in
+one) with a standing question on every group, fed looping streams in real time for `minutes`;
+each process's resident memory is sampled every 10 s, and growth is measured from the end of the
+first 20 % (model loaded, buffers full) to the end.
 """
 from __future__ import annotations
 
@@ -131,22 +132,29 @@ def run_faults(out_path: str | Path | None) -> dict:
     return document
 
 
-def run_soak(out_path: str | Path | None, minutes: float = 10.0, backend: str = "onnxruntime") -> dict:
+def run_soak(out_path: str | Path | None, minutes: float = 10.0, backend: str = "onnxruntime",
+             one_process: bool = True) -> dict:
+    """one_process: the two cameras as the nodes of one process (ov2_node --cameras), else a
+    process each."""
     with tempfile.TemporaryDirectory(prefix="ov2_soak_") as scratch:  # the looping streams, for the run
-        return _soak(Path(scratch), out_path, minutes, backend)
+        return _soak(Path(scratch), out_path, minutes, backend, one_process)
 
 
-def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str) -> dict:
+def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str, one_process: bool) -> dict:
     streams = [_stream(work, f"soak_{index}", 640, 480, 30.0, 10 + index) for index in range(2)]
     if backend != "torch":  # the default model's export, once, before the clock starts
         from ov2_ros.runtime.backend import open_backend
 
         open_backend(backend)
     namespaces = ["/soak0", "/soak1"]
-    processes = [start_node_process({"backend": backend, "default_prompt": "Trace where the gripper moved.",
-                                     "budget_canvases": 4, "log_gop_summaries": False}, namespace=namespace)
-                 for namespace in namespaces]
-    samples: list[list[float]] = [[] for _ in namespaces]
+    parameters = {"backend": backend, "default_prompt": "Trace where the gripper moved.", "budget_canvases": 4,
+                  "log_gop_summaries": False}
+    if one_process:
+        processes = [start_node_process(parameters, cameras=namespaces)]
+    else:
+        processes = [start_node_process(parameters, namespace=namespace) for namespace in namespaces]
+    process_of = [min(index, len(processes) - 1) for index in range(len(namespaces))]  # each camera's
+    samples: list[list[float]] = [[] for _ in processes]
     try:
         with ros_client("ov2_soak") as node:
             watcher = DiagnosticsWatcher(node)
@@ -174,17 +182,19 @@ def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str)
         for process in processes:
             stop_process(process, timeout_s=30.0)
     nodes = []
-    for index, series in enumerate(samples):
+    for index, namespace in enumerate(namespaces):
+        series = samples[process_of[index]]  # its process's memory (shared with the other camera's node there)
         warm = series[max(0, len(series) // 5 - 1)]
         growth = (series[-1] - warm) / warm if series and warm > 0 else float("nan")
         final = finals[index] or {}
-        nodes.append({"namespace": namespaces[index], "alive": alive[index], "rss_mb_warm": round(warm, 1),
+        nodes.append({"namespace": namespace, "alive": alive[process_of[index]], "rss_mb_warm": round(warm, 1),
                       "rss_mb_end": round(series[-1], 1), "rss_mb_max": round(max(series), 1),
                       "growth_after_warmup": round(growth, 4), "samples": len(series),
                       **{key: final.get(key) for key in ("frames_received", "frames_decoded",
                                                          "frames_dropped_queue_full", "answers_standing",
                                                          "answers_failed", "internal_errors")}})
-    document = {"benchmark": "soak", "minutes": round(elapsed_min, 1), "backend": backend, "nodes": nodes,
+    document = {"benchmark": "soak", "minutes": round(elapsed_min, 1), "backend": backend,
+                "one_process": one_process, "nodes": nodes,
                 "goal": "memory growth < 5 %",
                 "all_ok": all(n["alive"] and n["growth_after_warmup"] < 0.05 for n in nodes)}
     write_json(out_path, document)
