@@ -132,6 +132,30 @@ def run_faults(out_path: str | Path | None) -> dict:
     return document
 
 
+SAMPLE_PERIOD_S = 10.0
+
+
+def _plot_memory(series: dict[str, list[float]], path: Path) -> None:
+    """Resident memory over the soak, one line per process, the warm-up's end marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 3.5))
+    for label, values in series.items():
+        axes.plot([index * SAMPLE_PERIOD_S / 60 for index in range(len(values))], values, label=label)
+        warm = max(0, len(values) // 5 - 1)
+        axes.axvline(warm * SAMPLE_PERIOD_S / 60, color="grey", linestyle=":", linewidth=1)
+    axes.set_xlabel("minutes")
+    axes.set_ylabel("resident memory (MB)")
+    axes.set_title("ov2 bench soak: growth is measured from the dotted line")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def run_soak(out_path: str | Path | None, minutes: float = 10.0, backend: str = "onnxruntime",
              one_process: bool = True) -> dict:
     """one_process: the two cameras as the nodes of one process (ov2_node --cameras), else a
@@ -172,7 +196,7 @@ def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str,
             while any(player.is_alive() for player in players):
                 for index, process in enumerate(processes):
                     samples[index].append(_rss_mb(process.pid))
-                time.sleep(10.0)
+                time.sleep(SAMPLE_PERIOD_S)
             for player in players:
                 player.join()
             elapsed_min = (time.monotonic() - started) / 60
@@ -193,9 +217,15 @@ def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str,
                       **{key: final.get(key) for key in ("frames_received", "frames_decoded",
                                                          "frames_dropped_queue_full", "answers_standing",
                                                          "answers_failed", "internal_errors")}})
+    labels = [" + ".join(namespaces) if one_process else namespace for namespace in namespaces][:len(processes)]
     document = {"benchmark": "soak", "minutes": round(elapsed_min, 1), "backend": backend,
                 "one_process": one_process, "nodes": nodes,
                 "goal": "memory growth < 5 %",
-                "all_ok": all(n["alive"] and n["growth_after_warmup"] < 0.05 for n in nodes)}
+                "all_ok": all(n["alive"] and n["growth_after_warmup"] < 0.05 for n in nodes),
+                # each process's resident memory, sampled every SAMPLE_PERIOD_S: where it grew
+                "rss_mb_series": {label: [round(value, 1) for value in series]
+                                  for label, series in zip(labels, samples)}}
     write_json(out_path, document)
+    if out_path is not None:
+        _plot_memory(document["rss_mb_series"], Path(out_path).with_suffix(".png"))
     return document
