@@ -10,10 +10,12 @@ once. What a free thread runs next:
   2. only when no thread runs anything and no answer is due, one guess of some camera's next
      window (encoded, and its prompt's start prefilled, ahead: Perception.encode_ahead), the
      cameras taking turns; a guess skips its prefill if an answer has become due meanwhile.
-So a guess never runs beside an answer and delays one by one model call at most. With a process
-per camera each camera's guesses ran beside, and slowed, the other's answers on the same cores
-(two cameras on two cores: p50 172-215 ms against 127-130 ms here, docs/node.md). A node alone in
-its process has a worker with one thread: one camera behaves as before.
+So a guess never starts beside an answer; an answer that becomes due during a guess starts at
+once on a free thread (with one thread, once the guess has encoded), and the guess then skips its
+prefill. With a process per camera each camera's guesses ran beside, and slowed, the other's
+answers on the same cores (two cameras on two cores: p50 172-215 ms against 127-130 ms here,
+docs/node.md). A node alone in its process has a worker with one thread: one camera behaves as
+before.
 """
 from __future__ import annotations
 
