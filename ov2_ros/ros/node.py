@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import ctypes
-import os
 import queue
 import sys
 import threading
@@ -918,26 +916,6 @@ class Ov2Node(LifecycleNode):
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-# glibc gives threads that allocate at the same time malloc arenas of their own (up to 8 per core),
-# and fragments held in each grew a process's memory in steps: two cameras in one process (their
-# decode and answer threads) grew +5.6 % over a 10-minute soak with the default, +3.8 % with two
-# arenas, at the same latency (docs/node.md).
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number
-
-
-def _limit_malloc_arenas() -> None:
-    """Before the process starts its threads. The environment's MALLOC_ARENA_MAX, where set,
-    wins; nothing where the C library is not glibc."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
-
-
 def _process_arguments(argv: list[str]) -> argparse.Namespace:
     """The non-ROS arguments: `--cameras a,b` (namespaces; none: one node, named by the usual
     --ros-args remaps) and `--answer-threads`."""
@@ -956,7 +934,6 @@ def _process_arguments(argv: list[str]) -> argparse.Namespace:
 
 def main(args=None) -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    _limit_malloc_arenas()
     argv = sys.argv if args is None else args
     options = _process_arguments(remove_ros_args(argv)[1:])
     rclpy.init(args=argv)
