@@ -845,7 +845,7 @@ class Ov2Node(LifecycleNode):
             values.update({
                 "lifecycle_state": self._lifecycle,
                 "model": self._model_id,
-                # Cameras served by this process's inference thread (and sharing its models), this one included.
+                # Cameras served by this process's inference threads (and sharing its models), this one included.
                 "cameras_in_process": self._inference.cameras,
                 "answers_standing": self._answers["standing"],
                 "answers_query": self._answers["query"],
@@ -920,15 +920,21 @@ def _process_arguments(argv: list[str]) -> argparse.Namespace:
     """The non-ROS arguments: `--cameras a,b` (namespaces; none: one node, named by the usual
     --ros-args remaps) and `--answer-threads`."""
     parser = argparse.ArgumentParser(prog="ov2_node", description="the ov2 perception node (ROS 2)")
-    parser.add_argument("--cameras", type=names.camera_namespaces, default=[],
+    parser.add_argument("--cameras", default="",
                         help="comma-separated camera names: one node per camera, in namespace /<camera>, all "
                              "in this process, sharing its inference threads and each model (ros/inference.py)")
     parser.add_argument("--answer-threads", type=int, default=None,
                         help="answers of different cameras that may run at once (default: one per camera, at most "
                              "one per CPU core); a guess of a next window runs only while nothing else does")
     options = parser.parse_args(argv)
+    try:
+        options.cameras = names.camera_namespaces(options.cameras)
+    except ValueError as error:  # the reason, not argparse's "invalid value"
+        parser.error(f"--cameras: {error}")
     if options.answer_threads is None:
         options.answer_threads = default_answer_threads(len(options.cameras))
+    elif options.answer_threads < 1:
+        parser.error("--answer-threads must be at least 1")
     return options
 
 

@@ -122,6 +122,17 @@ def test_cameras_of_one_process_share_its_model_and_each_answers_on_its_own_stre
     assert process.returncode == 0  # both nodes shut down cleanly, the shared thread with them
 
 
+@pytest.mark.parametrize("arguments, reason", [
+    (["--cameras", "2nd_camera"], "camera name '2nd_camera' is not a valid ROS namespace"),
+    (["--cameras", "front,front"], "camera 'front' is given twice"),
+    (["--cameras", "front,wrist", "--answer-threads", "0"], "--answer-threads must be at least 1"),
+])
+def test_ov2_node_refuses_bad_process_arguments_with_the_reason(arguments, reason):
+    run = subprocess.run([sys.executable, "-m", "ov2_ros.ros.node", *arguments, "--ros-args"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and reason in run.stderr, run.stderr
+
+
 RUN_LAUNCH = """
 import sys
 from launch import LaunchService
