@@ -49,6 +49,15 @@ def start_node_process(parameters: dict | None = None, remaps: dict | None = Non
                             env=env or os.environ.copy(), start_new_session=True)
 
 
+def start_camera_processes(parameters: dict, namespaces: list[str], one_process: bool = True,
+                           answer_threads: int | None = None) -> list[subprocess.Popen]:
+    """ov2_node for several cameras, as the launch file starts them: the nodes of one process
+    (`--cameras`), or with one_process False a process per camera namespace."""
+    if one_process:
+        return [start_node_process(parameters, cameras=namespaces, answer_threads=answer_threads)]
+    return [start_node_process(parameters, namespace=namespace) for namespace in namespaces]
+
+
 def stop_process(process: subprocess.Popen, timeout_s: float = 5.0) -> int:
     """SIGINT the process group, then SIGKILL it if it has not exited in time."""
     if process.poll() is None:

@@ -24,7 +24,7 @@ from ov2_ros.codec.encoder import H264EncoderConfig
 from ov2_ros.documents import write_json
 from ov2_ros.msg import ModelText
 from ov2_ros.ros.conversions import time_to_ns
-from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
+from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_camera_processes, stop_process
 from ov2_ros.ros.inference import default_answer_threads
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
 from ov2_ros.runtime.answer import ANSWER_STAGES
@@ -80,10 +80,7 @@ def _measure(streams: list[Path], backend: str, dtype: str, budget: int, threads
                   "inference_threads": threads, "draft_tokens": draft_tokens, "encode_ahead": encode_ahead,
                   "prefill_ahead": prefill_ahead, "ahead_guesses": ahead_guesses, "log_gop_summaries": False,
                   "diagnostics_period_s": 0.5}
-    if one_process:  # every camera a node of one process, sharing its inference threads
-        processes = [start_node_process(parameters, cameras=namespaces, answer_threads=answer_threads)]
-    else:
-        processes = [start_node_process(parameters, namespace=namespace) for namespace in namespaces]
+    processes = start_camera_processes(parameters, namespaces, one_process, answer_threads)
     latencies_ms: dict[str, list[float]] = {namespace: [] for namespace in namespaces}
     try:
         with ros_client("ov2_bench_node") as node:

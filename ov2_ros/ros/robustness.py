@@ -24,7 +24,8 @@ from pathlib import Path
 from ov2_ros.codec.container import H264File
 from ov2_ros.codec.encoder import H264EncoderConfig
 from ov2_ros.documents import write_json
-from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
+from ov2_ros.ros.harness import (DiagnosticsWatcher, counter, ros_client, start_camera_processes, start_node_process,
+                                  stop_process)
 from ov2_ros.ros.publisher import AccessUnitPublisher, play, use_prompt_acknowledgements
 from ov2_ros.synth.scene import SceneConfig
 from ov2_ros.synth.stream import write_synthetic_stream
@@ -173,10 +174,7 @@ def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str,
     namespaces = ["/soak0", "/soak1"]
     parameters = {"backend": backend, "default_prompt": "Trace where the gripper moved.", "budget_canvases": 4,
                   "log_gop_summaries": False}
-    if one_process:
-        processes = [start_node_process(parameters, cameras=namespaces)]
-    else:
-        processes = [start_node_process(parameters, namespace=namespace) for namespace in namespaces]
+    processes = start_camera_processes(parameters, namespaces, one_process)
     process_of = [min(index, len(processes) - 1) for index in range(len(namespaces))]  # each camera's
     samples: list[list[float]] = [[] for _ in processes]
     try:
