@@ -175,7 +175,7 @@ def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str,
     parameters = {"backend": backend, "default_prompt": "Trace where the gripper moved.", "budget_canvases": 4,
                   "log_gop_summaries": False}
     processes = start_camera_processes(parameters, namespaces, one_process)
-    process_of = [min(index, len(processes) - 1) for index in range(len(namespaces))]  # each camera's
+    process_of = [0] * len(namespaces) if one_process else list(range(len(namespaces)))  # each camera's
     samples: list[list[float]] = [[] for _ in processes]
     try:
         with ros_client("ov2_soak") as node:
@@ -215,7 +215,7 @@ def _soak(work: Path, out_path: str | Path | None, minutes: float, backend: str,
                       **{key: final.get(key) for key in ("frames_received", "frames_decoded",
                                                          "frames_dropped_queue_full", "answers_standing",
                                                          "answers_failed", "internal_errors")}})
-    labels = [" + ".join(namespaces) if one_process else namespace for namespace in namespaces][:len(processes)]
+    labels = [" + ".join(namespaces)] if one_process else namespaces  # one per process
     document = {"benchmark": "soak", "minutes": round(elapsed_min, 1), "backend": backend,
                 "one_process": one_process, "nodes": nodes,
                 "goal": "memory growth < 5 %",
