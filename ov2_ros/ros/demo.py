@@ -19,7 +19,7 @@ from ov2_ros.codec.encoder import H264EncoderConfig, encode_mp4
 from ov2_ros.model.scoring import box_iou, temporal_iou, trace_errors
 from ov2_ros.msg import ManipulationTrace, ModelText
 from ov2_ros.ros.conversions import time_to_ns
-from ov2_ros.ros.harness import DiagnosticsWatcher, counter, ros_client, start_node_process, stop_process
+from ov2_ros.ros.harness import DiagnosticsWatcher, call_service, counter, ros_client, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
 from ov2_ros.srv import Query
 from ov2_ros.synth.stream import write_world_stream
@@ -33,14 +33,6 @@ _REPORTED = (
     "groups_emitted", "kept_fraction", "tokenizer_ms_mean", "answers_standing", "answers_query",
     "answers_failed", "inference_ms_p50", "inference_ms_p99",
 )
-
-
-def _call(client, request, timeout_s: float):
-    future = client.call_async(request)
-    deadline = time.monotonic() + timeout_s
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return future.result() if future.done() else None
 
 
 def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_frame: int = 0,
@@ -76,7 +68,7 @@ def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_
             grasp = next(s for s in truth["segments"] if s["phase"] == "grasp")
             questions = {"grasp": f"When does the gripper grasp the {truth['target']}?",
                          "plate": f"Where is the {truth['plate']}? Give its bounding box."}
-            answers = {key: _call(client, Query.Request(prompt=q, window_s=duration_s + 1.0,
+            answers = {key: call_service(client, Query.Request(prompt=q, window_s=duration_s + 1.0,
                                                         max_new_tokens=64), 300.0)
                        for key, q in questions.items()}
             asked = sum(r is not None and r.success for r in answers.values())

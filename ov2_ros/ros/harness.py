@@ -140,6 +140,21 @@ def ros_client(name: str):
         rclpy.try_shutdown()
 
 
+def call_service(client, request, timeout_s: float, attempts: int = 1):
+    """The service's response, or None when none came within timeout_s on any of `attempts` tries.
+    A response can be lost while discovery completes, though wait_for_service said the service is
+    there (ros2/rclpy#1191): give attempts > 1 only for requests that are safe to repeat."""
+    for _ in range(attempts):
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout_s
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if future.done():
+            return future.result()
+        client.remove_pending_request(future)
+    return None
+
+
 def counter(values: dict, key: str) -> int:
     return int(values.get(key, "0"))
 

@@ -15,7 +15,7 @@ from ov2_ros.codec.container import H264File
 from ov2_ros.model.config import Ov2Config
 from ov2_ros.model.default import default_model_dir
 from ov2_ros.tokenizer.geometry import DEFAULT_MAX_PIXELS, FrameGeometry
-from ov2_ros.ros.harness import counter, start_node_process, stop_process
+from ov2_ros.ros.harness import call_service, counter, start_node_process, stop_process
 from ov2_ros.ros.publisher import AccessUnitPublisher, play
 from tests.conftest import media_file
 
@@ -154,16 +154,17 @@ def test_params_file_is_applied_and_bad_values_are_refused(ros, tmp_path):
     try:
         get = node.create_client(GetParameters, "/configured/ov2_node/get_parameters")
         assert get.wait_for_service(timeout_sec=30.0)
-        response = get.call(GetParameters.Request(names=["qos_depth", "max_stamp_gap_s"]), timeout_sec=10.0)
+        # Both requests are safe to repeat: a response lost while discovery completes is asked again.
+        response = call_service(get, GetParameters.Request(names=["qos_depth", "max_stamp_gap_s"]), 10.0, attempts=6)
         assert response.values[0].integer_value == 400
         assert response.values[1].double_value == pytest.approx(0.25)
         set_ = node.create_client(SetParameters, "/configured/ov2_node/set_parameters")
         assert set_.wait_for_service(timeout_sec=10.0)
-        results = set_.call(SetParameters.Request(parameters=[
+        results = call_service(set_, SetParameters.Request(parameters=[
             Parameter("qos_depth", value=10).to_parameter_msg(),  # read-only: needs a restart
             Parameter("max_stamp_gap_s", value=1.5).to_parameter_msg(),
             Parameter("max_stamp_gap_s", value=-1.0).to_parameter_msg(),  # outside its range
-        ]), timeout_sec=10.0).results
+        ]), 10.0, attempts=6).results
         assert [r.successful for r in results] == [False, True, False]
     finally:
         stop_process(process)
@@ -231,20 +232,16 @@ def test_lifecycle_configure_loads_activate_subscribes_deactivate_stops_intake(r
     assert change.wait_for_service(timeout_sec=30.0) and get_state.wait_for_service(timeout_sec=10.0)
 
     def state():
-        # A service's first response can be lost while discovery completes, though wait_for_service
-        # said it is there (ros2/rclpy#1191); asking for the state again is harmless.
-        for _ in range(6):
-            response = get_state.call(GetState.Request(), timeout_sec=5.0)
-            if response is not None:
-                return response.current_state.label
-        raise AssertionError("get_state never answered")
+        response = call_service(get_state, GetState.Request(), 5.0, attempts=6)  # safe to repeat
+        assert response is not None, "get_state never answered"
+        return response.current_state.label
 
     publisher = AccessUnitPublisher(node, "/managed/image_raw/h264", frame_id="managed_camera")
     assert state() == "unconfigured" and publisher.publisher.get_subscription_count() == 0
 
     def transition(kind, reached):
-        response = change.call(ChangeState.Request(transition=Transition(id=kind)), timeout_sec=120.0)
-        if response is None:  # the response lost (as above): the state says whether it happened
+        response = call_service(change, ChangeState.Request(transition=Transition(id=kind)), 120.0)
+        if response is None:  # the response lost (see call_service): the state says whether it happened
             return state() == reached
         return response.success
 
