@@ -157,6 +157,9 @@ class H264Decoder:
         yuv420 = frame.to_ndarray()
         vectors = np.empty(0, MOTION_VECTOR_DTYPE)
         if self._export_motion_vectors:
+            # frame.side_data ties the frame to its side data in a reference cycle (PyAV): the
+            # frame, picture buffer included, then waits for Python's cyclic collector
+            # (long-running processes collect it: ros/node.py, HEAP_COLLECT_PERIOD_S).
             side_data = frame.side_data.get("MOTION_VECTORS")
             if side_data is not None:
                 vectors = side_data.to_ndarray().astype(MOTION_VECTOR_DTYPE, copy=True)

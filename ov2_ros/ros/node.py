@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import queue
 import sys
 import threading
@@ -254,6 +255,8 @@ class Ov2Node(LifecycleNode):
                                       draft_tokens=p["draft_tokens"], prefill_ahead=p["prefill_ahead"],
                                       ahead_guesses=p["ahead_guesses"])
         self.get_logger().info(f"model {self._model_id} loaded in {time.perf_counter() - started:.1f} s")
+        gc.collect()
+        gc.freeze()  # see HEAP_COLLECT_PERIOD_S
         self._results = {
             "text": self.create_publisher(ModelText, names.TEXT_TOPIC, 10),
             "segments": self.create_publisher(TemporalSegmentArray, names.SEGMENTS_TOPIC, 10),
@@ -519,7 +522,11 @@ class Ov2Node(LifecycleNode):
     # --- decode thread --------------------------------------------------------------------
 
     def _decode_loop(self) -> None:
+        collect_at = time.monotonic() + HEAP_COLLECT_PERIOD_S
         while not self._stop.is_set():
+            if time.monotonic() >= collect_at:
+                gc.collect()
+                collect_at = time.monotonic() + HEAP_COLLECT_PERIOD_S
             try:
                 received = self._queue.get(timeout=0.1)
             except queue.Empty:
@@ -908,6 +915,16 @@ class Ov2Node(LifecycleNode):
             thread.join(timeout=30.0)
         super().destroy_node()
 
+
+# Reading a picture's motion vectors (PyAV's frame.side_data) ties the frame to its side data in a
+# reference cycle, so the frame, its picture buffer included, is freed only by Python's cyclic
+# collector, and one that reaches the collector's oldest generation only by a full collection,
+# which with a heap of torch's size (~200,000 objects) runs rarely and takes ~80 ms. So once the
+# model is loaded the node moves what is alive out of the collector's sight (gc.freeze) and the
+# decode thread runs a full collection this often, < 1 ms then. Offline, 40,000 640x480 access
+# units through StreamIngest beside the loaded model: resident memory 445 -> 464 MB and rising
+# without; with, 413 MB throughout.
+HEAP_COLLECT_PERIOD_S = 5.0
 
 # How long a Python thread may hold the GIL while another waits for it (CPython's default: 5 ms).
 # The inference thread wants it back after every ONNX Runtime call (~20 an answer) while the

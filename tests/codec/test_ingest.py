@@ -44,6 +44,26 @@ def test_whole_stream_decodes_every_frame_with_codec_data(p_stream):
     _assert_accounted(ingest)
 
 
+def test_decoded_frames_hold_no_pyav_frame(p_stream):
+    """Ingest hands on copies: once the cyclic collector has run (ros/node.py runs it every
+    HEAP_COLLECT_PERIOD_S), no PyAV frame, nor its picture buffer, outlives its access unit,
+    however long the FrameRecords are kept. A motion-vector array viewing PyAV's side data would
+    keep every frame alive."""
+    import gc
+
+    import av
+
+    def pyav_frames():
+        gc.collect()
+        return sum(isinstance(o, av.VideoFrame) for o in gc.get_objects())
+
+    before = pyav_frames()
+    ingest = StreamIngest()
+    frames, _ = _feed(ingest, list(H264File(p_stream.h264_path)))
+    assert len(frames) >= 59 and sum(len(f.motion_vectors) for f in frames) > 0
+    assert pyav_frames() - before <= 1  # the decoder keeps one frame object ready for its next picture
+
+
 def test_decoded_image_matches_the_rendered_scene(p_stream):
     from ov2_ros.synth.scene import SceneConfig, SyntheticScene
 
