@@ -69,7 +69,7 @@ def run_demo(out_dir: str | Path, duration_s: float = 8.0, seed: int = 0, start_
             questions = {"grasp": f"When does the gripper grasp the {truth['target']}?",
                          "plate": f"Where is the {truth['plate']}? Give its bounding box."}
             answers = {key: call_service(client, Query.Request(prompt=q, window_s=duration_s + 1.0,
-                                                        max_new_tokens=64), 300.0)
+                                                               max_new_tokens=64), 300.0)
                        for key, q in questions.items()}
             asked = sum(r is not None and r.success for r in answers.values())
             final = watcher.wait_for(lambda v: counter(v, "frames_received") >= report.sent and counter(v, "queue_depth") == 0
