@@ -59,6 +59,25 @@ class KVCache:
         self.keys[layer], self.values[layer] = k, v
         return k, v
 
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Append the new positions' k, v (B, KV, L, hd) to the layer's cache; their queries q
+        (B, H, L, hd) attend causally over cache + new -> (B, H, L, hd). (The ONNX Runtime
+        export swaps in a cache that writes into preallocated buffers: onnx_export.py.)"""
+        past = 0 if self.keys[layer] is None else self.keys[layer].shape[2]
+        k, v = self.extend(layer, k, v)
+        return causal_attention(q, k, v, past)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
+    """q (B, H, L, hd) of the positions after the first `past` of k, v (B, KV, past + L, hd):
+    position i sees the past ones and the new ones <= i. enable_gqa: each group of query heads
+    reads its KV head, without copying the cache."""
+    length = q.shape[2]
+    mask = None
+    if length > 1:
+        mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=q.device).tril(diagonal=past)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
 
 class Attention(nn.Module):
     def __init__(self, config: LLMConfig):
@@ -88,7 +107,6 @@ class Attention(nn.Module):
         # attention over each row; neither: causal over cache + new
         b, length, _ = x.shape
         q, k, v = self.queries_keys_values(x, rope)
-        # enable_gqa: each group of query heads reads its KV head, without copying the cache.
         if spans is not None:
             # One fused causal call per run, not a (L, L) block-diagonal mask: a masked kernel
             # computes every score of the row, the runs' own triangles are a fraction of them.
@@ -96,14 +114,12 @@ class Attention(nn.Module):
                                                                        v[row:row + 1, :, start:end], is_causal=True, enable_gqa=True)
                                         for start, end in row_spans], dim=2)
                              for row, row_spans in enumerate(spans)])  # (B, H, L, hd)
+        elif causal_rows:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        elif cache is not None:
+            out = cache.attend(layer, q, k, v)
         else:
-            mask, past = None, 0
-            if cache is not None:
-                past = 0 if cache.keys[layer] is None else cache.keys[layer].shape[2]
-                k, v = cache.extend(layer, k, v)
-            if length > 1 and not causal_rows:  # causal: position i sees the cached ones and new ones <= i
-                mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal_rows, enable_gqa=True)
+            out = causal_attention(q, k, v, past=0)
         return self.o_proj(out.transpose(1, 2).reshape(b, length, self.num_heads * self.head_dim))
 
 
@@ -166,8 +182,8 @@ class Qwen3Model(nn.Module):
             angles = angles_1d((index - segment_start).reshape(-1), self.config.head_dim, self.config.rope_theta)
             angles = angles.view(*segment_ids.shape, -1)[:, None]  # (B, 1, L, head_dim)
         else:
-            start = cache.length if cache is not None else 0
-            positions = torch.arange(start, start + inputs_embeds.shape[1], device=inputs_embeds.device)
+            start = cache.length if cache is not None else 0  # an int, or a (1,) tensor in an exported graph
+            positions = start + torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)
             angles = angles_1d(positions, self.config.head_dim, self.config.rope_theta)
         rope = (angles.cos(), angles.sin())  # once for every layer
         x = inputs_embeds

@@ -26,19 +26,21 @@ import torch.nn as nn
 from ov2_ros.model.config import Ov2Config
 from ov2_ros.model.llm import KVCache
 from ov2_ros.model.ov2 import Ov2Model
-from ov2_ros.runtime.onnx_graphs import (GRAPHS, OPSET, WEIGHTS_FILE, OnnxManifest, past_names, present_names,
-                                         sha256_file)
+from ov2_ros.runtime.onnx_graphs import (GRAPHS, OPSET, WEIGHTS_FILE, OnnxManifest, buffer_names, past_names,
+                                         present_names, sha256_file)
 from ov2_ros.runtime.onnx_ops import check_graph
 from ov2_ros.runtime.ort_int8 import INT8_MAX_WEIGHT_BYTES, quantise_int8
 
 MAX_WINDOWS = 256
 MAX_WINDOW_BLOCKS = 8192  # 2x2 blocks per window: 4 canvases of up to 2048 blocks
 MAX_SEQUENCE = 32768
-ORT_GRAPHS = ("vision", "prefill", "decode", "extend")  # the graphs with attention (extend: ONNX Runtime's only)
+# The graphs with fused attention for ONNX Runtime (extend exists only there, and takes the place
+# of decode: a session with it steps one token through it, on the cache in place).
+ORT_GRAPHS = ("vision", "prefill", "extend")
 MAX_EXTEND = 64  # tokens one extend pass takes: a token and its draft
 # What export_onnx writes (2: int8 variants, 3: fusable RMSNorm, 4: extend, 5: block-causal ORT
-# prefill); keys cached default exports.
-EXPORT_REVISION = 5
+# prefill, 6: extend on a cache in place); keys cached default exports.
+EXPORT_REVISION = 6
 
 
 class VisionGraph(nn.Module):
@@ -88,11 +90,27 @@ class DecodeGraph(nn.Module):
         return (self.lm_head(hidden[:, -1]), *[t for pair in zip(cache.keys, cache.values) for t in pair])
 
 
-class ExtendGraph(DecodeGraph):
-    """Several new tokens on the cache: their logits at every position, not only the last."""
+class BufferCache:
+    """The extend graph's KV cache: per layer, key and value buffers of a fixed capacity whose
+    first `length` positions hold the past; `attend` writes the new positions after them
+    (ort_attention.attend_in_buffers: in place on ONNX Runtime)."""
 
-    def forward(self, inputs_embeds, *past):
-        cache = KVCache(list(past[0::2]), list(past[1::2]))  # (1, KV, P, hd) each
+    def __init__(self, buffers, past_length: torch.Tensor):
+        self.keys, self.values = list(buffers[0::2]), list(buffers[1::2])  # (1, KV, capacity, hd) each
+        self.length = past_length  # (1,) int64
+
+    def attend(self, layer: int, q, k, v):
+        out, self.keys[layer], self.values[layer] = torch.ops.ov2_ros.attend_in_buffers(
+            q, k, v, self.keys[layer], self.values[layer], self.length)
+        return out
+
+
+class ExtendGraph(DecodeGraph):
+    """Several new tokens on the cache (ONNX Runtime only): their logits at every position, not
+    only the last, and the buffers with their keys and values written after the past."""
+
+    def forward(self, inputs_embeds, past_length, *buffers):
+        cache = BufferCache(buffers, past_length)
         hidden = self.language_model(inputs_embeds, cache)  # (1, S, hidden), causal among the S
         return (self.lm_head(hidden), *[t for pair in zip(cache.keys, cache.values) for t in pair])  # (1, S, vocab)
 
@@ -105,7 +123,8 @@ def _examples(config: Ov2Config, dtype: torch.dtype) -> dict:
         "window_blocks", min=1, max=MAX_WINDOW_BLOCKS)
     sequence = torch.export.Dim("sequence", min=2, max=MAX_SEQUENCE)
     cached = torch.export.Dim("cached", min=1, max=MAX_SEQUENCE)
-    extended = torch.export.Dim("extended", min=2, max=MAX_EXTEND)
+    extended = torch.export.Dim("extended", min=1, max=MAX_EXTEND)
+    capacity = torch.export.Dim("capacity", min=2, max=MAX_SEQUENCE)
     w, length, p = 2, 4 * 24, 5
     vision_names = ["pixel_values", "rope_cos", "rope_sin", "valid_patches"]
     vision_args = [torch.randn(w, length, e.patch_dim), torch.randn(w, length, e.head_dim),
@@ -126,8 +145,10 @@ def _examples(config: Ov2Config, dtype: torch.dtype) -> dict:
         "decode": (["inputs_embeds", *past], [torch.randn(1, 1, l.hidden_size, dtype=dtype)] + [kv(p) for _ in past],
                    ["logits", *present_names(l.num_layers)],
                    (None, tuple({2: cached} for _ in past))),  # forward(inputs_embeds, *past)
-        "extend": (["inputs_embeds", *past], [torch.randn(1, 3, l.hidden_size, dtype=dtype)] + [kv(p) for _ in past],
-                   ["logits", *present_names(l.num_layers)], ({1: extended}, tuple({2: cached} for _ in past))),
+        "extend": (["inputs_embeds", "past_length", *buffer_names(l.num_layers)],
+                   [torch.randn(1, 3, l.hidden_size, dtype=dtype), torch.tensor([p])] + [kv(2 * p) for _ in past],
+                   ["logits", *buffer_names(l.num_layers, written=True)],
+                   ({1: extended}, None, tuple({2: capacity} for _ in past))),
     }
 
 
@@ -207,7 +228,7 @@ def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | N
     the ONNX Runtime prefill's causal blocks (ort_attention.py; default PREFILL_QUERY_BLOCKS)."""
     import onnx
 
-    from ov2_ros.runtime.ort_attention import PREFILL_QUERY_BLOCKS, TRANSLATION, prefill_translation
+    from ov2_ros.runtime.ort_attention import EXTEND_TRANSLATION, PREFILL_QUERY_BLOCKS, TRANSLATION, prefill_translation
 
     torch_dtype = model.lm_head.weight.dtype
     dtype = {torch.float32: "fp32", torch.float16: "fp16"}.get(torch_dtype)
@@ -238,8 +259,8 @@ def export_onnx(model: Ov2Model, out: str | Path, tokenizer_json: str | Path | N
             manifest.exporter["ort_prefill_query_blocks"] = blocks
             for name in ORT_GRAPHS:
                 path = out / f"{name}.ort.onnx"
-                _export_graph(modules[name], *examples[name], path, opset, weights,
-                              prefill_translation(blocks) if name == "prefill" else TRANSLATION)
+                translation = {"prefill": prefill_translation(blocks), "extend": EXTEND_TRANSLATION}.get(name, TRANSLATION)
+                _export_graph(modules[name], *examples[name], path, opset, weights, translation)
                 manifest.ort_graphs[name] = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
     finally:
         manifest.weights = weights.close()

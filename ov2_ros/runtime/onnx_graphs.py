@@ -14,10 +14,14 @@ fly: ort_int8.py) (B = 1 sequence; W windows of L patches; S prompt tokens; P ca
            present.{i}.key / present.{i}.value (1, kv_heads, S, head_dim) per layer.
 - decode:  inputs_embeds (1, 1, hidden), past.{i}.key / past.{i}.value (1, kv_heads, P, head_dim)
            -> logits (1, vocab), present.{i}.key / .value (1, kv_heads, P + 1, head_dim).
-- extend:  (ONNX Runtime variants only) inputs_embeds (1, S, hidden), S = 2-64, and the past as
-           decode's -> logits (1, S, vocab), one row after each new token, and the presents
-           (1, kv_heads, P + S, head_dim). Draft tokens (model/generate.py) need it; a folder
-           without it decodes one token at a time.
+- extend:  (ONNX Runtime variants only) inputs_embeds (1, S, hidden), S = 1-64, past_length (1,)
+           int64 = P, buffer.{i}.key / buffer.{i}.value (1, kv_heads, capacity, head_dim), of
+           which the first P positions hold the past -> logits (1, S, vocab), one row after each
+           new token, and buffer_out.{i}.key / .value: the buffers with the new positions written
+           at P..P+S-1 (in place where the runtime binds each buffer as input and output:
+           ort_attention.py). Draft tokens (model/generate.py) need it; a folder without it
+           (or with the extend graph of exports before revision 6, which copied the cache every
+           pass) decodes one token at a time.
 `hidden`, logits and the KV cache are in the export dtype (fp32 or fp16); RoPE inputs stay fp32.
 """
 from __future__ import annotations
@@ -47,6 +51,12 @@ def present_names(num_layers: int) -> list[str]:
 
 def past_names(num_layers: int) -> list[str]:
     return [f"past.{i}.{part}" for i in range(num_layers) for part in ("key", "value")]
+
+
+def buffer_names(num_layers: int, written: bool = False) -> list[str]:
+    """The extend graph's KV buffers: its inputs, or (written) its outputs."""
+    prefix = "buffer_out" if written else "buffer"
+    return [f"{prefix}.{i}.{part}" for i in range(num_layers) for part in ("key", "value")]
 
 
 def sha256_file(path: str | Path) -> str:

@@ -14,6 +14,12 @@ attending only to the keys up to its last row (`ort_causal_prefill_attention`): 
 compute every masked score before zeroing it, so one attention over a prompt of L tokens costs
 L x L scores where causal needs about half; eight blocks compute 9/16 of them (a prompt of
 ~1,200 tokens: the int8 prefill 0.63x, fp32 0.75x; `ov2 bench prefill`, docs/deployment.md).
+
+The extend graph (new tokens on a KV cache: drafts, a prompt's rest) keeps its cache in buffers
+of a fixed capacity that the runtime binds as input and output alike, so no pass copies the
+cache: each layer's attention is one `com.microsoft.GroupQueryAttention` node, which writes the
+new positions' keys and values after the past ones, in place, and attends causally over both
+(`attend_in_buffers`). Forgetting positions (rejected drafts) is then only a shorter length.
 """
 from __future__ import annotations
 
@@ -25,27 +31,38 @@ from onnxscript import ir
 from onnxscript import opset18 as op
 from onnxscript._internal.values import Op, Opset
 
+from ov2_ros.model.llm import causal_attention
 
-def _multi_head_attention() -> Op:
+
+def _contrib_op(name: str, inputs: list[tuple[str, str, bool]], outputs: list[str], attributes: dict) -> Op:
+    """An onnxscript Op for the subset of an ONNX Runtime contrib op's signature used here
+    (onnxruntime docs/ContribOperators.md). inputs: (name, type, optional); outputs of type T."""
     schema_class = onnx.defs.OpSchema
 
     def parameter(name, type_name, optional=True):
         option = schema_class.FormalParameterOption.Optional if optional else schema_class.FormalParameterOption.Single
         return schema_class.FormalParameter(name, type_name, "", param_option=option)
 
-    # The subset of the contrib op's signature used here (onnxruntime docs/ContribOperators.md).
     schema = schema_class(
-        "MultiHeadAttention", "com.microsoft", 1,
-        inputs=[parameter("query", "T", optional=False), parameter("key", "T"), parameter("value", "T"),
-                parameter("bias", "T"), parameter("key_padding_mask", "M"), parameter("attention_bias", "T")],
-        outputs=[parameter("output", "T", optional=False)],
+        name, "com.microsoft", 1,
+        inputs=[parameter(*spec) for spec in inputs],
+        outputs=[parameter(output, "T", optional=index > 0) for index, output in enumerate(outputs)],
         type_constraints=[("T", ["tensor(float)", "tensor(float16)"], ""), ("M", ["tensor(int32)"], "")],
-        attributes=[schema_class.Attribute("num_heads", schema_class.AttrType.INT, ""),
-                    schema_class.Attribute("scale", schema_class.AttrType.FLOAT, "")])
-    return Op(Opset("com.microsoft", 1), "MultiHeadAttention", schema)
+        attributes=[schema_class.Attribute(attribute, kind, "") for attribute, kind in attributes.items()])
+    return Op(Opset("com.microsoft", 1), name, schema)
 
 
-MULTI_HEAD_ATTENTION = _multi_head_attention()
+_INT, _FLOAT = onnx.defs.OpSchema.AttrType.INT, onnx.defs.OpSchema.AttrType.FLOAT
+MULTI_HEAD_ATTENTION = _contrib_op(
+    "MultiHeadAttention",
+    [("query", "T", False), ("key", "T", True), ("value", "T", True), ("bias", "T", True),
+     ("key_padding_mask", "M", True), ("attention_bias", "T", True)],
+    ["output"], {"num_heads": _INT, "scale": _FLOAT})
+GROUP_QUERY_ATTENTION = _contrib_op(
+    "GroupQueryAttention",
+    [("query", "T", False), ("key", "T", True), ("value", "T", True), ("past_key", "T", True),
+     ("past_value", "T", True), ("seqlens_k", "M", False), ("total_sequence_length", "M", False)],
+    ["output", "present_key", "present_value"], {"num_heads": _INT, "kv_num_heads": _INT, "scale": _FLOAT})
 
 
 def ort_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
@@ -128,8 +145,47 @@ def _attend(q, key, value, mask, key_padding, scale, group: int, kv_heads: int, 
                                      op.Constant(value_ints=[kv_heads, head_dim]), axis=0), allowzero=1)
 
 
+@torch.library.custom_op("ov2_ros::attend_in_buffers", mutates_args=())
+def attend_in_buffers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_buffer: torch.Tensor,
+                      value_buffer: torch.Tensor, past_length: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The new positions' k, v (B, KV, S, hd) written into the buffers (B, KV, capacity, hd)
+    after their first past_length (1,) positions; q (B, H, S, hd) attends causally over those
+    and the new ones -> (out (B, H, S, hd), key_buffer, value_buffer). Here (tracing, tests) on
+    copies of the buffers; exported as GroupQueryAttention, which writes them in place."""
+    past, new = int(past_length.reshape(-1)[0]), k.shape[2]
+    keys, values = key_buffer.clone(), value_buffer.clone()
+    keys[:, :, past:past + new], values[:, :, past:past + new] = k, v
+    return causal_attention(q, keys[:, :, :past + new], values[:, :, :past + new], past), keys, values
+
+
+@attend_in_buffers.register_fake
+def _attend_in_buffers_shapes(q, k, v, key_buffer, value_buffer, past_length):
+    return torch.empty_like(q), torch.empty_like(key_buffer), torch.empty_like(value_buffer)
+
+
+def ort_attend_in_buffers(q, k, v, key_buffer, value_buffer, past_length):
+    """attend_in_buffers -> one GroupQueryAttention node (ONNX Runtime's CPU kernel attends
+    causally within the new rows and over the past; given the same buffer as past and present it
+    writes the new keys and values in place)."""
+    heads, head_dim, kv_heads = q.shape[1], q.shape[3], k.shape[1]
+
+    def rows_first(x):  # (B, N, S, hd) -> (B, S, N * hd)
+        return op.Reshape(op.Transpose(x, perm=[0, 2, 1, 3]), op.Constant(value_ints=[0, 0, -1]))
+
+    total = op.Add(past_length, op.Shape(q, start=2, end=3))  # (1,) int64: past + new positions
+    seqlens_k = op.Cast(op.Sub(total, op.Constant(value_ints=[1])), to=ir.DataType.INT32)  # (B,): last index
+    total_length = op.Cast(op.Squeeze(total, op.Constant(value_ints=[0])), to=ir.DataType.INT32)  # scalar
+    out, keys, values = GROUP_QUERY_ATTENTION(rows_first(q), rows_first(k), rows_first(v), key_buffer, value_buffer,
+                                              seqlens_k, total_length, num_heads=heads, kv_num_heads=kv_heads,
+                                              scale=1.0 / math.sqrt(head_dim))  # (B, S, H * hd)
+    out = op.Transpose(op.Reshape(out, op.Constant(value_ints=[0, 0, heads, head_dim])), perm=[0, 2, 1, 3])
+    return out, keys, values
+
+
 PREFILL_QUERY_BLOCKS = 8
 TRANSLATION = {torch.ops.aten.scaled_dot_product_attention.default: ort_attention}
+EXTEND_TRANSLATION = {**TRANSLATION, torch.ops.ov2_ros.attend_in_buffers.default: ort_attend_in_buffers}
 
 
 def prefill_translation(blocks: int = PREFILL_QUERY_BLOCKS) -> dict:

@@ -40,11 +40,12 @@ def test_every_graph_is_valid_onnx_that_tensorrt_10_3_parses(exported, variant):
 def test_fp32_exports_carry_onnx_runtime_variants_with_fused_attention(exported):
     _, folder = exported["fp32"]
     manifest = OnnxManifest.load(folder)
-    assert sorted(manifest.ort_graphs) == ["decode", "extend", "prefill", "vision"]
+    assert sorted(manifest.ort_graphs) == ["extend", "prefill", "vision"]
     for name, entry in manifest.ort_graphs.items():
         ops = [node.op_type for node in onnx.load(str(folder / entry["file"])).graph.node]
         per_layer = PREFILL_QUERY_BLOCKS if name == "prefill" else 1  # the prefill's causal blocks
-        assert ops.count("MultiHeadAttention") == 2 * per_layer and "Softmax" not in ops, name
+        fused = "GroupQueryAttention" if name == "extend" else "MultiHeadAttention"  # extend: on the cache in place
+        assert ops.count(fused) == 2 * per_layer and "Softmax" not in ops, name
     assert OnnxManifest.load(exported["fp16"][1]).ort_graphs == {}
 
 
@@ -52,7 +53,7 @@ def test_all_graphs_share_one_weights_file_holding_each_tensor_once(exported):
     model, folder = exported["fp32"]
     manifest = OnnxManifest.load(folder)
     parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    # 7 graphs (prefill, decode and their variants all hold the LLM), yet about one copy of the
+    # 6 graphs (prefill, decode and their variants, extend, all hold the LLM), yet about one copy of the
     # weights (constant folding may add a few derived tensors).
     assert parameter_bytes <= manifest.weights["bytes"] < 1.25 * parameter_bytes
     graph_bytes = sum(entry["bytes"] for entry in [*manifest.graphs.values(), *manifest.ort_graphs.values()])
@@ -99,8 +100,8 @@ def test_onnxruntime_prefill_and_decode_logits_equal_pytorch(exported, tokenizer
     pairs = [(reference.prefill(prompt.input_ids, tokens), session.prefill(prompt.input_ids, tokens))]
     for token in [17, 40, 5, 99, 230]:
         pairs.append((reference.step(token), session.step(token)))
-    assert len(session.cache) == 2 * model.config.llm.num_layers
-    assert session.cache[0].shape[2] == len(prompt.input_ids) + 5  # the cache grew by one per step
+    assert session.can_extend == fused  # fused: steps through the extend graph, on its buffers
+    assert session.length == len(prompt.input_ids) + 5  # the cache grew by one per step
     for expected, got in pairs:
         expected = expected.float()
         torch.testing.assert_close(got, expected, rtol=0, atol=tolerance * expected.abs().max())
@@ -116,12 +117,13 @@ def test_the_block_causal_prefill_equals_pytorch_at_every_prompt_length(exported
     for length in [2, 3, PREFILL_QUERY_BLOCKS, 5, 6, 7, 29]:
         ids = torch.randint(7, model.config.llm.vocab_size, (length,), generator=generator).tolist()
         reference, session = TorchSession(model), backend.session()
-        expected, got = reference.prefill(ids, None).float(), session.prefill(ids, None)
+        expected, (got, ours) = reference.prefill(ids, None).float(), backend.prefill(ids, None)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 * expected.abs().max())
         cache = reference.cache
-        for ours, theirs in zip(session.cache, [t for pair in zip(cache.keys, cache.values) for t in pair], strict=True):
-            assert ours.shape[2] == length
-            torch.testing.assert_close(torch.from_numpy(ours), theirs, rtol=0, atol=1e-4 * theirs.abs().max())
+        for part, theirs in zip(ours, [t for pair in zip(cache.keys, cache.values) for t in pair], strict=True):
+            assert part.shape[2] == length
+            torch.testing.assert_close(torch.from_numpy(part), theirs, rtol=0, atol=1e-4 * theirs.abs().max())
+        session.prefill(ids, None)
         step_expected, step_got = reference.step(17).float(), session.step(17)  # the cache the prefill left
         torch.testing.assert_close(step_got, step_expected, rtol=0, atol=1e-4 * step_expected.abs().max())
 
@@ -194,6 +196,65 @@ def test_onnxruntime_extends_by_several_tokens_as_pytorch_does_and_forgets_what_
         torch.testing.assert_close(rest, first, rtol=0, atol=1e-5)
 
 
+def test_onnxruntime_extend_writes_the_cache_in_place_and_keeps_it_when_the_buffers_grow(exported, tokenizer):
+    model, folder = exported["fp32"]
+    backend = OnnxRuntimeBackend(folder, threads=1)
+    vision = vision_input([[4, 4, 6]], seed=5)
+    tokens = TorchBackend(model, tokenizer).vision_tokens(vision)
+    prompt = encode_prompt(tokenizer, "Trace the gripper.", vision.positions_thw.numpy(), 30.0).input_ids
+    reference, session = TorchSession(model), backend.session()
+    reference.prefill(prompt, tokens), session.prefill(prompt, tokens)
+    buffers = list(session.buffers)
+    logits = session.extend([17, 40, 5])
+    kept = logits.clone()
+    reference.extend([17, 40, 5])
+    # the pass wrote its keys and values into the very arrays bound before it (no copy of the cache)
+    assert all(after is before for after, before in zip(session.buffers, buffers))
+    for layer in range(model.config.llm.num_layers):
+        for held, expected in ((buffers[2 * layer], reference.cache.keys[layer]),
+                               (buffers[2 * layer + 1], reference.cache.values[layer])):
+            torch.testing.assert_close(torch.from_numpy(held[:, :, :session.length]), expected, rtol=1e-4, atol=1e-4)
+    session.extend([8, 9, 10])
+    session.truncate(session.length - 3)
+    torch.testing.assert_close(logits, kept, rtol=0, atol=0)  # a later pass leaves earlier logits alone
+    # past the capacity the buffers grow and keep the past: logits as PyTorch's all the way
+    capacity = buffers[0].shape[2]
+    generated = [(7 * index) % 300 + 20 for index in range(capacity - session.length + 5)]
+    for start in range(0, len(generated), 60):
+        chunk = generated[start:start + 60]
+        assert _relative_error(session.extend(chunk), reference.extend(chunk)) < 1e-4
+    assert session.buffers[0].shape[2] > capacity and session.length == len(prompt) + 3 + len(generated)
+    with pytest.raises(ValueError, match="cannot keep"):
+        session.truncate(session.length + 1)
+
+
+def test_an_extend_graph_of_an_earlier_export_revision_is_not_used(exported, tokenizer, tmp_path):
+    import shutil
+
+    from ov2_ros.runtime.onnx_graphs import sha256_file
+
+    _, folder = exported["fp32"]
+    copy = tmp_path / "revision5"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((copy / "onnx.json").read_text())
+    # Before revision 6 the extend graph took the cache as decode does (past.* in, present.* out).
+    for graphs, suffix in (("ort_graphs", ".ort.onnx"), ("ort_int8_graphs", ".ort.int8.onnx")):
+        shutil.copyfile(copy / "decode.onnx", copy / f"extend{suffix}")
+        manifest[graphs]["extend"]["sha256"] = sha256_file(copy / f"extend{suffix}")
+    (copy / "onnx.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="export revision 6"):
+        backend = OnnxRuntimeBackend(copy, threads=1)
+    session = backend.session()
+    assert not session.can_extend
+    vision = vision_input([[4, 4, 6]], seed=6)
+    prompt = encode_prompt(tokenizer, "Trace the gripper.", vision.positions_thw.numpy(), 30.0).input_ids
+    config = GenerationConfig(max_new_tokens=12, draft_tokens=8)
+    tokens = backend.vision_tokens(vision)
+    expected = generate(OnnxRuntimeBackend(folder, threads=1).session(), tokenizer, prompt, tokens, config)
+    got = generate(session, tokenizer, prompt, tokens, config)
+    assert got.token_ids == expected.token_ids and got.draft_proposed == 0
+
+
 @pytest.mark.parametrize("output_format", [None, "trace2d"])
 def test_onnxruntime_drafted_generation_writes_the_tokens_of_step_by_step_decoding(exported, tokenizer, output_format):
     model, folder = exported["fp32"]
@@ -249,7 +310,8 @@ def test_fp32_exports_carry_int8_weight_variants_of_the_onnx_runtime_graphs(expo
         ops = [node.op_type for node in graph.node]
         assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops, name
         per_layer = PREFILL_QUERY_BLOCKS if name == "prefill" else 1
-        assert ops.count("MultiHeadAttention") == 2 * per_layer, name  # attention stays the fused fp32 kernel
+        fused = "GroupQueryAttention" if name == "extend" else "MultiHeadAttention"
+        assert ops.count(fused) == 2 * per_layer, name  # attention stays the fused fp32 kernel
         constants = {tensor.name: tensor for tensor in graph.initializer}
         # No product with a weight is left in fp32: every MatMul / Gemm that remains multiplies
         # activations, and the quantised weights are int8.
