@@ -37,7 +37,7 @@ MAX_SEQUENCE = 32768
 # The graphs with fused attention for ONNX Runtime (extend exists only there, and takes the place
 # of decode: a session with it steps one token through it, on the cache in place).
 ORT_GRAPHS = ("vision", "prefill", "extend")
-MAX_EXTEND = 64  # tokens one extend pass takes: a token and its draft
+MAX_EXTEND = 64  # the bound traced for an extend pass's tokens; the exported dimension has none
 # What export_onnx writes (2: int8 variants, 3: fusable RMSNorm, 4: extend, 5: block-causal ORT
 # prefill, 6: extend on a cache in place); keys cached default exports.
 EXPORT_REVISION = 6

@@ -2,8 +2,8 @@
 the folder's manifest (`onnx.json`). `ov2 export-onnx` writes it, the ONNX Runtime and TensorRT
 backends and trt_build/ read it.
 
-Graphs (and, for fp32, `*.ort.onnx` variants of the three with attention and extend, for ONNX Runtime only:
-ort_attention.py; and those as `*.ort.int8.onnx`, weights int8 and activations quantised on the
+Graphs (and, for fp32, `*.ort.onnx` variants of vision and prefill, with ONNX Runtime's fused
+attention, and extend, which takes decode's place there, for ONNX Runtime only: ort_attention.py; and those as `*.ort.int8.onnx`, weights int8 and activations quantised on the
 fly: ort_int8.py) (B = 1 sequence; W windows of L patches; S prompt tokens; P cached positions):
 - vision:  pixel_values (W, L, C*P*P) fp32, rope_cos / rope_sin (W, L, head_dim) fp32 (the 3D
            RoPE of each patch, computed on the host), valid_patches (W,) int64 (rows past it pad
@@ -14,7 +14,8 @@ fly: ort_int8.py) (B = 1 sequence; W windows of L patches; S prompt tokens; P ca
            present.{i}.key / present.{i}.value (1, kv_heads, S, head_dim) per layer.
 - decode:  inputs_embeds (1, 1, hidden), past.{i}.key / past.{i}.value (1, kv_heads, P, head_dim)
            -> logits (1, vocab), present.{i}.key / .value (1, kv_heads, P + 1, head_dim).
-- extend:  (ONNX Runtime variants only) inputs_embeds (1, S, hidden), S = 1-64, past_length (1,)
+- extend:  (ONNX Runtime variants only) inputs_embeds (1, S, hidden) (a token, a token and its
+           draft, or the rest of a prompt whose start is cached), past_length (1,)
            int64 = P, buffer.{i}.key / buffer.{i}.value (1, kv_heads, capacity, head_dim), of
            which the first P positions hold the past -> logits (1, S, vocab), one row after each
            new token, and buffer_out.{i}.key / .value: the buffers with the new positions written
