@@ -228,6 +228,31 @@ def test_onnxruntime_extend_writes_the_cache_in_place_and_keeps_it_when_the_buff
         session.truncate(session.length + 1)
 
 
+def test_the_extend_graph_in_pytorch_attends_as_the_cache_does_and_returns_the_buffers_written(exported, tokenizer):
+    """What the export traces (attend_in_buffers' own kernel, on copies of the buffers)."""
+    from ov2_ros.runtime.onnx_export import ExtendGraph
+
+    model, _ = exported["fp32"]
+    vision = vision_input([[4, 4, 6]], seed=7)
+    tokens = TorchBackend(model, tokenizer).vision_tokens(vision)
+    prompt = encode_prompt(tokenizer, "Trace the gripper.", vision.positions_thw.numpy(), 30.0).input_ids
+    reference = TorchSession(model)
+    reference.prefill(prompt, tokens)
+    past = reference.length
+    buffers = [torch.cat([part, torch.zeros_like(part[:, :, :5])], dim=2)
+               for pair in zip(reference.cache.keys, reference.cache.values) for part in pair]
+    new = [17, 40, 5]
+    with torch.no_grad():
+        logits, *written = ExtendGraph(model)(model.language_model.embed_tokens(torch.tensor([new])),
+                                              torch.tensor([past]), *buffers)
+    expected = reference.extend(new)
+    assert _relative_error(logits[0], expected) < 1e-5
+    cache = [part for pair in zip(reference.cache.keys, reference.cache.values) for part in pair]
+    for before, after, full in zip(buffers, written, cache):
+        torch.testing.assert_close(after[:, :, :past + 3], full, rtol=1e-5, atol=1e-5)
+        assert not after[:, :, past + 3:].any() and not before[:, :, past:].any()  # the inputs stay as they were
+
+
 def test_an_extend_graph_of_an_earlier_export_revision_is_not_used(exported, tokenizer, tmp_path):
     import shutil
 
