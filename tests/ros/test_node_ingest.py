@@ -62,6 +62,25 @@ def test_every_published_frame_is_decoded(ros, node_under_test, p_stream, b_stre
         assert values["awaiting_idr"] == "false"
 
 
+def test_a_remapped_input_topic_is_read(ros, p_stream):
+    """The subscription lives on a companion node (ov2_node_intake) that takes no process-wide
+    arguments: it reads the topic the node's own remaps name."""
+    node, watcher = ros
+    namespace, topic = "/remapped_camera", "/elsewhere/camera/h264"
+    process = start_node_process({"diagnostics_period_s": 0.2}, remaps={"image_raw/h264": topic},
+                                 namespace=namespace)
+    try:
+        publisher = AccessUnitPublisher(node, topic, frame_id="remapped_optical")
+        assert publisher.wait_for_subscribers(1, timeout_s=30.0), "ov2_node never subscribed to the remapped topic"
+        report = play(publisher, H264File(p_stream.h264_path), pacing="acked")
+        assert report.sent == 60 and report.unacked == 0
+        values = _settled(watcher, namespace, 60)
+        assert counter(values, "frames_decoded") + counter(values, "frames_pending_in_decoder") == 60
+        assert node.count_subscribers(f"{namespace}/image_raw/h264") == 0  # nothing listens where the remap moved it from
+    finally:
+        stop_process(process)
+
+
 def test_ov2_publish_late_joiner_waits_for_an_idr(ros, node_under_test, p_stream):
     """Three processes: `ov2 publish` joining mid-GOP -> ov2_node -> diagnostics read here."""
     _, watcher = ros
