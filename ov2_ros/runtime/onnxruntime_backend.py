@@ -141,9 +141,6 @@ class OnnxRuntimeBufferSession:
     HEADROOM = 256  # positions allocated past the prompt: an answer, with its last draft
 
     def __init__(self, backend: OnnxRuntimeBackend):
-        import onnxruntime as ort
-
-        self._ort = ort
         self.backend = backend
         self.tokens = backend.config.tokens
         self.buffers: list[np.ndarray] = []  # per layer key, value: (1, KV, capacity, hd)
@@ -205,12 +202,13 @@ class OnnxRuntimeBufferSession:
         capacity = self.buffers[0].shape[2] if self.buffers else 0
         if capacity >= positions:
             return
+        from onnxruntime import OrtValue
+
         config = self.backend.config.llm
-        dtype = np.float16 if self.backend.manifest.dtype == "fp16" else np.float32
         shape = (1, config.num_kv_heads, max(positions + self.HEADROOM, 2 * capacity), config.head_dim)
-        grown = [np.zeros(shape, dtype) for _ in self.backend.buffers]
+        grown = [np.zeros(shape, np.float32) for _ in self.backend.buffers]  # extend graphs: fp32 exports only
         for new, old in zip(grown, self.buffers):
             new[:, :, :self._length] = old[:, :, :self._length]
         self.buffers = grown
-        self.bound = [self._ort.OrtValue.ortvalue_from_numpy(buffer) for buffer in grown]
+        self.bound = [OrtValue.ortvalue_from_numpy(buffer) for buffer in grown]
         self._bindings = {}
