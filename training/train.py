@@ -86,12 +86,18 @@ class StageConfig:
     # > 0: after every step the merger's output bias moves by -momentum x the step's mean vision
     # token (training/centre_vision.py says why); 0: never.
     centre_vision_momentum: float = 0.0
+    # Relative weights of tasks in the stage's mix (a task not named weighs 1): a question is kept
+    # with probability weight / the largest weight, so {"trace": 4} makes the other tasks a
+    # quarter as common as they were against the trace. Empty: every question a clip gives.
+    task_weights: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.trainable not in TRAINABLE:
             raise ValueError(f"trainable {self.trainable!r} is not one of {sorted(TRAINABLE)}")
         if self.centre_vision_momentum and self.fsdp:
             raise ValueError("centre_vision_momentum needs the whole merger bias on every rank: not with fsdp")
+        if any(weight < 0 for weight in self.task_weights.values()):
+            raise ValueError(f"task_weights {self.task_weights}: weights are >= 0")
 
     @classmethod
     def load(cls, path: str | Path) -> "StageConfig":
@@ -301,6 +307,38 @@ def initial_model(init: str, tokenizer: TextTokenizer) -> Ov2Model:
     return model
 
 
+def step_rows(config: StageConfig, specs: list[ClipSpec], modes: list[str], cache: ClipCache,
+              tokenizer: TextTokenizer, rank: int, step_index: int) -> list[list[Example]]:
+    """A step's examples, row by row: a function of (seed, rank, step) alone, so a resumed run
+    sees exactly the batches an uninterrupted one would. Clips are drawn at random and their
+    questions taken in random order; with task_weights, a question is kept with probability
+    its task's weight over the largest weight (a config without them draws what it always did)."""
+    rng = np.random.default_rng([config.seed, rank, step_index])
+    step_budget = int(rng.choice(config.budgets)) if config.examples_per_step else None
+    top_weight = max([1.0, *config.task_weights.values()])  # a task not named weighs 1
+    chosen, length = [], 0
+    while True:
+        spec = specs[int(rng.integers(len(specs)))]
+        budget = step_budget or int(rng.choice(config.budgets))
+        # One mode draws nothing: single-mode runs keep the batches they always had.
+        mode = modes[int(rng.integers(len(modes)))] if len(modes) > 1 else modes[0]
+        candidates = examples_for_clip(cache, tokenizer, spec, mode, budget, rng, config.tasks)
+        for index in rng.permutation(len(candidates)):
+            example = candidates[index]
+            keep = config.task_weights.get(example.qa.task, 1.0) / top_weight
+            if keep < 1.0 and rng.random() >= keep:
+                continue
+            if config.examples_per_step:
+                chosen.append([example])
+                if len(chosen) == config.examples_per_step:
+                    return chosen
+                continue
+            if chosen and length + len(example.input_ids) > config.max_tokens:
+                return [chosen]
+            chosen.append(example)
+            length += len(example.input_ids)
+
+
 def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: str | Path, input_mode: str = "codec",
                 tokenizer_path: str | Path | None = None, resume: bool = False, threads: int | None = None,
                 progress: bool = True, precision: str = "fp32") -> dict:
@@ -352,30 +390,6 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
     for spec in tqdm(specs[rank::world_size], desc=f"{config.name}: rendering + encoding clips", disable=not progress or rank):
         cache.clip(spec)
 
-    def rows_for(step_index: int) -> list[list[Example]]:
-        """The step's examples, row by row, are a function of (seed, rank, step) alone, so a
-        resumed run sees exactly the batches an uninterrupted one would."""
-        rng = np.random.default_rng([config.seed, rank, step_index])
-        step_budget = int(rng.choice(config.budgets)) if config.examples_per_step else None
-        chosen, length = [], 0
-        while True:
-            spec = specs[int(rng.integers(len(specs)))]
-            budget = step_budget or int(rng.choice(config.budgets))
-            # One mode draws nothing: single-mode runs keep the batches they always had.
-            mode = modes[int(rng.integers(len(modes)))] if len(modes) > 1 else modes[0]
-            candidates = examples_for_clip(cache, tokenizer, spec, mode, budget, rng, config.tasks)
-            for index in rng.permutation(len(candidates)):
-                example = candidates[index]
-                if config.examples_per_step:
-                    chosen.append([example])
-                    if len(chosen) == config.examples_per_step:
-                        return chosen
-                    continue
-                if chosen and length + len(example.input_ids) > config.max_tokens:
-                    return [chosen]
-                chosen.append(example)
-                length += len(example.input_ids)
-
     encoder_frozen = not any(p.requires_grad for name, p in model.visual.named_parameters()
                              if not name.startswith("merger."))
     frozen_encoder = FrozenEncoder(model) if encoder_frozen else None
@@ -399,7 +413,7 @@ def train_stage(config: StageConfig, out_dir: str | Path, init: str, cache_dir: 
     losses: list[float] = []
     while step < config.steps:
         started = time.perf_counter()
-        rows = rows_for(step)
+        rows = step_rows(config, specs, modes, cache, tokenizer, rank, step)
         batch = pack_rows(rows, filler=model.config.tokens.end_of_text)
         encoder_hidden = frozen_encoder([e for row in rows for e in row]) if frozen_encoder else None
         for group in optimizer.param_groups:

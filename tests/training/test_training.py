@@ -231,6 +231,30 @@ def test_trainable_override_keeps_the_encoder_and_trains_merger_and_llm(workspac
         assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith(trained))
 
 
+def test_task_weights_change_the_mix_and_no_weights_draw_what_they_always_did(workspace):
+    """A task weighted 4 against the rest's 1 is drawn far more often than without weights; a
+    weight of 0 never; weights all alike draw exactly the batches of no weights."""
+    from training.train import step_rows
+
+    root, tokenizer = workspace
+    cache = ClipCache(root / "cache")
+    specs = [ClipSpec("pickplace", 3, duration_s=6.0)]
+    stage = dataclasses.replace(STAGE, examples_per_step=8, clips={"pickplace": 1})
+
+    def tasks_drawn(**weights):
+        config = dataclasses.replace(stage, task_weights=weights)
+        return [[e.qa.task for row in step_rows(config, specs, ["codec"], cache, tokenizer, 0, step) for e in row]
+                for step in range(6)]
+
+    plain = tasks_drawn()
+    assert tasks_drawn(trace=1.0, caption=1.0) == plain
+    share = lambda steps, task: np.mean([t == task for tasks in steps for t in tasks])
+    assert share(tasks_drawn(trace=4.0), "trace") > 2 * share(plain, "trace") > 0
+    assert share(plain, "caption") > 0 and share(tasks_drawn(caption=0.0), "caption") == 0
+    with pytest.raises(ValueError, match="task_weights"):
+        StageConfig(name="bad", task_weights={"trace": -1.0})
+
+
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_torchrun_runs_data_parallel_and_sharded_and_resumes(workspace, tmp_path, sharding):
     import subprocess
