@@ -1,12 +1,15 @@
 """All four stages in a row, each starting from the previous stage's model:
 `python -m training.pipeline --out runs/nano_codec --input codec [--preset nano] [--steps-scale 1.0]
-[--encoder-pretrain STEPS [--encoder-worlds WORLD:COUNT,...]] [--centre-vision M] [--trainable PARTS]`.
+[--encoder-pretrain STEPS [--encoder-worlds WORLD:COUNT,...]] [--centre-vision M] [--trainable PARTS]
+[--then CONFIG[@INPUT] ...]`.
 With `--encoder-pretrain`, the preset's random model first has its vision tower pretrained on
 the worlds' exact truth (still shots; `--encoder-worlds` adds video clips) (training/encoder_pretrain.py, OUT/s0_encoder): our stand-in for OV2's
 pretrained OneVision-Encoder, from which OV2's stage 1 starts. `--centre-vision M` sets every
 stage's centre_vision_momentum (training/centre_vision.py says why). `--trainable merger+llm`
 keeps the encoder as stage 0 left it through every stage (trained in stages 2-4, the tower loses
 what stage 0 taught it about where things are: docs/training.md, the pointing probe).
+`--then` runs more stage configs after the four, each from the one before, as its config says
+(the frozen tower's climb in one command: docs/training.md).
 The command and its arguments are written to OUT/command.json, so a model says how it was made."""
 from __future__ import annotations
 
@@ -49,19 +52,13 @@ def pretrained_encoder(out: Path, preset: str, cache: str, steps: int, seed: int
     return str(folder)
 
 
-def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, threads: int | None,
-                 steps_scale: float = 1.0, encoder_pretrain_steps: int = 0,
-                 centre_vision: float | None = None, encoder_worlds: dict[str, int] = ENCODER_WORLDS,
-                 precision: str = "fp32", trainable: str | None = None) -> list[dict]:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(threads)
-    init, results = preset, []
-    if encoder_pretrain_steps:
-        init = pretrained_encoder(out, preset, cache, encoder_pretrain_steps,
-                                  StageConfig.load(CONFIGS / f"{STAGES[0]}.json").seed, encoder_worlds,
-                                  precision=precision)
+def stage_plan(input_mode: str, steps_scale: float = 1.0, centre_vision: float | None = None,
+               trainable: str | None = None, then: tuple[tuple[str, str | None], ...] = ()
+               ) -> list[tuple[StageConfig, str]]:
+    """The stages the pipeline runs, in order, each with its input: the four, with the
+    pipeline's overrides, then each `then` config (a rung such as the frozen tower's pointing
+    and trace stages) as the config says, on its own input or the pipeline's."""
+    plan = []
     for name in STAGES:
         config = StageConfig.load(CONFIGS / f"{name}.json")
         if centre_vision is not None:
@@ -72,13 +69,44 @@ def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, thre
             steps = max(1, int(round(config.steps * steps_scale)))
             config = dataclasses.replace(config, steps=steps, warmup_steps=min(config.warmup_steps, steps),
                                          save_every=steps)
+        plan.append((config, input_mode))
+    plan += [(StageConfig.load(path), stage_input or input_mode) for path, stage_input in then]
+    names = [config.name for config, _ in plan]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names repeat ({names}): each stage needs its own folder")
+    return plan
+
+
+def parse_then(value: str) -> tuple[str, str | None]:
+    """`CONFIG.json` or `CONFIG.json@INPUT` (e.g. live): a stage to run after the four."""
+    path, _, stage_input = value.partition("@")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"no stage config at {path}")
+    return path, stage_input or None
+
+
+def run_pipeline(out: str | Path, input_mode: str, preset: str, cache: str, threads: int | None,
+                 steps_scale: float = 1.0, encoder_pretrain_steps: int = 0,
+                 centre_vision: float | None = None, encoder_worlds: dict[str, int] = ENCODER_WORLDS,
+                 precision: str = "fp32", trainable: str | None = None,
+                 then: tuple[tuple[str, str | None], ...] = ()) -> list[dict]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    init, results = preset, []
+    if encoder_pretrain_steps:
+        init = pretrained_encoder(out, preset, cache, encoder_pretrain_steps,
+                                  StageConfig.load(CONFIGS / f"{STAGES[0]}.json").seed, encoder_worlds,
+                                  precision=precision)
+    for config, stage_input in stage_plan(input_mode, steps_scale, centre_vision, trainable, then):
         started = time.time()
-        result = train_stage(config, out / name, init, cache, input_mode, threads=threads,
-                             resume=(out / name / "last" / "trainer_state.json").is_file(), precision=precision)
+        result = train_stage(config, out / config.name, init, cache, stage_input, threads=threads,
+                             resume=(out / config.name / "last" / "trainer_state.json").is_file(), precision=precision)
         result["wall_s"] = round(time.time() - started, 1)
         results.append(result)
         print(json.dumps(result), flush=True)
-        init = str(out / name / "last")
+        init = str(out / config.name / "last")
     (out / "stages.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -102,11 +130,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="bf16: mixed precision (autocast) in stage 0 and every stage")
     parser.add_argument("--trainable", choices=sorted(TRAINABLE), default=None,
                         help="every stage's trainable parts (default: each config's own; merger+llm keeps stage 0's encoder)")
+    parser.add_argument("--then", type=parse_then, nargs="*", default=[], metavar="CONFIG[@INPUT]",
+                        help="stage configs to run after the four, in order, each as its config says "
+                             "(no overrides), on INPUT or --input (e.g. the frozen tower's rungs)")
     args = parser.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "command.json").write_text(json.dumps({"argv": sys.argv, "args": vars(args)}, indent=1))
     run_pipeline(args.out, args.input, args.preset, args.cache, args.threads, args.steps_scale,
-                 args.encoder_pretrain, args.centre_vision, args.encoder_worlds, args.precision, args.trainable)
+                 args.encoder_pretrain, args.centre_vision, args.encoder_worlds, args.precision, args.trainable,
+                 tuple(args.then))
     return 0
 
 
