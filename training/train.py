@@ -98,6 +98,8 @@ class StageConfig:
             raise ValueError("centre_vision_momentum needs the whole merger bias on every rank: not with fsdp")
         if any(weight < 0 for weight in self.task_weights.values()):
             raise ValueError(f"task_weights {self.task_weights}: weights are >= 0")
+        if self.tasks and not any(self.task_weights.get(task, 1.0) > 0 for task in self.tasks):
+            raise ValueError(f"task_weights {self.task_weights} weigh every task of {self.tasks} 0: no question to draw")
 
     @classmethod
     def load(cls, path: str | Path) -> "StageConfig":

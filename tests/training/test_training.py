@@ -253,6 +253,8 @@ def test_task_weights_change_the_mix_and_no_weights_draw_what_they_always_did(wo
     assert share(plain, "caption") > 0 and share(tasks_drawn(caption=0.0), "caption") == 0
     with pytest.raises(ValueError, match="task_weights"):
         StageConfig(name="bad", task_weights={"trace": -1.0})
+    with pytest.raises(ValueError, match="no question to draw"):
+        StageConfig(name="bad", tasks=("trace",), task_weights={"trace": 0.0})
 
 
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
