@@ -1,9 +1,13 @@
 """The pipeline's stage 0: a seeded random model whose vision tower alone is pretrained, kept
-when a resumed pipeline finds it."""
+when a resumed pipeline finds it; and the stages it runs after the four (--then)."""
+import argparse
+import json
+
+import pytest
 import torch
 
 from ov2_ros.model.checkpoint import load_model
-from training.pipeline import pretrained_encoder
+from training.pipeline import CONFIGS, STAGES, parse_then, pretrained_encoder, stage_plan
 
 
 def test_stage_zero_pretrains_the_vision_tower_of_a_seeded_random_model_once(tmp_path):
@@ -30,13 +34,6 @@ def test_stages_after_the_four_run_as_their_configs_say_on_their_own_input(tmp_p
     """--then: the pipeline's overrides change the four stages only; a later stage keeps its
     config's trainable parts and centring and runs on the input it names (else the pipeline's);
     a missing config or a repeated stage name is refused before any work."""
-    import argparse
-    import json
-
-    import pytest
-
-    from training.pipeline import CONFIGS, STAGES, parse_then, stage_plan
-
     rung = CONFIGS / "s10_trace_pickplace_frozen_tower.json"
     plan = stage_plan("codec", steps_scale=0.5, centre_vision=0.0, trainable="all",
                       then=(parse_then(f"{rung}@live"), parse_then(str(CONFIGS / "s10_point_mid_frozen_tower.json"))))
