@@ -50,7 +50,7 @@ WORLD_VERSIONS = {"pickplace": 2, "bounce": 2}
 class ClipSpec:
     world: str  # a key of ov2_ros.synth.worlds.WORLDS: "bounce", "pickplace", "stills", "lone", "mid", "closeup"
     seed: int
-    split: str = "train"  # "train" or "heldout" (unseen colours, backgrounds, speeds)
+    split: str = "train"  # a Variation split: "train", "heldout" (unseen colours, backgrounds, speeds), ...
     duration_s: float = 12.0
     width: int = 160
     height: int = 120

@@ -39,6 +39,7 @@ from ov2_ros.model.generate import GenerationConfig
 from ov2_ros.model.parsers import FrameSize, OutputParseError, parse_output
 from ov2_ros.runtime.answer import ask
 from ov2_ros.runtime.backend import TorchBackend
+from ov2_ros.synth.worlds import SPLITS
 from training import metrics, tasks
 from training.centre_vision import mean_vision_token
 from training.data import (IGNORE, INPUT_MODES, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, ClipSpec, ClipVision,
@@ -50,11 +51,12 @@ HELDOUT_SEED = 100_000  # held-out seeds start here; training seeds stay far bel
 JUMPSCORE_QUESTION = tasks.EVENT_WORDINGS[0]
 
 
-VARIATIONS = ("heldout", "train")
+VARIATIONS = SPLITS  # "heldout" (the goals), "train", or one unseen factor at a time
 
 
 def heldout_clips(world: str, count: int, durations_s: tuple[float, float], variation: str = "heldout") -> list[ClipSpec]:
-    """Clips of unseen seeds; variation "heldout": unseen colours, backgrounds and speeds too."""
+    """Clips of unseen seeds; variation "heldout": unseen colours, backgrounds and speeds too,
+    "heldout-colours" (-background, -speed): that one unseen, the rest as training's."""
     if variation not in VARIATIONS:
         raise ValueError(f"variation must be one of {VARIATIONS}, got {variation!r}")
     return clip_range(world, HELDOUT_SEED, count, durations_s, split=variation)
@@ -329,7 +331,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=16, help="canvases per clip")
     parser.add_argument("--clips", type=int, default=20, help="held-out clips per suite")
     parser.add_argument("--variation", choices=VARIATIONS, default="heldout",
-                        help="heldout: unseen colours, backgrounds and speeds (the goals); train: seen ones, unseen seeds")
+                        help="heldout: unseen colours, backgrounds and speeds (the goals); train: seen ones, unseen "
+                             "seeds; heldout-colours, -background, -speed: one of them unseen (which one a model fails on)")
     parser.add_argument("--stills-world", choices=STILL_WORLDS, default="stills",
                         help="the shots of the stills suite: stills (the goal), lone, mid or closeup (a "
                              "curriculum's rungs)")

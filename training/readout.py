@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ov2_ros.model.checkpoint import load_model
 from ov2_ros.model.parsers import FrameSize
 from ov2_ros.model.prompt import TextTokenizer
-from ov2_ros.synth.worlds import SHAPES, TRAIN_COLOURS
+from ov2_ros.synth.worlds import SHAPES, SPLITS, TRAIN_COLOURS
 from ov2_ros.tokenizer.geometry import PATCH_PX
 from training import tasks
 from training.data import (IGNORE, STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, answer_tokens_in,
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--world", choices=STILL_WORLDS, default="lone")
     parser.add_argument("--clips", type=int, default=300)
-    parser.add_argument("--variation", choices=("train", "heldout"), default="train")
+    parser.add_argument("--variation", choices=SPLITS, default="train")
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--penalty", type=float, default=1e3,
                         help="ridge penalty of the answer read-out (one row a shot; standardised features)")

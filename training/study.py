@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--cache", default="cache/worlds")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT)
     run.add_argument("--variation", choices=VARIATIONS, default="heldout",
-                     help="held-out clips: unseen colours, backgrounds and speeds (heldout) or the training ones")
+                     help="held-out clips: unseen colours, backgrounds and speeds (heldout), the training ones, or "
+                          "one unseen factor (heldout-colours, -background, -speed)")
     joined = actions.add_parser("combine")
     joined.add_argument("--out", type=Path, default=DEFAULT_OUT)
     bound = actions.add_parser("oracle", help="what the canvases show of the bounces (no model)")

@@ -33,6 +33,7 @@ from ov2_ros.model.checkpoint import load_model, read_safetensors, save_model, w
 from ov2_ros.model.config import preset
 from ov2_ros.model.ov2 import Ov2Model
 from ov2_ros.model.prompt import TextTokenizer
+from ov2_ros.synth.worlds import TRAINING_SPLITS
 from ov2_ros.tokenizer.geometry import FrameGeometry
 from ov2_ros.tokenizer.pipeline import TokenizerConfig
 from training.centre_vision import centre
@@ -90,6 +91,9 @@ class StageConfig:
     # with probability weight / the largest weight, so {"trace": 4} makes the other tasks a
     # quarter as common as they were against the trace. Empty: every question a clip gives.
     task_weights: dict = field(default_factory=dict)
+    # The worlds' training variation: "train" (three background tints) or "train-tints" (any tint
+    # away from the held-out one); held-out splits are refused.
+    variation: str = "train"
 
     def __post_init__(self):
         if self.trainable not in TRAINABLE:
@@ -98,6 +102,8 @@ class StageConfig:
             raise ValueError("centre_vision_momentum needs the whole merger bias on every rank: not with fsdp")
         if any(weight < 0 for weight in self.task_weights.values()):
             raise ValueError(f"task_weights {self.task_weights}: weights are >= 0")
+        if self.variation not in TRAINING_SPLITS:
+            raise ValueError(f"variation {self.variation!r}: a stage trains on one of {TRAINING_SPLITS}")
         if self.tasks and not any(self.task_weights.get(task, 1.0) > 0 for task in self.tasks):
             raise ValueError(f"task_weights {self.task_weights} weigh every task of {self.tasks} 0: no question to draw")
 
@@ -113,7 +119,7 @@ class StageConfig:
 def clip_specs(config: StageConfig) -> list[ClipSpec]:
     """The stage's training clips: per world, seeds 0.. with durations drawn per seed."""
     return [spec for world, count in config.clips.items()
-            for spec in clip_range(world, 0, count, config.durations_s[world])]
+            for spec in clip_range(world, 0, count, config.durations_s[world], split=config.variation)]
 
 
 def trained_frame_area(specs: list[ClipSpec]) -> int:

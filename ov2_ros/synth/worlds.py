@@ -11,7 +11,10 @@
 - `StillsWorld` (boxes and pointing): still shots of two to four objects and a plate.
 
 Every world is a pure function of its config (seed included). `Variation` separates what
-training sees from held-out worlds: colours, backgrounds and speeds never seen in training.
+training sees from held-out worlds: colours, backgrounds and speeds never seen in training, all
+three ("heldout") or one at a time ("heldout-colours", ...: which of them a model fails on).
+Training draws its backgrounds from three tints ("train") or from any tint away from the
+held-out one ("train-tints": the held-out tint stays unseen, but no longer the only new one).
 """
 from __future__ import annotations
 
@@ -27,33 +30,53 @@ HELDOUT_COLOURS = ("orange", "purple")
 SHAPES = ("cube", "cylinder")  # of the objects on a table
 # Floor and wall tints: the last one only in held-out worlds.
 BACKGROUNDS = ((150.0, 110.0, 75.0), (120.0, 125.0, 130.0), (95.0, 120.0, 90.0), (160.0, 140.0, 170.0))
+# "train-tints" draws a tint per channel from this range, but never within this RGB distance of
+# the held-out tint: a model trained on it has still never seen the held-out background.
+TINT_RANGE = (85.0, 175.0)
+HELDOUT_TINT_MARGIN = 45.0
+UNSEEN_FACTORS = ("colours", "background", "speed")
+TRAINING_SPLITS = ("train", "train-tints")
+SPLITS = (*TRAINING_SPLITS, "heldout", *(f"heldout-{factor}" for factor in UNSEEN_FACTORS))
 
 
 @dataclass(frozen=True)
 class Variation:
     """What may differ between the training worlds and the held-out ones."""
 
-    split: str = "train"  # "train" or "heldout"
+    split: str = "train"  # one of SPLITS
 
     def __post_init__(self):
-        if self.split not in ("train", "heldout"):
-            raise ValueError(f"split must be 'train' or 'heldout', got {self.split!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+
+    def unseen(self, factor: str) -> bool:
+        """Whether this split draws `factor` (one of UNSEEN_FACTORS) from what training never sees."""
+        return self.split in ("heldout", f"heldout-{factor}")
 
     def colours(self, rng, count: int) -> list[str]:
-        pool = TRAIN_COLOURS if self.split == "train" else HELDOUT_COLOURS + TRAIN_COLOURS
-        first = [str(rng.choice(HELDOUT_COLOURS))] if self.split == "heldout" else []
+        pool = HELDOUT_COLOURS + TRAIN_COLOURS if self.unseen("colours") else TRAIN_COLOURS
+        first = [str(rng.choice(HELDOUT_COLOURS))] if self.unseen("colours") else []
         rest = [c for c in rng.permutation(pool).tolist() if c not in first]
         return (first + rest)[:count]
 
     def background(self, rng) -> tuple[float, float, float]:
-        if self.split == "heldout":
+        if self.unseen("background"):
             return BACKGROUNDS[-1]
+        if self.split == "train-tints":
+            while True:
+                tint = rng.uniform(*TINT_RANGE, size=3)
+                if np.linalg.norm(tint - np.array(BACKGROUNDS[-1])) >= HELDOUT_TINT_MARGIN:
+                    return tuple(float(c) for c in tint)
         return BACKGROUNDS[int(rng.integers(len(BACKGROUNDS) - 1))]
 
     def rate_hz(self, rng) -> tuple[float, float]:
         """Event-rate range of a bounce clip: training 1-3 Hz, held-out up to 4 Hz."""
         low = rng.uniform(1.0, 2.0)
-        return (low, rng.uniform(low + 0.5, 3.0 if self.split == "train" else 4.0))
+        return (low, rng.uniform(low + 0.5, 4.0 if self.unseen("speed") else 3.0))
+
+    def gripper_speed(self, rng) -> float:
+        """A pick-and-place episode's speed factor: training 0.6-1.0, held-out 1.0-1.4."""
+        return float(rng.uniform(1.0, 1.4) if self.unseen("speed") else rng.uniform(0.6, 1.0))
 
 
 @dataclass(frozen=True)
@@ -268,7 +291,7 @@ class PickPlaceWorld(RenderedFrames):
         self.objects = self.objects[:2]  # the third spot holds the plate
         self.target = self.objects[int(rng.integers(2))]
         if speed is None:
-            speed = rng.uniform(0.6, 1.0) if config.variation.split == "train" else rng.uniform(1.0, 1.4)
+            speed = config.variation.gripper_speed(rng)
         durations = np.array([rng.uniform(1.2, 2.0), 0.6, 0.6, rng.uniform(1.2, 2.0), 0.6, 0.5, 1.0]) / speed
         start = float(rng.uniform(0.3, 0.8))
         scale = (config.duration_s - 0.3 - start) / max(float(durations.sum()), 1e-6)

@@ -257,6 +257,17 @@ def test_task_weights_change_the_mix_and_no_weights_draw_what_they_always_did(wo
         StageConfig(name="bad", tasks=("trace",), task_weights={"trace": 0.0})
 
 
+def test_a_stage_trains_on_its_variation_and_never_on_held_out_worlds():
+    from training.train import clip_specs
+
+    tinted = dataclasses.replace(STAGE, variation="train-tints", clips={"pickplace": 3})
+    assert [spec.split for spec in clip_specs(tinted)] == ["train-tints"] * 3
+    assert {spec.split for spec in clip_specs(STAGE)} == {"train"}
+    for held_out in ("heldout", "heldout-background"):
+        with pytest.raises(ValueError, match="variation"):
+            StageConfig(name="bad", variation=held_out)
+
+
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_torchrun_runs_data_parallel_and_sharded_and_resumes(workspace, tmp_path, sharding):
     import subprocess

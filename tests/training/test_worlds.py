@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from ov2_ros.synth.scene import COLOURS_RGB
-from ov2_ros.synth.worlds import (HELDOUT_COLOURS, REST_S, TRAIN_COLOURS, BounceWorld, CloseUpWorld, LoneThingWorld,
-                                  MidWorld, PickPlaceWorld, StillsWorld, Variation, WorldConfig)
+from ov2_ros.synth.worlds import (BACKGROUNDS, HELDOUT_COLOURS, HELDOUT_TINT_MARGIN, REST_S, TINT_RANGE, TRAIN_COLOURS,
+                                  UNSEEN_FACTORS, BounceWorld, CloseUpWorld, LoneThingWorld, MidWorld, PickPlaceWorld,
+                                  StillsWorld, Variation, WorldConfig)
 
 
 def _colour_at(image, box):
@@ -163,6 +164,43 @@ def test_worlds_are_reproducible_and_held_out_ones_use_unseen_variations(kind):
         assert seen <= set(TRAIN_COLOURS)
         held = StillsWorld(WorldConfig(seed=3, variation=Variation("heldout")))
         assert held.things[1]["label"].split()[0] in HELDOUT_COLOURS
+
+
+@pytest.mark.parametrize("factor", UNSEEN_FACTORS)
+def test_a_one_factor_split_leaves_only_that_factor_unseen(factor):
+    variation = Variation(f"heldout-{factor}")
+    draws = {name: [] for name in UNSEEN_FACTORS}
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        draws["colours"].append(variation.colours(rng, 1)[0])
+        draws["background"].append(variation.background(rng))
+        draws["speed"].append((variation.rate_hz(rng)[1], variation.gripper_speed(rng)))
+    unseen = {"colours": all(c in HELDOUT_COLOURS for c in draws["colours"]),
+              "background": all(b == BACKGROUNDS[-1] for b in draws["background"]),
+              "speed": all(g >= 1.0 for _, g in draws["speed"]) and max(r for r, _ in draws["speed"]) > 3.0}
+    seen = {"colours": set(draws["colours"]) <= set(TRAIN_COLOURS),
+            "background": BACKGROUNDS[-1] not in draws["background"],
+            "speed": all(g < 1.0 and r <= 3.0 for r, g in draws["speed"])}
+    assert unseen[factor] and not seen[factor]
+    assert all(seen[other] for other in UNSEEN_FACTORS if other != factor)
+    # The worlds draw through it: an episode's first object has an unseen colour only in that split.
+    episodes = [PickPlaceWorld(WorldConfig(seed=s, variation=variation)) for s in range(3)]
+    assert all((e.objects[0]["colour"] in HELDOUT_COLOURS) == (factor == "colours") for e in episodes)
+    with pytest.raises(ValueError, match="split"):
+        Variation("heldout-shapes")
+
+
+def test_training_tints_vary_but_never_come_near_the_held_out_tint():
+    rng = np.random.default_rng(0)
+    tints = np.array([Variation("train-tints").background(rng) for _ in range(500)])
+    distance = np.linalg.norm(tints - np.array(BACKGROUNDS[-1]), axis=1)
+    assert distance.min() >= HELDOUT_TINT_MARGIN
+    assert distance.min() < HELDOUT_TINT_MARGIN + 10  # right up to the margin, not only the three tints
+    assert len({tuple(t) for t in tints.round(1)}) == 500
+    assert tints.min() >= TINT_RANGE[0] and tints.max() <= TINT_RANGE[1]
+    # A world's table takes the tint: the same seed's table differs between the two training splits.
+    plain, tinted = (PickPlaceWorld(WorldConfig(seed=5, variation=Variation(s))).render(0)[0] for s in ("train", "train-tints"))
+    assert np.abs(plain.astype(int) - tinted.astype(int))[40:].mean() > 5
 
 
 def test_evaluation_worlds_use_unseen_seeds_with_either_variation():
