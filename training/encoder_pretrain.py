@@ -50,7 +50,7 @@ from tqdm import tqdm
 from ov2_ros.model.checkpoint import load_model, save_model
 from ov2_ros.model.inputs import vision_input_from
 from ov2_ros.model.ov2 import content_blocks
-from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS, gripper_rectangles
+from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS, TRAINING_SPLITS, gripper_rectangles
 from ov2_ros.tokenizer.geometry import PATCH_PX
 from training.data import STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
 from training.evaluate import heldout_clips
@@ -287,17 +287,22 @@ def scores(model, head, shots: ShotSet, batch: int = 16) -> dict:
 
 def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int = 16, lr: float = 1e-3,
              eval_shots: int = 60, every: int = 100, seed: int = 0, cache_dir: str = "cache/worlds",
-             place_weight: float = 1.0, centre_weight: float = 1.0, precision: str = "fp32") -> dict:
+             place_weight: float = 1.0, centre_weight: float = 1.0, precision: str = "fp32",
+             variation: str = "train") -> dict:
     """Train the vision tower of the model folder `init` on `worlds` ({world: training shots or
-    clips, seeds 0..N-1}); score on held-out seeds of each world (training variations) every `every`
-    steps; save to `out`. precision: training.train.autocast's."""
+    clips, seeds 0..N-1}, drawn with the training split `variation`); score on held-out seeds of
+    each world (the "train" variation) every `every` steps; save to `out`. precision:
+    training.train.autocast's."""
     check_precision(precision)
+    if variation not in TRAINING_SPLITS:
+        raise ValueError(f"variation {variation!r}: stage 0 trains on one of {TRAINING_SPLITS}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = load_model(init)
     cache = ClipCache(cache_dir)
     training = ShotSet(cache, [spec for world, count in worlds.items()
-                               for spec in clip_range(world, 0, count, WORLD_DURATIONS_S[world])], "training shots")
+                               for spec in clip_range(world, 0, count, WORLD_DURATIONS_S[world], split=variation)],
+                       "training shots")
     held_out = {world: ShotSet(cache, heldout_clips(world, eval_shots if world in STILL_WORLDS else
                                                     min(eval_shots, VIDEO_EVAL_CLIPS), WORLD_DURATIONS_S[world], "train"),
                                f"held-out {world}") for world in worlds}
@@ -328,7 +333,7 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
                           **{world: scores(model, head, shots) for world, shots in held_out.items()}})
             tqdm.write(json.dumps(curve[-1]), file=sys.stderr)  # stdout: the result alone
     save_model(model, out, f"{init}/tokenizer.json")
-    result = {"init": init, "worlds": worlds, "steps": steps, "batch": batch, "lr": lr,
+    result = {"init": init, "worlds": worlds, "variation": variation, "steps": steps, "batch": batch, "lr": lr,
               "place_weight": place_weight, "centre_weight": centre_weight, "seed": seed, "classes": CLASSES, "wall_s": round(time.monotonic() - started, 1), "curve": curve}
     Path(out, "encoder_pretrain.json").write_text(json.dumps(result, indent=1))
     return result
@@ -366,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="cache/worlds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: mixed precision (autocast)")
+    parser.add_argument("--variation", choices=TRAINING_SPLITS, default="train",
+                        help="the training shots' split: train, or train-tints (random table tints away from the "
+                             "held-out one)")
     args = parser.parse_args(argv)
     try:
         worlds = parse_worlds(args.worlds)
@@ -373,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--worlds: {error}")
     torch.set_num_threads(args.threads)
     result = pretrain(args.init, args.out, worlds, args.steps, args.batch, args.lr, args.eval_shots, args.every,
-                      args.seed, args.cache, args.place_weight, args.centre_weight, args.precision)
+                      args.seed, args.cache, args.place_weight, args.centre_weight, args.precision, args.variation)
     print(json.dumps(result["curve"][-1]))
     return 0
 

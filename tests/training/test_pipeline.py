@@ -2,6 +2,7 @@
 when a resumed pipeline finds it; and the stages it runs after the four (--then)."""
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +29,13 @@ def test_stage_zero_pretrains_the_vision_tower_of_a_seeded_random_model_once(tmp
     written = (out / "s0_encoder" / "model.safetensors").stat().st_mtime_ns
     assert pretrained_encoder(out, "nano", cache, steps=3, seed=1, worlds={"mid": 3}, eval_shots=2) == folder
     assert (out / "s0_encoder" / "model.safetensors").stat().st_mtime_ns == written
+    # stage 0 on random table tints draws (and caches) other shots, and says so
+    tinted = pretrained_encoder(tmp_path / "tinted", "nano", cache, steps=1, seed=1, worlds={"mid": 3}, eval_shots=2,
+                                variation="train-tints")
+    assert json.loads((Path(tinted) / "encoder_pretrain.json").read_text())["variation"] == "train-tints"
+    assert len(list(Path(cache, "clips").glob("mid-train-tints-*"))) == 3
+    with pytest.raises(ValueError, match="variation"):
+        pretrained_encoder(tmp_path / "held", "nano", cache, steps=1, seed=1, worlds={"mid": 3}, variation="heldout")
 
 
 def test_stages_after_the_four_run_as_their_configs_say_on_their_own_input(tmp_path):
@@ -36,15 +44,16 @@ def test_stages_after_the_four_run_as_their_configs_say_on_their_own_input(tmp_p
     a missing config or a repeated stage name is refused before any work."""
     rung = CONFIGS / "s10_trace_pickplace_frozen_tower.json"
     plan = stage_plan("codec", steps_scale=0.5, centre_vision=0.0, trainable="all",
-                      then=(parse_then(f"{rung}@live"), parse_then(str(CONFIGS / "s10_point_mid_frozen_tower.json"))))
+                      then=(parse_then(f"{rung}@live"), parse_then(str(CONFIGS / "s10_point_mid_frozen_tower.json"))),
+                      variation="train-tints")
     assert [config.name for config, _ in plan] == [*STAGES, "s10_trace_pickplace_frozen_tower", "s10_point_mid_frozen_tower"]
     assert [stage_input for _, stage_input in plan] == ["codec"] * 4 + ["live", "codec"]
     four, trace = [config for config, _ in plan[:4]], plan[4][0]
-    assert all(c.trainable == "all" and c.centre_vision_momentum == 0.0 for c in four)
+    assert all(c.trainable == "all" and c.centre_vision_momentum == 0.0 and c.variation == "train-tints" for c in four)
     assert four[0].steps == 75  # s1_align's 150, halved
     written = json.loads(rung.read_text())
-    assert (trace.trainable, trace.centre_vision_momentum, trace.steps) == (
-        written["trainable"], written["centre_vision_momentum"], written["steps"])
+    assert (trace.trainable, trace.centre_vision_momentum, trace.steps, trace.variation) == (
+        written["trainable"], written["centre_vision_momentum"], written["steps"], "train")
     with pytest.raises(argparse.ArgumentTypeError, match="no stage config"):
         parse_then(str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="repeat"):
