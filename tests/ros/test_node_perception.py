@@ -203,12 +203,12 @@ def test_trace_and_grounding_match_the_worlds_truth(ros, node_under_test, world)
     start_s, end_s = ((time_to_ns(t) - origin) / 1e9 for t in (grasped.segments[0].start, grasped.segments[0].end))
     truth_s = (grasp["start_s"], grasp["end_s"])
     # Stated tolerances: the embedded model's own accuracy on the node's view of held-out worlds
-    # (`ov2 eval --input live`: trace ADE 0.16 of the diagonal on average, grounding mIoU 0.18;
-    # the previous default's grasp segments on the 10 held-out clips ended within 1.3 s of the
-    # truth at worst, mostly a learnt prior), delivered end to end: stamps, window, tokenizer,
-    # model, parsing and messages. A window or stamp mapped wrongly misses by seconds. (Measured
-    # on this clip, the default of 2026-12-07: ADE 0.163, grasp (2.0, 3.0) s against (2.275,
-    # 2.872) s; the previous default: 0.19, (2.7, 3.2) s.)
+    # (`ov2 eval --input live`: trace ADE 0.14-0.16 of the diagonal on average; grasp segments
+    # mostly a learnt prior, within 1.3 s of the truth at worst for the defaults of 2026-11 and
+    # 2026-12-07), delivered end to end: stamps, window, tokenizer, model, parsing and messages.
+    # A window or stamp mapped wrongly misses by seconds. (Measured on this clip, the default of
+    # 2026-12-08: ADE 0.079, grasp (2.9, 2.9) s against (2.275, 2.872) s; of 2026-12-07: 0.163,
+    # (2.0, 3.0) s; before: 0.19, (2.7, 3.2) s.)
     assert ade <= 0.30, (ade, waypoints, episode["gripper_path"])
     assert abs(start_s - truth_s[0]) <= 1.5 and abs(end_s - truth_s[1]) <= 1.5, ((start_s, end_s), truth_s)
     assert not traced.traces[0].predicted
