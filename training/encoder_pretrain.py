@@ -50,7 +50,7 @@ from tqdm import tqdm
 from ov2_ros.model.checkpoint import load_model, save_model
 from ov2_ros.model.inputs import vision_input_from
 from ov2_ros.model.ov2 import content_blocks
-from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS, TRAINING_SPLITS, gripper_rectangles
+from ov2_ros.synth.worlds import HELDOUT_COLOURS, TRAIN_COLOURS, TRAINING_SPLITS, gripper_rectangles, training_split
 from ov2_ros.tokenizer.geometry import PATCH_PX
 from training.data import STILL_BUDGET, STILL_WORLDS, WORLD_DURATIONS_S, ClipCache, ClipSpec, clip_range
 from training.evaluate import heldout_clips
@@ -294,8 +294,7 @@ def pretrain(init: str, out: str, worlds: dict[str, int], steps: int, batch: int
     each world (the "train" variation) every `every` steps; save to `out`. precision:
     training.train.autocast's."""
     check_precision(precision)
-    if variation not in TRAINING_SPLITS:
-        raise ValueError(f"variation {variation!r}: stage 0 trains on one of {TRAINING_SPLITS}")
+    training_split(variation)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = load_model(init)

@@ -33,7 +33,7 @@ from ov2_ros.model.checkpoint import load_model, read_safetensors, save_model, w
 from ov2_ros.model.config import preset
 from ov2_ros.model.ov2 import Ov2Model
 from ov2_ros.model.prompt import TextTokenizer
-from ov2_ros.synth.worlds import TRAINING_SPLITS
+from ov2_ros.synth.worlds import training_split
 from ov2_ros.tokenizer.geometry import FrameGeometry
 from ov2_ros.tokenizer.pipeline import TokenizerConfig
 from training.centre_vision import centre
@@ -102,8 +102,7 @@ class StageConfig:
             raise ValueError("centre_vision_momentum needs the whole merger bias on every rank: not with fsdp")
         if any(weight < 0 for weight in self.task_weights.values()):
             raise ValueError(f"task_weights {self.task_weights}: weights are >= 0")
-        if self.variation not in TRAINING_SPLITS:
-            raise ValueError(f"variation {self.variation!r}: a stage trains on one of {TRAINING_SPLITS}")
+        training_split(self.variation)
         if self.tasks and not any(self.task_weights.get(task, 1.0) > 0 for task in self.tasks):
             raise ValueError(f"task_weights {self.task_weights} weigh every task of {self.tasks} 0: no question to draw")
 

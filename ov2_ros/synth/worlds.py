@@ -39,6 +39,13 @@ TRAINING_SPLITS = ("train", "train-tints")
 SPLITS = (*TRAINING_SPLITS, "heldout", *(f"heldout-{factor}" for factor in UNSEEN_FACTORS))
 
 
+def training_split(split: str) -> str:
+    """`split` if training may draw its worlds from it; a held-out split is refused (a leak)."""
+    if split not in TRAINING_SPLITS:
+        raise ValueError(f"variation {split!r}: training draws its worlds from one of {TRAINING_SPLITS}")
+    return split
+
+
 @dataclass(frozen=True)
 class Variation:
     """What may differ between the training worlds and the held-out ones."""
